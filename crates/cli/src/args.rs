@@ -1,0 +1,214 @@
+//! Command-line grammar. Kept apart from `main.rs` so the help text reads
+//! as one document.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "tidemark", version, about = "Encrypted, deduplicated backups of your files", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a folder, or s3://bucket/prefix?endpoint=…&region=…, sftp://user@host:port/path, webdav(s)://host/path.
+    /// Default: a repository in your data folder.
+    #[arg(short = 'r', long, env = "TIDEMARK_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the repository password from this file (first line).
+    #[arg(long, env = "TIDEMARK_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Folder for local caches (index files, snapshots).
+    #[arg(long, env = "TIDEMARK_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log details to stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init {
+        /// Do nothing (and succeed) when the repository already exists.
+        #[arg(long)]
+        if_missing: bool,
+        /// Argon2id memory in KiB (default 65536). Lower only for tests.
+        #[arg(long, hide = true)]
+        kdf_memory: Option<u32>,
+        /// Pack size in MiB (default 16).
+        #[arg(long, hide = true)]
+        pack_size_mib: Option<u32>,
+    },
+    /// Back up files and folders.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Only snapshots of this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List the files of a snapshot.
+    Ls {
+        /// Snapshot id (prefix) or `latest`.
+        snapshot: String,
+        /// Folder or file inside the snapshot (absolute path as backed up).
+        path: Option<String>,
+        /// List only one level instead of everything below.
+        #[arg(long)]
+        flat: bool,
+        /// With `latest`: newest snapshot of this host (default: this machine).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Find files by name (glob, case-insensitive) across snapshots.
+    Find {
+        pattern: String,
+        /// Only snapshots of this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only these snapshots.
+        #[arg(long = "snapshot", short = 's')]
+        snapshots: Vec<String>,
+    },
+    /// Show what changed between two snapshots.
+    Diff { first: String, second: String },
+    /// Restore a snapshot, or one path of it (SNAP:/path).
+    Restore {
+        /// SNAPSHOT or SNAPSHOT:/absolute/path
+        what: String,
+        /// Recreate the backed-up absolute paths under this folder. Without it, files go back to their original place.
+        #[arg(short, long)]
+        target: Option<PathBuf>,
+        /// What to do when a file already exists.
+        #[arg(long, value_enum, default_value = "keep-both")]
+        conflict: ConflictArg,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write one file of a snapshot to stdout (SNAP:/path).
+    Cat {
+        what: String,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Check the repository: structure always, data with --read-data.
+    Verify {
+        /// Download and check the content of packs.
+        #[arg(long)]
+        read_data: bool,
+        /// Only this share of the packs, e.g. 10%.
+        #[arg(long, requires = "read_data")]
+        subset: Option<String>,
+    },
+    /// Remove snapshots by policy or id.
+    Forget(ForgetArgs),
+    /// Delete data no snapshot uses.
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs with more than this share unused (default 20%).
+        #[arg(long)]
+        max_unused: Option<String>,
+    },
+    /// Manage the repository's passwords.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Sizes: logical, stored, dedup and compression ratios.
+    Stats,
+    /// Remove stale locks left by crashed processes.
+    Unlock {
+        /// Remove every lock, even live ones.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ConflictArg {
+    KeepBoth,
+    Overwrite,
+    Skip,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and folders to back up.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Skip names or paths matching this glob (repeatable).
+    #[arg(short = 'e', long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line.
+    #[arg(long)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Skip folders marked with CACHEDIR.TAG.
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Do not cross into other file systems.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Compare with this snapshot instead of the newest of the same host and paths.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even unchanged ones.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget, by id.
+    pub snapshots: Vec<String>,
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_yearly: Option<u32>,
+    /// Keep everything newer than this, e.g. 7d, 36h, 2w, 1y.
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (asked for, or from TIDEMARK_NEW_PASSWORD_FILE).
+    Add,
+    List,
+    /// Remove a key by id (prefix).
+    Remove { id: String },
+    /// Change the password of the key in use.
+    Passwd,
+}

@@ -1,0 +1,535 @@
+//! One function per subcommand: open what it needs, call the engine,
+//! render. Each stays short; anything longer belongs in a library crate.
+
+use crate::args::{BackupArgs, Cli, Command, ConflictArg, ForgetArgs, Global, KeyCommand};
+use crate::password;
+use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
+use anyhow::{bail, Context, Result};
+use crypto::{Id, KdfParams};
+use repository::{InitOptions, OpenOptions, Repository, VerifyOptions};
+use snapshot::{Conflict, Excludes, TreeLoader};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { if_missing, kdf_memory, pack_size_mib } => init(g, if_missing, kdf_memory, pack_size_mib),
+        Command::Backup(a) => backup(g, a),
+        Command::Snapshots { host } => snapshots(g, host),
+        Command::Ls { snapshot, path, flat, host } => ls(g, &snapshot, path.as_deref(), flat, host),
+        Command::Find { pattern, host, snapshots } => find(g, &pattern, host, &snapshots),
+        Command::Diff { first, second } => diff(g, &first, &second),
+        Command::Restore { what, target, conflict, host } => restore(g, &what, target, conflict, host),
+        Command::Cat { what, host } => cat(g, &what, host),
+        Command::Verify { read_data, subset } => verify(g, read_data, subset),
+        Command::Forget(a) => forget(g, a),
+        Command::Prune { dry_run, max_unused } => prune(g, dry_run, max_unused),
+        Command::Key { command } => key(g, command),
+        Command::Stats => stats(g),
+        Command::Unlock { all } => {
+            let repo = open(g)?;
+            let n = repo.unlock_stale(all)?;
+            emit(g, &serde_json::json!({ "removed": n }), || format!("removed {n} lock(s)"));
+            Ok(0)
+        }
+    }
+}
+
+fn location(g: &Global) -> Result<String> {
+    if let Some(r) = &g.repo {
+        return Ok(r.clone());
+    }
+    let dirs = directories::ProjectDirs::from("org", "Tidemark", "tidemark").context("cannot find your data folder; give --repo")?;
+    Ok(dirs.data_dir().join("repository").to_string_lossy().into_owned())
+}
+
+fn open_options(g: &Global) -> OpenOptions {
+    let cache_dir = g
+        .cache_dir
+        .clone()
+        .or_else(|| directories::ProjectDirs::from("org", "Tidemark", "tidemark").map(|d| d.cache_dir().to_path_buf()));
+    OpenOptions { cache_dir }
+}
+
+fn open(g: &Global) -> Result<Repository> {
+    let loc = location(g)?;
+    let storage = storage::open(&loc)?;
+    let pw = password::existing(g.password_file.as_deref(), &storage.location())?;
+    Ok(Repository::open(storage, pw.bytes(), &open_options(g))?)
+}
+
+fn hostname() -> String {
+    repository::hostname()
+}
+
+fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Prints JSON or the human text, depending on `--json`.
+fn emit(g: &Global, json: &serde_json::Value, text: impl FnOnce() -> String) {
+    if g.json {
+        println!("{json}");
+    } else if !g.quiet {
+        println!("{}", text());
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+fn init(g: &Global, if_missing: bool, kdf_memory: Option<u32>, pack_size_mib: Option<u32>) -> Result<i32> {
+    let loc = location(g)?;
+    let storage = storage::open(&loc)?;
+    let shown = storage.location();
+    if if_missing && storage.size(format::layout::CONFIG)?.is_some() {
+        emit(g, &serde_json::json!({ "location": shown, "created": false }), || format!("repository at {shown} already exists"));
+        return Ok(0);
+    }
+    let pw = password::new(g.password_file.as_deref(), "TIDEMARK_PASSWORD_FILE", "TIDEMARK_PASSWORD", "repository password")?;
+    let mut opts = InitOptions { hostname: hostname(), username: username(), ..Default::default() };
+    if let Some(m) = kdf_memory {
+        opts.kdf = KdfParams { m_cost: m.max(8), ..opts.kdf };
+    }
+    if let Some(p) = pack_size_mib {
+        opts.pack_size = p.clamp(1, 512) * 1024 * 1024;
+    }
+    let repo = Repository::init(storage, &pw.0, &opts, &open_options(g))?;
+    let interactive = g.password_file.is_none() && std::env::var_os("TIDEMARK_PASSWORD").is_none() && std::env::var_os("TIDEMARK_PASSWORD_FILE").is_none();
+    let keyring = if interactive { Some(password::remember(&shown, &pw.0)) } else { None };
+    emit(
+        g,
+        &serde_json::json!({ "location": shown, "created": true, "id": repo.config().id, "password_in_keyring": matches!(keyring, Some(Ok(()))) }),
+        || {
+            let mut s = format!("created repository {} at {shown}", &repo.config().id.to_hex()[..8]);
+            match keyring {
+                Some(Ok(())) => s.push_str("\nthe password is saved in your OS keyring"),
+                Some(Err(e)) => s.push_str(&format!("\nthe password could not be saved in a keyring ({e}); you will be asked for it")),
+                None => {}
+            }
+            s
+        },
+    );
+    Ok(0)
+}
+
+fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
+    let repo = Arc::new(open(g)?);
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    let excludes = Excludes::new(&patterns, a.exclude_caches)?;
+    let parent = a.parent.as_deref().map(|p| repo.find_snapshot(p)).transpose()?;
+    let opts = snapshot::BackupOptions {
+        paths: a.paths.clone(),
+        excludes: excludes.clone(),
+        one_file_system: a.one_file_system,
+        hostname: a.host.unwrap_or_else(hostname),
+        username: username(),
+        tags: a.tags,
+        parent,
+        force: a.force,
+        upload: Default::default(),
+    };
+    let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
+    let report = std::thread::scope(|s| {
+        let paths: Vec<PathBuf> = a.paths.iter().filter_map(|p| std::path::absolute(p).ok()).collect();
+        let bar_ref = &bar;
+        s.spawn(move || snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes)));
+        snapshot::backup(&repo, &opts, &bar)
+    });
+    bar.finish();
+    let r = report?;
+    let s = &r.snapshot.summary;
+    emit(g, &serde_json::json!({ "snapshot": r.id, "summary": s, "errors": r.errors, "parent": r.snapshot.parent }), || {
+        format!(
+            "snapshot {} saved\n  files: {} new, {} changed, {} unchanged ({} in total)\n  added to the repository: {} ({} stored)\n  took {:.1}s{}",
+            &r.id.to_hex()[..8],
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            human_bytes(s.total_bytes),
+            human_bytes(s.bytes_new_raw),
+            human_bytes(s.bytes_new_stored),
+            s.duration_ms as f64 / 1000.0,
+            if r.errors.is_empty() { String::new() } else { format!("\n  {} file(s) could not be read (listed above)", r.errors.len()) }
+        )
+    });
+    Ok(if r.errors.is_empty() { 0 } else { crate::EXIT_PARTIAL })
+}
+
+fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    let (snaps, problems) = repo.list_snapshots()?;
+    for p in &problems {
+        eprintln!("warning: {}: {}", p.object, p.message);
+    }
+    let snaps: Vec<_> = snaps.into_iter().filter(|(_, s)| host.as_ref().is_none_or(|h| &s.hostname == h)).collect();
+    if g.json {
+        let v: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                let mut v = to_json(s);
+                v["id"] = serde_json::json!(id);
+                v["short_id"] = serde_json::json!(&id.to_hex()[..8]);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else if !g.quiet {
+        println!("{:<10} {:<20} {:<16} {:>10}  paths", "id", "time", "host", "size");
+        for (id, s) in &snaps {
+            println!(
+                "{:<10} {:<20} {:<16} {:>10}  {}",
+                &id.to_hex()[..8],
+                s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                s.hostname,
+                human_bytes(s.summary.total_bytes),
+                s.paths.join(" ")
+            );
+        }
+        println!("{} snapshot(s)", snaps.len());
+    }
+    Ok(0)
+}
+
+/// Splits `SNAP:/path` into the snapshot and the path (default `/`).
+fn split_spec(what: &str) -> (&str, &str) {
+    match what.split_once(':') {
+        Some((s, p)) if !p.is_empty() => (s, p),
+        Some((s, _)) => (s, "/"),
+        None => (what, "/"),
+    }
+}
+
+fn ls(g: &Global, snap: &str, path: Option<&str>, flat: bool, host: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (_, s) = snapshot::select_snapshot(&repo, snap, Some(&host.unwrap_or_else(hostname)).filter(|_| snap == "latest").map(|h| h.as_str()))?;
+    let loader = TreeLoader::new(&repo);
+    let mut out = std::io::stdout().lock();
+    snapshot::ls(&loader, &s.tree, path.unwrap_or("/"), !flat, &mut |e| {
+        let line = if g.json {
+            to_json(&e).to_string()
+        } else {
+            let kind = match e.node.kind {
+                format::NodeKind::Dir => 'd',
+                format::NodeKind::Symlink => 'l',
+                format::NodeKind::File => '-',
+                _ => '?',
+            };
+            format!("{kind} {:>10}  {}", e.node.size, e.path)
+        };
+        let _ = writeln!(out, "{line}");
+    })?;
+    Ok(0)
+}
+
+fn find(g: &Global, pattern: &str, host: Option<String>, only: &[String]) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (mut snaps, _) = repo.list_snapshots()?;
+    snaps.retain(|(id, s)| host.as_ref().is_none_or(|h| &s.hostname == h) && (only.is_empty() || only.iter().any(|o| id.to_hex().starts_with(o))));
+    let loader = TreeLoader::new(&repo);
+    let mut n = 0;
+    let mut out = std::io::stdout().lock();
+    snapshot::find(&loader, &snaps, pattern, &mut |f| {
+        n += 1;
+        let line = if g.json {
+            to_json(&f).to_string()
+        } else {
+            format!("{}  {}  {:>10}  {}", &f.snapshot.to_hex()[..8], f.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"), f.size, f.path)
+        };
+        let _ = writeln!(out, "{line}");
+    })?;
+    if !g.json && !g.quiet {
+        eprintln!("{n} match(es) in {} snapshot(s)", snaps.len());
+    }
+    Ok(0)
+}
+
+fn diff(g: &Global, a: &str, b: &str) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (_, sa) = snapshot::select_snapshot(&repo, a, None)?;
+    let (_, sb) = snapshot::select_snapshot(&repo, b, None)?;
+    let loader = TreeLoader::new(&repo);
+    let d = snapshot::diff(&loader, &sa.tree, &sb.tree)?;
+    if g.json {
+        println!("{}", to_json(&d));
+    } else {
+        for e in &d {
+            let c = match e.kind {
+                snapshot::DiffKind::Added => '+',
+                snapshot::DiffKind::Removed => '-',
+                snapshot::DiffKind::Modified => 'M',
+            };
+            println!("{c} {}{}", e.path, if e.is_dir { "/" } else { "" });
+        }
+    }
+    Ok(0)
+}
+
+fn restore(g: &Global, what: &str, target: Option<PathBuf>, conflict: ConflictArg, host: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (snap, path) = split_spec(what);
+    let host = host.unwrap_or_else(hostname);
+    let (id, s) = snapshot::select_snapshot(&repo, snap, Some(host.as_str()).filter(|_| snap == "latest"))?;
+    let opts = snapshot::RestoreOptions {
+        target: target.clone().unwrap_or_else(|| PathBuf::from("/")),
+        conflict: match conflict {
+            ConflictArg::KeepBoth => Conflict::KeepBoth,
+            ConflictArg::Overwrite => Conflict::Overwrite,
+            ConflictArg::Skip => Conflict::Skip,
+        },
+        workers: 3,
+    };
+    let bar = Bar::new(!g.json && !g.quiet, RESTORE_TEMPLATE);
+    let loader = TreeLoader::new(&repo);
+    let node = loader.resolve(&s.tree, path)?;
+    if node.kind == format::NodeKind::File {
+        bar.set_total(node.size);
+    } else if path == "/" {
+        bar.set_total(s.summary.total_bytes);
+    }
+    let r = snapshot::restore(&repo, &s.tree, path, &opts, &bar)?;
+    bar.finish();
+    emit(g, &serde_json::json!({ "snapshot": id, "report": r }), || {
+        let mut t = format!(
+            "restored {} file(s), {} folder(s), {} from snapshot {} to {}",
+            r.files,
+            r.dirs,
+            human_bytes(r.bytes),
+            &id.to_hex()[..8],
+            opts.target.display()
+        );
+        if r.skipped > 0 {
+            t.push_str(&format!("\n  {} existing file(s) left as they were", r.skipped));
+        }
+        for (a, b) in &r.renamed {
+            t.push_str(&format!("\n  {} exists; restored as {}", a.display(), b.display()));
+        }
+        for e in &r.errors {
+            t.push_str(&format!("\n  FAILED {}: {}", e.path.display(), e.message));
+        }
+        t
+    });
+    Ok(if r.errors.is_empty() { 0 } else { crate::EXIT_DAMAGE })
+}
+
+fn cat(g: &Global, what: &str, host: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (snap, path) = split_spec(what);
+    let host = host.unwrap_or_else(hostname);
+    let (_, s) = snapshot::select_snapshot(&repo, snap, Some(host.as_str()).filter(|_| snap == "latest"))?;
+    let loader = TreeLoader::new(&repo);
+    let mut out = std::io::stdout().lock();
+    snapshot::cat(&loader, &s.tree, path, &mut out)?;
+    out.flush()?;
+    Ok(0)
+}
+
+fn parse_percent(s: &str) -> Result<f64> {
+    let v: f64 = s.trim_end_matches('%').parse().with_context(|| format!("'{s}' is not a percentage"))?;
+    if !(0.0..=100.0).contains(&v) {
+        bail!("'{s}' is not between 0% and 100%");
+    }
+    Ok(v / 100.0)
+}
+
+fn verify(g: &Global, read_data: bool, subset: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    let opts = VerifyOptions { read_data, subset: subset.as_deref().map(parse_percent).transpose()? };
+    let bar = Bar::new(!g.json && !g.quiet && read_data, RESTORE_TEMPLATE);
+    let mut report = repo.verify(&opts, &|done, total| {
+        bar.set_total(total);
+        bar.set_position(done);
+    })?;
+    bar.finish();
+    let (snaps, problems) = repo.list_snapshots()?;
+    report.problems.extend(problems);
+    let loader = TreeLoader::new(&repo);
+    report.problems.extend(snapshot::verify_snapshots(&loader, &snaps));
+    let ok = report.problems.is_empty();
+    emit(g, &serde_json::json!({ "ok": ok, "snapshots": snaps.len(), "report": report }), || {
+        let mut t = format!(
+            "checked {} snapshot(s), {} pack(s){}",
+            snaps.len(),
+            report.packs,
+            if read_data { format!(", read {} in {} pack(s), {} chunk(s)", human_bytes(report.bytes_read), report.packs_read, report.blobs_read) } else { String::new() }
+        );
+        if report.unindexed_packs > 0 {
+            t.push_str(&format!("\n  {} pack(s) from interrupted backups are not indexed yet (harmless)", report.unindexed_packs));
+        }
+        for p in &report.problems {
+            t.push_str(&format!("\n  DAMAGED {}: {}", p.object, p.message));
+        }
+        t.push_str(if ok { "\nno problems found" } else { "\nthe repository is damaged: see above" });
+        t
+    });
+    Ok(if ok { 0 } else { crate::EXIT_DAMAGE })
+}
+
+fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().with_context(|| format!("'{s}' is not a duration like 7d"))?;
+    Ok(match unit {
+        "h" => chrono::Duration::hours(n),
+        "d" | "" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        "m" => chrono::Duration::days(30 * n),
+        "y" => chrono::Duration::days(365 * n),
+        _ => bail!("'{s}': use h, d, w, m or y, e.g. 7d"),
+    })
+}
+
+fn forget(g: &Global, a: ForgetArgs) -> Result<i32> {
+    let repo = open(g)?;
+    let policy = snapshot::retention::Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within: a.keep_within.as_deref().map(parse_duration).transpose()?,
+    };
+    let _lock = repo.lock(true)?;
+    let mut remove: Vec<Id> = a.snapshots.iter().map(|s| repo.find_snapshot(s)).collect::<Result<_, _>>()?;
+    let mut decisions = Vec::new();
+    if !policy.is_empty() {
+        let (mut snaps, _) = repo.list_snapshots()?;
+        snaps.retain(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h));
+        decisions = snapshot::retention::apply(&snaps, &policy, chrono::Utc::now());
+        remove.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
+    } else if remove.is_empty() {
+        bail!("give snapshot ids or at least one --keep-* rule; forget never removes everything by default");
+    }
+    if !a.dry_run {
+        for id in &remove {
+            repo.delete_snapshot(id)?;
+        }
+    }
+    emit(g, &serde_json::json!({ "removed": remove, "decisions": decisions, "dry_run": a.dry_run }), || {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        format!("{verb} {} snapshot(s), kept {}", remove.len(), decisions.iter().filter(|d| d.keep).count())
+    });
+    drop(_lock);
+    if a.prune && !a.dry_run {
+        return prune_repo(g, &repo, false, None);
+    }
+    Ok(0)
+}
+
+fn prune(g: &Global, dry_run: bool, max_unused: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    prune_repo(g, &repo, dry_run, max_unused)
+}
+
+fn prune_repo(g: &Global, repo: &Repository, dry_run: bool, max_unused: Option<String>) -> Result<i32> {
+    repo.load_index()?;
+    let (snaps, problems) = repo.list_snapshots()?;
+    if let Some(p) = problems.first() {
+        bail!("snapshot {} is unreadable ({}); prune would delete its data, so it stops. Run `tidemark verify`", p.object, p.message);
+    }
+    let loader = TreeLoader::new(repo);
+    let used = snapshot::used_blobs(&loader, &snaps)?;
+    let mut opts = repository::PruneOptions { dry_run, ..Default::default() };
+    if let Some(m) = max_unused {
+        opts.max_unused = parse_percent(&m)?;
+    }
+    let r = repo.prune(&used, &opts)?;
+    emit(g, &to_json(&r), || {
+        format!(
+            "{}deleted {} pack(s), rewrote {}, kept {}; {} -> {}",
+            if dry_run { "(dry run) would have " } else { "" },
+            r.packs_deleted,
+            r.packs_rewritten,
+            r.packs_kept,
+            human_bytes(r.bytes_before),
+            human_bytes(r.bytes_after)
+        )
+    });
+    Ok(0)
+}
+
+fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
+    let mut repo = open(g)?;
+    match cmd {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            emit(g, &to_json(&keys), || {
+                keys.iter()
+                    .map(|k| format!("{}{} {} {}@{}", if k.current { "*" } else { " " }, &k.id.to_hex()[..8], k.created.format("%Y-%m-%d %H:%M"), k.username, k.hostname))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KeyCommand::Add => {
+            let pw = password::new(None, "TIDEMARK_NEW_PASSWORD_FILE", "TIDEMARK_NEW_PASSWORD", "new password")?;
+            let id = repo.add_key(&pw.0, KdfParams::default(), &hostname(), &username())?;
+            emit(g, &serde_json::json!({ "added": id }), || format!("added key {}", &id.to_hex()[..8]));
+        }
+        KeyCommand::Remove { id } => {
+            let keys = repo.list_keys()?;
+            let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(&id)).collect();
+            let [k] = matches.as_slice() else { bail!("'{id}' matches {} keys; give more of the id", matches.len()) };
+            repo.remove_key(&k.id)?;
+            emit(g, &serde_json::json!({ "removed": k.id }), || format!("removed key {}", &k.id.to_hex()[..8]));
+        }
+        KeyCommand::Passwd => {
+            let pw = password::new(None, "TIDEMARK_NEW_PASSWORD_FILE", "TIDEMARK_NEW_PASSWORD", "new password")?;
+            let id = repo.change_password(&pw.0, KdfParams::default(), &hostname(), &username())?;
+            emit(g, &serde_json::json!({ "key": id }), || format!("password changed (key {})", &id.to_hex()[..8]));
+        }
+    }
+    Ok(0)
+}
+
+fn stats(g: &Global) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (snaps, _) = repo.list_snapshots()?;
+    let logical: u64 = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
+    let (blobs, stored, packs) = repo.index_stats();
+    let loader = TreeLoader::new(&repo);
+    let used = snapshot::used_blobs(&loader, &snaps)?;
+    let unique: u64 = used.iter().filter_map(|id| repo.blob_location(id)).map(|(_, l)| u64::from(l.raw_length)).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let v = serde_json::json!({
+        "snapshots": snaps.len(),
+        "logical_bytes": logical,
+        "unique_bytes": unique,
+        "stored_bytes": stored,
+        "blobs": blobs,
+        "packs": packs,
+        "dedup_ratio": ratio(logical, unique),
+        "compression_ratio": ratio(unique, stored),
+        "total_ratio": ratio(logical, stored),
+    });
+    emit(g, &v, || {
+        format!(
+            "snapshots: {}\nlogical size (all snapshots): {}\nunique data: {}\nstored: {} in {} pack(s)\ndedup ratio: {:.2}x, compression: {:.2}x, overall: {:.2}x",
+            snaps.len(),
+            human_bytes(logical),
+            human_bytes(unique),
+            human_bytes(stored),
+            packs,
+            ratio(logical, unique),
+            ratio(unique, stored),
+            ratio(logical, stored)
+        )
+    });
+    Ok(0)
+}

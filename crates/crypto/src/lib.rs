@@ -1,0 +1,292 @@
+//! The cryptography of a Tidemark repository, as pure functions over bytes:
+//! content ids (BLAKE3 keyed with the repository's id key), authenticated
+//! encryption (XChaCha20-Poly1305), and password-based key wrapping
+//! (Argon2id).
+//!
+//! This crate owns key material and makes sure it is zeroized when dropped.
+//! It must not do I/O, pick file names, or know what a chunk or a pack is.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Bytes added by [`Key::seal`]: 24-byte nonce in front, 16-byte tag behind.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The ciphertext was altered, truncated, or sealed with another key.
+    #[error("data failed authentication: it is corrupted or was written with another key")]
+    Authentication,
+    #[error("ciphertext of {0} bytes is too short to hold a nonce and a tag")]
+    TooShort(usize),
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+    #[error("malformed key material: {0}")]
+    Malformed(&'static str),
+}
+
+/// A 32-byte content id: BLAKE3 keyed with the repository's id key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| CryptoError::Malformed("id is not 64 hex digits"))?;
+        Ok(Id(out))
+    }
+
+    /// Unkeyed hash, for names of objects whose bytes storage already sees
+    /// (pack files, index files, snapshots): it reveals nothing new.
+    pub fn hash_public(data: &[u8]) -> Self {
+        Id(*blake3::hash(data).as_bytes())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Id::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 256-bit symmetric key, zeroized on drop, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Key([u8; KEY_LEN]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<secret>)")
+    }
+}
+
+impl Key {
+    pub fn random() -> Self {
+        let mut k = [0u8; KEY_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        Key(k)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::Malformed("key is not 32 bytes"))?;
+        Ok(Key(arr))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// Encrypts with a fresh random nonce. Use for objects that are written
+    /// once and never need to dedup (snapshots, index files, pack trailers).
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.seal_with_nonce(&nonce, plaintext, aad)
+    }
+
+    /// Encrypts with a nonce derived from the plaintext itself (a
+    /// synthetic-IV construction): identical plaintexts give identical
+    /// ciphertexts, which the company server's proof of ownership needs.
+    ///
+    /// The nonce is a keyed hash of the exact bytes being encrypted, not of
+    /// the chunk id: if the same chunk were ever compressed differently
+    /// (another zstd level or version), an id-derived nonce would encrypt two
+    /// different plaintexts under one nonce, which breaks XChaCha20. Hashing
+    /// the plaintext makes nonce reuse imply plaintext equality.
+    pub fn seal_deterministic(&self, nonce_key: &Key, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut h = blake3::Hasher::new_keyed(nonce_key.as_bytes());
+        h.update(&(aad.len() as u64).to_le_bytes());
+        h.update(aad);
+        h.update(plaintext);
+        let digest = h.finalize();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
+        self.seal_with_nonce(&nonce, plaintext, aad)
+    }
+
+    fn seal_with_nonce(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(nonce);
+        // Encryption with a valid key and nonce length cannot fail; the only
+        // error case in the AEAD API is a plaintext longer than 256 GiB.
+        let ct = cipher
+            .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad })
+            .unwrap_or_default();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::TooShort(sealed.len()));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
+        cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| CryptoError::Authentication)
+    }
+}
+
+/// The keys of one repository. Created once at `init`, stored only wrapped
+/// (by a password-derived key, or by the company server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterKeys {
+    /// Encrypts every object.
+    pub data: Key,
+    /// Keys the BLAKE3 content ids, so storage cannot confirm a guessed file.
+    pub id: Key,
+    /// Derives deterministic nonces (see [`Key::seal_deterministic`]).
+    pub nonce: Key,
+}
+
+impl MasterKeys {
+    pub fn random() -> Self {
+        MasterKeys { data: Key::random(), id: Key::random(), nonce: Key::random() }
+    }
+
+    pub fn content_id(&self, data: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(self.id.as_bytes(), data).as_bytes())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(3 * KEY_LEN);
+        v.extend_from_slice(self.data.as_bytes());
+        v.extend_from_slice(self.id.as_bytes());
+        v.extend_from_slice(self.nonce.as_bytes());
+        v
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, CryptoError> {
+        if b.len() != 3 * KEY_LEN {
+            return Err(CryptoError::Malformed("master key blob is not 96 bytes"));
+        }
+        Ok(MasterKeys {
+            data: Key::from_bytes(&b[..KEY_LEN])?,
+            id: Key::from_bytes(&b[KEY_LEN..2 * KEY_LEN])?,
+            nonce: Key::from_bytes(&b[2 * KEY_LEN..])?,
+        })
+    }
+}
+
+/// Argon2id cost parameters, stored beside every wrapped key so they can be
+/// raised later without breaking old keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes: about a quarter second here, which makes offline
+    /// guessing expensive while opening a repository stays instant to a person.
+    fn default() -> Self {
+        KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
+    }
+}
+
+pub fn random_salt() -> [u8; 16] {
+    let mut s = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut s);
+    s
+}
+
+/// Derives a key-encryption key from a password with Argon2id.
+pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Key, CryptoError> {
+    let p = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = [0u8; KEY_LEN];
+    a.hash_password_into(password, salt, &mut out).map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let k = Key(out);
+    out.zeroize();
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let k = Key::random();
+        let sealed = k.seal(b"hello", b"aad");
+        assert_eq!(k.open(&sealed, b"aad").unwrap(), b"hello");
+        assert_eq!(k.open(&sealed, b"other"), Err(CryptoError::Authentication));
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert_eq!(k.open(&bad, b"aad"), Err(CryptoError::Authentication));
+        assert_eq!(Key::random().open(&sealed, b"aad"), Err(CryptoError::Authentication));
+        assert_eq!(k.open(&sealed[..10], b"aad"), Err(CryptoError::TooShort(10)));
+    }
+
+    #[test]
+    fn deterministic_seal_depends_only_on_plaintext() {
+        let m = MasterKeys::random();
+        let a = m.data.seal_deterministic(&m.nonce, b"chunk", b"");
+        let b = m.data.seal_deterministic(&m.nonce, b"chunk", b"");
+        let c = m.data.seal_deterministic(&m.nonce, b"chunk2", b"");
+        assert_eq!(a, b);
+        assert_ne!(a[..24], c[..24]);
+        assert_eq!(m.data.open(&a, b"").unwrap(), b"chunk");
+    }
+
+    #[test]
+    fn content_ids_are_keyed() {
+        let a = MasterKeys::random();
+        let b = MasterKeys::random();
+        assert_eq!(a.content_id(b"x"), a.content_id(b"x"));
+        assert_ne!(a.content_id(b"x"), b.content_id(b"x"));
+        assert_ne!(a.content_id(b"x"), Id::hash_public(b"x"));
+    }
+
+    #[test]
+    fn kdf_is_deterministic_per_salt() {
+        let p = KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 };
+        let k1 = derive_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
+        let k2 = derive_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
+        let k3 = derive_key(b"pw", b"othersaltothersa", p).unwrap();
+        assert_eq!(k1, k2);
+        assert_ne!(k1, k3);
+    }
+
+    #[test]
+    fn master_keys_bytes_round_trip() {
+        let m = MasterKeys::random();
+        assert_eq!(MasterKeys::from_bytes(&m.to_bytes()).unwrap(), m);
+        assert!(MasterKeys::from_bytes(&[0u8; 10]).is_err());
+        assert_eq!(Id::from_hex(&m.content_id(b"a").to_hex()).unwrap(), m.content_id(b"a"));
+    }
+}

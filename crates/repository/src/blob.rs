@@ -1,0 +1,110 @@
+//! One chunk as stored: a compression flag byte and the (maybe compressed)
+//! bytes, sealed with a deterministic nonce and the chunk id as associated
+//! data, so a blob moved under another id fails authentication.
+
+use crate::error::{RepoError, Result};
+use crypto::{Id, MasterKeys};
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Bytes sampled to decide whether a chunk is worth compressing. Media and
+/// already-compressed files are a large share of a home folder; skipping
+/// zstd on them saves more than a second core would give (PLATFORM.md).
+const SAMPLE: usize = 64 * 1024;
+
+/// Compresses (when it pays) and seals one blob.
+pub fn encode(keys: &MasterKeys, id: &Id, raw: &[u8], level: i32, zc: &mut Option<zstd::bulk::Compressor<'static>>) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(raw.len() + 1);
+    let compressor = zc.get_or_insert_with(|| {
+        // Level is validated when the repository config is read; a failure
+        // here would only be an allocation failure, so fall back to raw.
+        zstd::bulk::Compressor::new(level).unwrap_or_else(|_| zstd::bulk::Compressor::default())
+    });
+    let worth_trying = raw.len() < 512 || {
+        let sample = &raw[..raw.len().min(SAMPLE)];
+        matches!(compressor.compress(sample), Ok(c) if c.len() * 100 < sample.len() * 97)
+    };
+    let compressed = if worth_trying { compressor.compress(raw).ok() } else { None };
+    match compressed {
+        Some(c) if c.len() < raw.len() => {
+            plain.push(ZSTD);
+            plain.extend_from_slice(&c);
+        }
+        _ => {
+            plain.push(RAW);
+            plain.extend_from_slice(raw);
+        }
+    }
+    keys.data.seal_deterministic(&keys.nonce, &plain, &id.0)
+}
+
+/// Opens, decompresses and checks one blob against its id.
+pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
+    let plain = keys.data.open(sealed, &id.0).map_err(|e| RepoError::corrupt(format!("chunk {id}"), e))?;
+    let (flag, body) = plain.split_first().ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
+    let raw = match *flag {
+        RAW => body.to_vec(),
+        ZSTD => zstd::bulk::decompress(body, raw_length as usize)
+            .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
+        f => return Err(RepoError::corrupt(format!("chunk {id}"), format!("unknown compression flag {f}"))),
+    };
+    if keys.content_id(&raw) != *id {
+        return Err(RepoError::corrupt(format!("chunk {id}"), "content does not match its id"));
+    }
+    Ok(raw)
+}
+
+/// Zstd-compresses a metadata object (index files, snapshots) before
+/// sealing; these are JSON and shrink several-fold.
+pub fn seal_object(keys: &MasterKeys, json: &[u8], aad: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(json, 3).unwrap_or_else(|_| json.to_vec());
+    keys.data.seal(&compressed, aad)
+}
+
+/// Largest metadata object accepted, to bound memory on a hostile repository.
+const MAX_OBJECT: usize = 1 << 30;
+
+pub fn open_object(keys: &MasterKeys, what: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let compressed = keys.data.open(sealed, aad).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    let mut out = Vec::new();
+    let mut dec = zstd::stream::read::Decoder::new(&compressed[..]).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    use std::io::Read;
+    (&mut dec).take(MAX_OBJECT as u64 + 1).read_to_end(&mut out).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    if out.len() > MAX_OBJECT {
+        return Err(RepoError::corrupt(what.to_string(), "larger than 1 GiB"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_and_random_blobs_round_trip() {
+        let keys = MasterKeys::random();
+        let mut zc = None;
+        let text = b"hello world ".repeat(10_000);
+        let mut random = vec![0u8; 200_000];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+        for raw in [&text[..], &random[..], b""] {
+            let id = keys.content_id(raw);
+            let sealed = encode(&keys, &id, raw, 3, &mut zc);
+            assert_eq!(decode(&keys, &id, &sealed, raw.len() as u32).unwrap(), raw);
+        }
+        let id = keys.content_id(&text);
+        assert!(encode(&keys, &id, &text, 3, &mut zc).len() < text.len() / 10);
+        let rid = keys.content_id(&random);
+        assert!(encode(&keys, &rid, &random, 3, &mut zc).len() <= random.len() + 41);
+    }
+
+    #[test]
+    fn blob_under_wrong_id_is_rejected() {
+        let keys = MasterKeys::random();
+        let a = keys.content_id(b"a");
+        let b = keys.content_id(b"b");
+        let sealed = encode(&keys, &a, b"a", 3, &mut None);
+        assert!(matches!(decode(&keys, &b, &sealed, 1), Err(RepoError::Corrupt { .. })));
+    }
+}

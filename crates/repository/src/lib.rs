@@ -1,0 +1,441 @@
+//! A Tidemark repository: encrypted, deduplicated chunks in pack files on
+//! any [`storage::Storage`], with keys, an index, snapshots, locks, verify
+//! and prune.
+//!
+//! This crate knows chunks, blobs, packs and snapshot objects. It must not
+//! know about files on the user's disk, trees' contents, the terminal, or
+//! any front end; progress is reported through plain data.
+
+mod blob;
+mod cache;
+mod error;
+pub mod index;
+mod keys;
+mod lock;
+mod packfile;
+mod prune;
+mod upload;
+mod verify;
+
+pub use cache::ObjectCache;
+pub use error::{RepoError, Result};
+pub use lock::{hostname, LockGuard};
+pub use prune::{PruneOptions, PruneReport};
+pub use upload::{UploadOptions, UploadStats, Uploader};
+pub use verify::{Problem, VerifyOptions, VerifyReport};
+
+use chrono::{DateTime, Utc};
+use crypto::{Id, KdfParams, MasterKeys};
+use format::{layout, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot, FORMAT_VERSION};
+use index::{Index, Location};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use storage::DynStorage;
+
+const CONFIG_AAD: &[u8] = b"tidemark config v1";
+const INDEX_AAD: &[u8] = b"tidemark index v1";
+const SNAPSHOT_AAD: &[u8] = b"tidemark snapshot v1";
+
+/// Settings fixed when a repository is created.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    pub pack_size: u32,
+    pub hostname: String,
+    pub username: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            // Level 3 is zstd's own default: ~3x on text at several hundred MB/s
+            // per core; higher levels cost far more CPU than the bytes they save.
+            zstd_level: 3,
+            // 16 MiB packs keep object counts low on S3 while a lost upload
+            // costs little to redo.
+            pack_size: 16 * 1024 * 1024,
+            hostname: String::new(),
+            username: String::new(),
+        }
+    }
+}
+
+/// Where to keep local copies of immutable metadata objects (index files,
+/// snapshots), so listing and opening a remote repository stays fast.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub struct Repository {
+    storage: DynStorage,
+    keys: MasterKeys,
+    config: RepoConfig,
+    key_id: Id,
+    index: RwLock<Index>,
+    cache: ObjectCache,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.storage.location()).finish()
+    }
+}
+
+/// Metadata about one key, for `key list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: Id,
+    pub current: bool,
+    pub created: DateTime<Utc>,
+    pub hostname: String,
+    pub username: String,
+}
+
+impl Repository {
+    pub fn init(storage: DynStorage, password: &[u8], opts: &InitOptions, open: &OpenOptions) -> Result<Self> {
+        if storage.size(layout::CONFIG)?.is_some() {
+            return Err(RepoError::AlreadyExists { location: storage.location() });
+        }
+        let keys = MasterKeys::random();
+        let config = RepoConfig {
+            version: FORMAT_VERSION,
+            id: Id(rand::random()),
+            chunker: opts.chunker.clone(),
+            id_hash: "blake3-keyed".into(),
+            compression: "zstd".into(),
+            zstd_level: opts.zstd_level,
+            cipher: "xchacha20-poly1305".into(),
+            pack_size: opts.pack_size,
+            created: Utc::now(),
+        };
+        let kf = keys::wrap(&keys, password, opts.kdf, &opts.hostname, &opts.username)?;
+        let kf_bytes = format::to_json(&kf);
+        let key_id = Id::hash_public(&kf_bytes);
+        // Key first, config last: a repository counts as existing only once
+        // its config is there, and by then it can be opened.
+        storage.put(&layout::key(&key_id), &kf_bytes)?;
+        storage.put(layout::CONFIG, &keys.data.seal(&format::to_json(&config), CONFIG_AAD))?;
+        let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
+        Ok(Repository { storage, keys, config, key_id, index: RwLock::new(Index::default()), cache })
+    }
+
+    pub fn open(storage: DynStorage, password: &[u8], open: &OpenOptions) -> Result<Self> {
+        let sealed_config = match storage.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: storage.location() }),
+            Err(e) => return Err(e.into()),
+        };
+        let mut found = None;
+        for entry in storage.list(layout::KEYS)? {
+            let bytes = storage.get(&entry.key)?;
+            let Ok(kf) = format::from_json::<KeyFile>("key file", &bytes) else {
+                tracing::warn!(key = %entry.key, "skipping unreadable key file");
+                continue;
+            };
+            if let Some(keys) = keys::unwrap(&kf, password)? {
+                found = Some((keys, Id::hash_public(&bytes)));
+                break;
+            }
+        }
+        let Some((keys, key_id)) = found else {
+            return Err(RepoError::WrongPassword { location: storage.location() });
+        };
+        let config_json = keys
+            .data
+            .open(&sealed_config, CONFIG_AAD)
+            .map_err(|e| RepoError::corrupt("repository config", e))?;
+        let config: RepoConfig = format::from_json("repository config", &config_json)?;
+        if config.version != FORMAT_VERSION {
+            return Err(format::FormatError::UnsupportedVersion { what: "repository", found: config.version }.into());
+        }
+        let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
+        Ok(Repository { storage, keys, config, key_id, index: RwLock::new(Index::default()), cache })
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    pub fn content_id(&self, data: &[u8]) -> Id {
+        self.keys.content_id(data)
+    }
+
+    pub(crate) fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    pub(crate) fn index_read(&self) -> RwLockReadGuard<'_, Index> {
+        // A poisoned lock means another thread panicked mid-update; the index
+        // is append-only, so the data is still consistent enough to read.
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_add(&self, p: &IndexPack) {
+        self.index.write().unwrap_or_else(|p| p.into_inner()).add_pack(p);
+    }
+
+    /// Reads every index file into memory. Unreadable index files are
+    /// returned as problems, not errors: their packs are found again from
+    /// the packs' own trailers (see [`Repository::recover_unindexed_packs`]).
+    pub fn load_index(&self) -> Result<Vec<Problem>> {
+        let mut problems = Vec::new();
+        let files = self.read_index_files(&mut problems)?;
+        let mut idx = Index::default();
+        for (_, f) in &files {
+            for p in &f.packs {
+                idx.add_pack(p);
+            }
+        }
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = idx;
+        Ok(problems)
+    }
+
+    /// Every live (not superseded) index file with its id.
+    pub(crate) fn read_index_files(&self, problems: &mut Vec<Problem>) -> Result<Vec<(Id, IndexFile)>> {
+        let mut files = Vec::new();
+        for entry in self.storage.list(layout::INDEX)? {
+            let Some(id) = layout::id_of(&entry.key) else { continue };
+            match self.read_index_file(&id) {
+                Ok(f) => files.push((id, f)),
+                Err(e) => problems.push(Problem { object: entry.key.clone(), message: e.to_string() }),
+            }
+        }
+        let superseded: std::collections::HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        files.retain(|(id, _)| !superseded.contains(id));
+        Ok(files)
+    }
+
+    fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let key = layout::index(id);
+        let sealed = self.cache.get(&*self.storage, &key)?;
+        let json = blob::open_object(&self.keys, &key, &sealed, INDEX_AAD)?;
+        let f: IndexFile = format::from_json("index file", &json)?;
+        if f.version != FORMAT_VERSION {
+            return Err(format::FormatError::UnsupportedVersion { what: "index file", found: f.version }.into());
+        }
+        Ok(f)
+    }
+
+    pub(crate) fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
+        let sealed = blob::seal_object(&self.keys, &format::to_json(file), INDEX_AAD);
+        let id = Id::hash_public(&sealed);
+        self.storage.put(&layout::index(&id), &sealed)?;
+        self.cache.put(&layout::index(&id), &sealed);
+        Ok(id)
+    }
+
+    /// Finds packs that are stored but listed in no index file (a backup
+    /// killed between storing a pack and writing its index), reads their
+    /// trailers and indexes them, so their chunks are never uploaded again.
+    pub fn recover_unindexed_packs(&self) -> Result<usize> {
+        let stored = self.storage.list(layout::PACKS)?;
+        let mut recovered = Vec::new();
+        for entry in stored {
+            let Some(id) = layout::id_of(&entry.key) else { continue };
+            if self.index_read().has_pack(&id) {
+                continue;
+            }
+            match self.read_pack_trailer(&id, entry.size) {
+                Ok(blobs) => recovered.push(IndexPack { id, size: entry.size, blobs }),
+                Err(e) => tracing::warn!(pack = %id, error = %e, "unreadable unindexed pack left for prune"),
+            }
+        }
+        if recovered.is_empty() {
+            return Ok(0);
+        }
+        let n = recovered.len();
+        for p in &recovered {
+            self.index_add(p);
+        }
+        self.write_index_file(&IndexFile { version: FORMAT_VERSION, packs: recovered, supersedes: vec![] })?;
+        Ok(n)
+    }
+
+    pub(crate) fn read_pack_trailer(&self, pack: &Id, size: u64) -> Result<Vec<format::BlobEntry>> {
+        let key = layout::pack(pack);
+        let tail_len = format::pack::TAIL_LEN as u64;
+        if size < tail_len {
+            return Err(RepoError::corrupt(format!("pack {pack}"), "shorter than its tail"));
+        }
+        let tail = self.storage.get_range(&key, size - tail_len, tail_len)?;
+        let tlen = u64::from(format::pack::decode_tail(&tail)?);
+        if tlen + tail_len > size {
+            return Err(RepoError::corrupt(format!("pack {pack}"), "trailer longer than the pack"));
+        }
+        let blobs_end = size - tail_len - tlen;
+        let sealed = self.storage.get_range(&key, blobs_end, tlen)?;
+        decode_trailer(&self.keys, pack, &sealed, blobs_end)
+    }
+
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.index_read().contains(id)
+    }
+
+    pub fn blob_location(&self, id: &Id) -> Option<(Id, Location)> {
+        self.index_read().get(id)
+    }
+
+    pub fn blob_kind(&self, id: &Id) -> Option<BlobKind> {
+        self.index_read().get(id).map(|(_, l)| l.kind)
+    }
+
+    /// Reads, decrypts, decompresses and checks one blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let (pack, loc) = self.blob_location(id).ok_or(RepoError::BlobNotFound(*id))?;
+        let sealed = self.storage.get_range(&layout::pack(&pack), u64::from(loc.offset), u64::from(loc.length))?;
+        blob::decode(&self.keys, id, &sealed, loc.raw_length)
+    }
+
+    /// Decodes one blob already fetched as part of a larger read (restore
+    /// reads runs of neighbouring blobs with one request).
+    pub fn decode_blob(&self, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
+        blob::decode(&self.keys, id, sealed, raw_length)
+    }
+
+    pub fn start_upload(self: &Arc<Self>, opts: UploadOptions) -> Result<Uploader> {
+        Uploader::start(Arc::clone(self), opts)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let sealed = blob::seal_object(&self.keys, &format::to_json(snap), SNAPSHOT_AAD);
+        let id = Id::hash_public(&sealed);
+        self.storage.put(&layout::snapshot(&id), &sealed)?;
+        self.cache.put(&layout::snapshot(&id), &sealed);
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let key = layout::snapshot(id);
+        let sealed = self.cache.get(&*self.storage, &key)?;
+        let json = blob::open_object(&self.keys, &key, &sealed, SNAPSHOT_AAD)?;
+        format::from_json("snapshot", &json).map_err(Into::into)
+    }
+
+    /// All readable snapshots, oldest first, and problems with unreadable ones.
+    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Problem>)> {
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        let listed = self.storage.list(layout::SNAPSHOTS)?;
+        self.cache.retain(layout::SNAPSHOTS, &listed);
+        for entry in listed {
+            let Some(id) = layout::id_of(&entry.key) else { continue };
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => problems.push(Problem { object: entry.key.clone(), message: e.to_string() }),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((out, problems))
+    }
+
+    /// Finds a snapshot by id prefix (at least 4 hex digits).
+    pub fn find_snapshot(&self, prefix: &str) -> Result<Id> {
+        let ids: Vec<Id> = self
+            .storage
+            .list(layout::SNAPSHOTS)?
+            .iter()
+            .filter_map(|e| layout::id_of(&e.key))
+            .filter(|id| prefix.len() >= 4 && id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        match ids.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(RepoError::SnapshotNotFound(prefix.to_string())),
+            _ => Err(RepoError::AmbiguousSnapshot(prefix.to_string())),
+        }
+    }
+
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        self.storage.delete(&layout::snapshot(id))?;
+        Ok(())
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Id> {
+        let kf = keys::wrap(&self.keys, password, kdf, hostname, username)?;
+        let bytes = format::to_json(&kf);
+        let id = Id::hash_public(&bytes);
+        self.storage.put(&layout::key(&id), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for entry in self.storage.list(layout::KEYS)? {
+            let Some(id) = layout::id_of(&entry.key) else { continue };
+            let Ok(kf) = format::from_json::<KeyFile>("key file", &self.storage.get(&entry.key)?) else { continue };
+            out.push(KeyInfo { id, current: id == self.key_id, created: kf.created, hostname: kf.hostname, username: kf.username });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    pub fn current_key(&self) -> Id {
+        self.key_id
+    }
+
+    /// Removes a key. The key this session opened with cannot be removed
+    /// (that would lock the user out mid-session); use `passwd` instead.
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        if *id == self.key_id {
+            return Err(RepoError::Key("refusing to remove the key in use; open the repository with another password first, or use `key passwd`".into()));
+        }
+        if self.storage.size(&layout::key(id))?.is_none() {
+            return Err(RepoError::Key(format!("no key {id}")));
+        }
+        self.storage.delete(&layout::key(id))?;
+        Ok(())
+    }
+
+    /// Replaces the password of the key in use: the new key is written
+    /// before the old one is deleted, so a crash leaves both, never neither.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Id> {
+        let new_id = self.add_key(new_password, kdf, hostname, username)?;
+        let old = self.key_id;
+        self.key_id = new_id;
+        self.storage.delete(&layout::key(&old))?;
+        Ok(new_id)
+    }
+
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        lock::acquire(Arc::clone(&self.storage), &self.keys, exclusive)
+    }
+
+    /// Removes locks whose holder is gone (same host, dead process) or stale.
+    pub fn unlock_stale(&self, all: bool) -> Result<usize> {
+        lock::remove_stale(&*self.storage, &self.keys, all)
+    }
+
+    pub fn verify(&self, opts: &VerifyOptions, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
+        verify::verify(self, opts, progress)
+    }
+
+    pub fn prune(&self, used: &std::collections::HashSet<Id>, opts: &PruneOptions) -> Result<PruneReport> {
+        prune::prune(self, used, opts)
+    }
+
+    /// Number of blobs and bytes of packs known to the index.
+    pub fn index_stats(&self) -> (usize, u64, usize) {
+        let idx = self.index_read();
+        (idx.blob_count(), idx.stored_bytes(), idx.packs().count())
+    }
+}
+
+pub(crate) fn decode_trailer(keys: &MasterKeys, pack: &Id, sealed: &[u8], blobs_end: u64) -> Result<Vec<format::BlobEntry>> {
+    let plain = keys
+        .data
+        .open(sealed, format::pack::TRAILER_AAD)
+        .map_err(|e| RepoError::corrupt(format!("trailer of pack {pack}"), e))?;
+    Ok(format::pack::decode_trailer(&plain, blobs_end)?)
+}

@@ -1,0 +1,134 @@
+//! Prune: drop blobs no snapshot uses. Packs with nothing used are deleted;
+//! packs with a large unused share are rewritten with only their used blobs
+//! (sealed bytes are copied as they are: no decryption needed). Runs under
+//! an exclusive lock, so no backup can be relying on what it deletes.
+//!
+//! Order, for crash safety: new packs, then one new index file that
+//! supersedes every old one, then old index files, then old packs. A crash
+//! at any step leaves every used blob reachable through some index file.
+
+use crate::error::{RepoError, Result};
+use crate::packfile::PackBuilder;
+use crate::Repository;
+use crypto::Id;
+use format::{layout, IndexFile, IndexPack, FORMAT_VERSION};
+use std::collections::HashSet;
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// A pack whose unused share exceeds this is rewritten; below it the
+    /// dead bytes stay, because rewriting costs a download and an upload.
+    pub max_unused: f64,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { max_unused: 0.2, dry_run: false }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub packs_kept: u64,
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub packs_written: u64,
+    pub blobs_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub dry_run: bool,
+}
+
+pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Result<PruneReport> {
+    let _lock = repo.lock(true)?;
+    repo.load_index()?;
+    repo.recover_unindexed_packs()?;
+    let mut problems = Vec::new();
+    let files = repo.read_index_files(&mut problems)?;
+    if let Some(p) = problems.first() {
+        return Err(RepoError::corrupt(p.object.clone(), format!("{}; prune needs every index file readable", p.message)));
+    }
+    let mut seen_packs = HashSet::new();
+    let mut seen_blobs: HashSet<Id> = HashSet::new();
+    let mut keep: Vec<IndexPack> = Vec::new();
+    let mut rewrite: Vec<(IndexPack, Vec<format::BlobEntry>)> = Vec::new();
+    let mut delete: Vec<Id> = Vec::new();
+    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    for p in files.iter().flat_map(|(_, f)| f.packs.iter()) {
+        if !seen_packs.insert(p.id) {
+            continue;
+        }
+        report.bytes_before += p.size;
+        let mut live = Vec::new();
+        let mut dead_bytes = 0u64;
+        for b in &p.blobs {
+            if used.contains(&b.id) && seen_blobs.insert(b.id) {
+                live.push(*b);
+            } else {
+                dead_bytes += u64::from(b.length);
+                report.blobs_removed += 1;
+            }
+        }
+        if live.is_empty() {
+            delete.push(p.id);
+        } else if live.len() < p.blobs.len() && dead_bytes as f64 > p.size as f64 * opts.max_unused {
+            rewrite.push((p.clone(), live));
+        } else {
+            report.bytes_after += p.size;
+            // Blobs counted dead in a pack kept whole are not actually removed.
+            report.blobs_removed -= (p.blobs.len() - live.len()) as u64;
+            keep.push(p.clone());
+        }
+    }
+    report.packs_kept = keep.len() as u64;
+    report.packs_deleted = delete.len() as u64;
+    report.packs_rewritten = rewrite.len() as u64;
+    if opts.dry_run {
+        report.bytes_after += rewrite.iter().map(|(_, l)| l.iter().map(|b| u64::from(b.length)).sum::<u64>()).sum::<u64>();
+        return Ok(report);
+    }
+    let target = repo.config().pack_size as usize;
+    let mut pb = PackBuilder::default();
+    let mut new_packs = Vec::new();
+    let flush = |pb: &mut PackBuilder, new_packs: &mut Vec<IndexPack>| -> Result<()> {
+        let (id, bytes, blobs) = pb.finish(repo.keys());
+        repo.storage().put(&layout::pack(&id), &bytes)?;
+        new_packs.push(IndexPack { id, size: bytes.len() as u64, blobs });
+        Ok(())
+    };
+    for (p, live) in &rewrite {
+        let bytes = repo.storage().get(&layout::pack(&p.id))?;
+        for b in live {
+            let sealed = bytes
+                .get(b.offset as usize..(b.offset + b.length) as usize)
+                .ok_or_else(|| RepoError::corrupt(format!("pack {}", p.id), "blob outside the pack"))?;
+            // Check before copying: prune must never launder a damaged blob
+            // into a fresh pack that verify would then call healthy.
+            repo.decode_blob(&b.id, sealed, b.raw_length)?;
+            pb.push(b.kind, b.id, b.raw_length, sealed, target + target / 4);
+            if pb.len() >= target {
+                flush(&mut pb, &mut new_packs)?;
+            }
+        }
+    }
+    if !pb.is_empty() {
+        flush(&mut pb, &mut new_packs)?;
+    }
+    report.packs_written = new_packs.len() as u64;
+    report.bytes_after += new_packs.iter().map(|p| p.size).sum::<u64>();
+    let mut all = keep;
+    all.extend(new_packs);
+    let supersedes: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
+    // Also supersede index files that were already superseded, so they can go.
+    let listed: Vec<Id> = repo.storage().list(layout::INDEX)?.iter().filter_map(|e| layout::id_of(&e.key)).collect();
+    let new_index = repo.write_index_file(&IndexFile { version: FORMAT_VERSION, packs: all, supersedes: supersedes.clone() })?;
+    for id in listed.iter().filter(|id| **id != new_index) {
+        repo.storage().delete(&layout::index(id))?;
+    }
+    for id in delete.iter().chain(rewrite.iter().map(|(p, _)| &p.id)) {
+        repo.storage().delete(&layout::pack(id))?;
+    }
+    repo.load_index()?;
+    Ok(report)
+}

@@ -1,0 +1,279 @@
+//! The upload pipeline: new chunks are compressed and sealed on worker
+//! threads, appended to packs, and packs are stored by uploader threads,
+//! each stage joined by a bounded queue so memory stays flat however much
+//! data flows through.
+//!
+//! ```text
+//! add() ─► [jobs] ─► N sealing workers ─► [sealed] ─► packer ─► [packs] ─► uploaders ─► storage
+//!                                                                                  └─► index files
+//! ```
+//!
+//! Crash safety: a pack is listed in an index file only after it is stored,
+//! and a snapshot is written only after [`Uploader::finish`] returned, so
+//! whatever a snapshot references is durable. Index files are written every
+//! [`INDEX_EVERY`] packs, and packs stored but not yet indexed when a backup
+//! dies are recovered from their trailers by the next backup.
+
+use crate::blob;
+use crate::error::{RepoError, Result};
+use crate::Repository;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use crypto::Id;
+use crate::packfile::PackBuilder;
+use format::{layout, BlobEntry, BlobKind, IndexFile, IndexPack, FORMAT_VERSION};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Packs per index file: about 256 MiB of data at 16 MiB packs, so a killed
+/// backup redoes at most a few seconds of work beyond the unindexed packs it
+/// recovers anyway.
+const INDEX_EVERY: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Threads that compress and seal. Defaults to the number of cores.
+    pub workers: usize,
+    /// Threads that store packs concurrently (helps on high-latency links).
+    pub uploaders: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions { workers: std::thread::available_parallelism().map_or(2, |n| n.get()), uploaders: 2 }
+    }
+}
+
+/// Counters of one upload session, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub blobs_new: AtomicU64,
+    pub bytes_new_raw: AtomicU64,
+    pub bytes_new_stored: AtomicU64,
+    pub packs: AtomicU64,
+    pub blobs_known: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UploadStats {
+    pub blobs_new: u64,
+    pub bytes_new_raw: u64,
+    pub bytes_new_stored: u64,
+    pub packs: u64,
+    pub blobs_known: u64,
+}
+
+struct Job {
+    kind: BlobKind,
+    id: Id,
+    raw: Vec<u8>,
+}
+
+struct Sealed {
+    kind: BlobKind,
+    id: Id,
+    raw_length: u32,
+    bytes: Vec<u8>,
+}
+
+struct PackOut {
+    id: Id,
+    bytes: Vec<u8>,
+    blobs: Vec<BlobEntry>,
+}
+
+struct Shared {
+    repo: Arc<Repository>,
+    error: Mutex<Option<RepoError>>,
+    pending_index: Mutex<Vec<IndexPack>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn fail(&self, e: RepoError) {
+        let mut g = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn flush_index(&self, force: bool) -> Result<()> {
+        let packs = {
+            let mut g = self.pending_index.lock().unwrap_or_else(|p| p.into_inner());
+            if g.is_empty() || (!force && g.len() < INDEX_EVERY) {
+                return Ok(());
+            }
+            std::mem::take(&mut *g)
+        };
+        self.repo.write_index_file(&IndexFile { version: FORMAT_VERSION, packs, supersedes: vec![] })?;
+        Ok(())
+    }
+}
+
+pub struct Uploader {
+    shared: Arc<Shared>,
+    jobs: Option<Sender<Job>>,
+    pending: Mutex<HashSet<Id>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Uploader {
+    pub(crate) fn start(repo: Arc<Repository>, opts: UploadOptions) -> Result<Self> {
+        let workers = opts.workers.max(1);
+        let shared = Arc::new(Shared {
+            repo: Arc::clone(&repo),
+            error: Mutex::new(None),
+            pending_index: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+        });
+        let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(workers * 2);
+        let (pack_tx, pack_rx) = bounded::<PackOut>(1);
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name).spawn(f).map_err(|e| RepoError::Pipeline(format!("cannot start thread: {e}")))
+        };
+        for i in 0..workers {
+            let (rx, tx, sh) = (job_rx.clone(), sealed_tx.clone(), Arc::clone(&shared));
+            threads.push(spawn(format!("seal-{i}"), Box::new(move || seal_worker(&sh, &rx, &tx)))?);
+        }
+        drop((job_rx, sealed_tx));
+        {
+            let sh = Arc::clone(&shared);
+            threads.push(spawn("packer".into(), Box::new(move || packer(&sh, &sealed_rx, &pack_tx)))?);
+        }
+        for i in 0..opts.uploaders.max(1) {
+            let (rx, sh) = (pack_rx.clone(), Arc::clone(&shared));
+            threads.push(spawn(format!("upload-{i}"), Box::new(move || uploader(&sh, &rx)))?);
+        }
+        Ok(Uploader { shared, jobs: Some(job_tx), pending: Mutex::new(HashSet::new()), threads })
+    }
+
+    /// True when this chunk is already stored or queued: the caller may then
+    /// skip reading it again.
+    pub fn is_known(&self, id: &Id) -> bool {
+        self.shared.repo.has_blob(id) || self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// Queues a blob unless the repository or this session already has it.
+    /// Returns true when the blob is new. Blocks when the pipeline is full.
+    pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {
+        if self.shared.repo.has_blob(&id) || !self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+            self.shared.counters.blobs_known.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(Job { kind, id, raw }).is_ok());
+        if !sent || self.shared.failed() {
+            return Err(self.take_error().unwrap_or_else(|| RepoError::Pipeline("upload stopped".into())));
+        }
+        Ok(true)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    fn take_error(&self) -> Option<RepoError> {
+        self.shared.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Seals the last pack, waits until every pack is stored and indexed,
+    /// and returns what was uploaded. Only after this returns `Ok` may a
+    /// snapshot that references the blobs be written.
+    pub fn finish(mut self) -> Result<UploadStats> {
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                self.shared.fail(RepoError::Pipeline("a pipeline thread panicked".into()));
+            }
+        }
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        self.shared.flush_index(true)?;
+        let c = &self.shared.counters;
+        Ok(UploadStats {
+            blobs_new: c.blobs_new.load(Ordering::Relaxed),
+            bytes_new_raw: c.bytes_new_raw.load(Ordering::Relaxed),
+            bytes_new_stored: c.bytes_new_stored.load(Ordering::Relaxed),
+            packs: c.packs.load(Ordering::Relaxed),
+            blobs_known: c.blobs_known.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Abandoned without finish (an error upstream): stop the threads.
+        self.jobs.take();
+        self.shared.fail(RepoError::Pipeline("upload abandoned".into()));
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn seal_worker(sh: &Shared, rx: &Receiver<Job>, tx: &Sender<Sealed>) {
+    let keys = sh.repo.keys().clone();
+    let level = sh.repo.config().zstd_level;
+    let mut zc = None;
+    for job in rx {
+        if sh.failed() {
+            continue; // drain so add() never blocks forever
+        }
+        let bytes = blob::encode(&keys, &job.id, &job.raw, level, &mut zc);
+        let raw_length = job.raw.len() as u32;
+        if tx.send(Sealed { kind: job.kind, id: job.id, raw_length, bytes }).is_err() {
+            return;
+        }
+    }
+}
+
+fn packer(sh: &Shared, rx: &Receiver<Sealed>, tx: &Sender<PackOut>) {
+    let target = sh.repo.config().pack_size as usize;
+    let mut pb = PackBuilder::default();
+    for s in rx {
+        if sh.failed() {
+            continue;
+        }
+        sh.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+        sh.counters.bytes_new_raw.fetch_add(u64::from(s.raw_length), Ordering::Relaxed);
+        sh.counters.bytes_new_stored.fetch_add(s.bytes.len() as u64, Ordering::Relaxed);
+        pb.push(s.kind, s.id, s.raw_length, &s.bytes, target + target / 4);
+        if pb.len() >= target {
+            let (id, bytes, blobs) = pb.finish(sh.repo.keys());
+            if tx.send(PackOut { id, bytes, blobs }).is_err() {
+                return;
+            }
+        }
+    }
+    if !pb.is_empty() && !sh.failed() {
+        let (id, bytes, blobs) = pb.finish(sh.repo.keys());
+        let _ = tx.send(PackOut { id, bytes, blobs });
+    }
+}
+
+fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
+    for p in rx {
+        if sh.failed() {
+            continue;
+        }
+        let id = p.id;
+        if let Err(e) = sh.repo.storage().put(&layout::pack(&id), &p.bytes) {
+            sh.fail(e.into());
+            continue;
+        }
+        let ip = IndexPack { id, size: p.bytes.len() as u64, blobs: p.blobs };
+        sh.repo.index_add(&ip);
+        sh.counters.packs.fetch_add(1, Ordering::Relaxed);
+        sh.pending_index.lock().unwrap_or_else(|p| p.into_inner()).push(ip);
+        if let Err(e) = sh.flush_index(false) {
+            sh.fail(e);
+        }
+    }
+}

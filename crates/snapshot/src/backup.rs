@@ -1,0 +1,432 @@
+//! The backup walk. Directories are processed depth first so each folder's
+//! tree is stored after its children; files whose size, times and inode
+//! match the parent snapshot are not read at all; new data goes to the
+//! repository's upload pipeline, which compresses, seals and stores it on
+//! other threads while this one reads, chunks and hashes.
+
+use crate::error::{FileError, FileErrorKind, SnapshotError};
+use crate::exclude::Excludes;
+use crate::node::{from_metadata, unchanged};
+use crate::progress::{FileStatus, Progress};
+use crate::trees::TreeLoader;
+use crate::Result;
+use chrono::Utc;
+use crypto::Id;
+use format::{BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION};
+use repository::{Repository, UploadOptions, Uploader};
+use std::collections::BTreeMap;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub excludes: Excludes,
+    pub one_file_system: bool,
+    pub hostname: String,
+    pub username: String,
+    pub tags: Vec<String>,
+    /// Snapshot to compare with; `None` picks the newest one of the same
+    /// host and paths.
+    pub parent: Option<Id>,
+    /// Read every file even when its metadata says it is unchanged.
+    pub force: bool,
+    pub upload: UploadOptions,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupReport {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    pub errors: Vec<FileError>,
+}
+
+/// Attempts at reading a file that keeps changing before it is stored as
+/// last read and reported.
+const READ_ATTEMPTS: usize = 3;
+
+/// Deep folder hierarchies recurse; give the walk a stack that no real
+/// tree exhausts (each level uses well under 1 KiB).
+const WALK_STACK: usize = 256 * 1024 * 1024;
+
+pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    let paths = normalize_paths(&opts.paths)?;
+    let _lock = repo.lock(false)?;
+    repo.load_index()?;
+    repo.recover_unindexed_packs()?;
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let parent = match opts.parent {
+        Some(id) => Some((id, repo.load_snapshot(&id)?)),
+        None => {
+            let (snaps, _) = repo.list_snapshots()?;
+            snaps.into_iter().rev().find(|(_, s)| s.hostname == opts.hostname && s.paths == path_strings)
+        }
+    };
+    let uploader = repo.start_upload(opts.upload.clone())?;
+    let loader = TreeLoader::new(repo);
+    let mut trie = Trie::default();
+    for p in &paths {
+        trie.insert(p);
+    }
+    let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+    let walked = std::thread::scope(|scope| {
+        let walker = Walker {
+            repo,
+            uploader: &uploader,
+            loader: &loader,
+            opts,
+            progress,
+            errors: Vec::new(),
+            summary: SnapshotSummary::default(),
+            chunker: repo.config().chunker.clone(),
+        };
+        std::thread::Builder::new()
+            .name("backup-walk".into())
+            .stack_size(WALK_STACK)
+            .spawn_scoped(scope, move || {
+                let mut walker = walker;
+                let root = walker.virtual_dir(Path::new("/"), &trie, parent_tree)?;
+                Ok::<_, SnapshotError>((root, walker.errors, walker.summary))
+            })
+            .map_err(SnapshotError::Io)?
+            .join()
+            .map_err(|_| SnapshotError::Source { path: "/".into(), message: "the backup walk panicked".into() })?
+    });
+    let (root, errors, mut summary) = walked?;
+    let stats = uploader.finish()?;
+    summary.chunks_new = stats.blobs_new;
+    summary.bytes_new_raw = stats.bytes_new_raw;
+    summary.bytes_new_stored = stats.bytes_new_stored;
+    summary.errors = errors.len() as u64;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let snapshot = Snapshot {
+        version: FORMAT_VERSION,
+        time: Utc::now(),
+        hostname: opts.hostname.clone(),
+        username: opts.username.clone(),
+        paths: path_strings,
+        tree: root,
+        parent: parent.map(|(id, _)| id),
+        tags: opts.tags.clone(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupReport { id, snapshot, errors })
+}
+
+/// Makes paths absolute and lexically clean, checks they exist, and drops
+/// paths inside other given paths (they would be backed up twice).
+fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| SnapshotError::Source { path: p.clone(), message: e.to_string() })?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                std::path::Component::Normal(n) => clean.push(n),
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = std::fs::symlink_metadata(&clean) {
+            return Err(SnapshotError::Source { path: clean, message: e.to_string() });
+        }
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    let snapshot = out.clone();
+    out.retain(|p| !snapshot.iter().any(|q| q != p && p.starts_with(q)));
+    if out.is_empty() {
+        return Err(SnapshotError::Source { path: PathBuf::new(), message: "nothing to back up: give at least one path".into() });
+    }
+    Ok(out)
+}
+
+/// The folders from `/` down to each backed-up path.
+#[derive(Default)]
+struct Trie {
+    children: BTreeMap<Vec<u8>, Trie>,
+    target: bool,
+}
+
+impl Trie {
+    fn insert(&mut self, p: &Path) {
+        let mut t = self;
+        for c in p.components() {
+            if let std::path::Component::Normal(n) = c {
+                t = t.children.entry(n.as_bytes().to_vec()).or_default();
+            }
+        }
+        t.target = true;
+    }
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    uploader: &'a Uploader,
+    loader: &'a TreeLoader<'a>,
+    opts: &'a BackupOptions,
+    progress: &'a dyn Progress,
+    errors: Vec<FileError>,
+    summary: SnapshotSummary,
+    chunker: format::ChunkerParams,
+}
+
+impl Walker<'_> {
+    fn report(&mut self, path: &Path, kind: FileErrorKind, message: String) {
+        let e = FileError { path: path.to_path_buf(), kind, message };
+        tracing::warn!(path = %e.path.display(), ?kind, "{}", e.message);
+        self.progress.error(&e);
+        self.errors.push(e);
+    }
+
+    fn parent_tree(&self, id: Option<Id>) -> Option<Arc<Tree>> {
+        // A damaged parent only costs speed: everything is read again.
+        id.and_then(|id| self.loader.load(&id).ok())
+    }
+
+    fn store_tree(&mut self, mut tree: Tree) -> Result<Id> {
+        tree.sort();
+        let bytes = format::to_json(&tree);
+        let id = self.repo.content_id(&bytes);
+        self.uploader.add(BlobKind::Tree, id, bytes)?;
+        self.summary.dirs += 1;
+        Ok(id)
+    }
+
+    /// A folder on the way from `/` to the backed-up paths: only the
+    /// children that lead to a backed-up path are included.
+    fn virtual_dir(&mut self, path: &Path, trie: &Trie, parent: Option<Id>) -> Result<Id> {
+        let ptree = self.parent_tree(parent);
+        let mut tree = Tree::default();
+        for (name, child) in &trie.children {
+            let full = path.join(std::ffi::OsStr::from_bytes(name));
+            let md = std::fs::symlink_metadata(&full).map_err(|e| SnapshotError::Source { path: full.clone(), message: e.to_string() })?;
+            let prev = ptree.as_ref().and_then(|t| t.find(name)).cloned();
+            let node = if child.target {
+                self.entry(&full, EntryName::new(name.clone()), &md, prev.as_ref(), md.dev())?
+            } else {
+                let mut n = from_metadata(EntryName::new(name.clone()), &md);
+                n.subtree = Some(self.virtual_dir(&full, child, prev.and_then(|p| p.subtree))?);
+                Some(n)
+            };
+            tree.nodes.extend(node);
+        }
+        self.store_tree(tree)
+    }
+
+    fn entry(&mut self, path: &Path, name: EntryName, md: &Metadata, prev: Option<&Node>, dev: u64) -> Result<Option<Node>> {
+        let mut node = from_metadata(name, md);
+        match node.kind {
+            NodeKind::Dir => {
+                let prev_sub = prev.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                node.subtree = Some(if self.opts.one_file_system && md.dev() != dev {
+                    // A mount point: keep the folder, not what is mounted on it.
+                    self.store_tree(Tree::default())?
+                } else {
+                    self.dir(path, prev_sub, dev)?
+                });
+            }
+            NodeKind::File => return self.file(path, node, prev),
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => node.link_target = Some(EntryName::new(t.as_os_str().as_bytes().to_vec())),
+                Err(e) => {
+                    self.report(path, FileErrorKind::Unreadable, e.to_string());
+                    return Ok(None);
+                }
+            },
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn dir(&mut self, path: &Path, parent: Option<Id>, dev: u64) -> Result<Id> {
+        let ptree = self.parent_tree(parent);
+        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+            Err(e) => {
+                self.report(path, FileErrorKind::Unreadable, format!("cannot list folder: {e}"));
+                Vec::new()
+            }
+        };
+        names.sort();
+        let mut tree = Tree::default();
+        for name in names {
+            let full = path.join(std::ffi::OsStr::from_bytes(&name));
+            let md = match std::fs::symlink_metadata(&full) {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.report(&full, FileErrorKind::Vanished, "deleted while the backup ran".into());
+                    continue;
+                }
+                Err(e) => {
+                    self.report(&full, FileErrorKind::Unreadable, e.to_string());
+                    continue;
+                }
+            };
+            if self.opts.excludes.is_excluded(&full, md.is_dir()) {
+                continue;
+            }
+            let prev = ptree.as_ref().and_then(|t| t.find(&name));
+            if let Some(node) = self.entry(&full, EntryName::new(name), &md, prev, dev)? {
+                tree.nodes.push(node);
+            }
+        }
+        self.store_tree(tree)
+    }
+
+    fn file(&mut self, path: &Path, mut node: Node, prev: Option<&Node>) -> Result<Option<Node>> {
+        self.summary.total_files += 1;
+        if let Some(p) = prev {
+            if !self.opts.force && unchanged(p, &node) && p.content.iter().all(|c| self.uploader.is_known(c)) {
+                node.content = p.content.clone();
+                self.summary.files_unmodified += 1;
+                self.summary.total_bytes += node.size;
+                self.progress.bytes(node.size);
+                self.progress.file_done(path, node.size, FileStatus::Unchanged);
+                return Ok(Some(node));
+            }
+        }
+        let mut last_err = None;
+        for attempt in 1..=READ_ATTEMPTS {
+            let mut f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.summary.total_files -= 1;
+                    self.report(path, FileErrorKind::Vanished, "deleted while the backup ran".into());
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.summary.total_files -= 1;
+                    self.report(path, FileErrorKind::Unreadable, e.to_string());
+                    return Ok(None);
+                }
+            };
+            let before = f.metadata()?;
+            let (content, read) = match self.chunk(&mut f, before.size()) {
+                Ok(x) => x,
+                Err(ChunkError::Io(e)) => {
+                    last_err = Some(e.to_string());
+                    break;
+                }
+                Err(ChunkError::Repo(e)) => return Err(e.into()),
+            };
+            let after = f.metadata()?;
+            let stable = before.size() == after.size() && before.mtime() == after.mtime() && before.mtime_nsec() == after.mtime_nsec();
+            if stable || attempt == READ_ATTEMPTS {
+                if !stable {
+                    self.report(path, FileErrorKind::ChangedDuringRead, format!("kept changing during {READ_ATTEMPTS} reads; stored the last read"));
+                }
+                let name = std::mem::replace(&mut node.name, EntryName::new(Vec::new()));
+                node = from_metadata(name, &before);
+                node.size = read;
+                node.content = content;
+                self.summary.bytes_read += read;
+                self.summary.total_bytes += read;
+                let status = if prev.is_some() { FileStatus::Changed } else { FileStatus::New };
+                if prev.is_some() {
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+                self.progress.file_done(path, read, status);
+                return Ok(Some(node));
+            }
+        }
+        self.summary.total_files -= 1;
+        self.report(path, FileErrorKind::Unreadable, last_err.unwrap_or_else(|| "read failed".into()));
+        Ok(None)
+    }
+
+    /// Cuts a file into chunks, hashes each, and hands new ones to the
+    /// upload pipeline. Returns the chunk ids and the bytes read.
+    fn chunk(&self, f: &mut File, size_hint: u64) -> Result<(Vec<Id>, u64), ChunkError> {
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        if size_hint < u64::from(self.chunker.min_size) {
+            // Small files are one chunk; read them whole (bounded, in case
+            // the file grows while we read).
+            let mut buf = Vec::with_capacity(size_hint as usize);
+            f.take(u64::from(self.chunker.max_size)).read_to_end(&mut buf).map_err(ChunkError::Io)?;
+            if buf.len() as u64 >= u64::from(self.chunker.min_size) {
+                // It grew past the small-file limit while being read: cut
+                // what was read with the same chunker so dedup stays
+                // content-defined. The size check after reading retries it.
+                let cdc = fastcdc::v2020::FastCDC::new(&buf, self.chunker.min_size, self.chunker.avg_size, self.chunker.max_size);
+                for c in cdc {
+                    let data = buf[c.offset..c.offset + c.length].to_vec();
+                    let id = self.repo.content_id(&data);
+                    self.uploader.add(BlobKind::Data, id, data).map_err(ChunkError::Repo)?;
+                    ids.push(id);
+                }
+                return Ok((ids, buf.len() as u64));
+            }
+            if !buf.is_empty() {
+                total = buf.len() as u64;
+                let id = self.repo.content_id(&buf);
+                self.progress.bytes(total);
+                self.uploader.add(BlobKind::Data, id, buf).map_err(ChunkError::Repo)?;
+                ids.push(id);
+            }
+            return Ok((ids, total));
+        }
+        let cdc = fastcdc::v2020::StreamCDC::new(f, self.chunker.min_size, self.chunker.avg_size, self.chunker.max_size);
+        for chunk in cdc {
+            let chunk = chunk.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(io) => ChunkError::Io(io),
+                other => ChunkError::Io(std::io::Error::other(other.to_string())),
+            })?;
+            let len = chunk.length as u64;
+            total += len;
+            let id = self.repo.content_id(&chunk.data);
+            self.progress.bytes(len);
+            self.uploader.add(BlobKind::Data, id, chunk.data).map_err(ChunkError::Repo)?;
+            ids.push(id);
+        }
+        Ok((ids, total))
+    }
+}
+
+enum ChunkError {
+    Io(std::io::Error),
+    Repo(repository::RepoError),
+}
+
+/// Counts files and bytes under the paths, for a progress bar's total and
+/// ETA. Runs beside the backup; errors are ignored (the backup reports them).
+pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u64)) -> (u64, u64) {
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                for e in rd.flatten() {
+                    let child = e.path();
+                    let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                    if !excludes.is_excluded(&child, is_dir) {
+                        stack.push(child);
+                    }
+                }
+            }
+        } else if md.is_file() {
+            files += 1;
+            bytes += md.len();
+            if files % 1000 == 0 {
+                on_progress(files, bytes);
+            }
+        }
+    }
+    on_progress(files, bytes);
+    (files, bytes)
+}

@@ -1,0 +1,47 @@
+//! Files and folders to snapshots and back: the backup walk with its change
+//! detection, restore with its safety rules, browsing (ls, find, diff, cat),
+//! retention policies and the snapshot-level checks of verify and prune.
+//!
+//! This crate knows the user's files and the trees that describe them. It
+//! must not know how chunks are packed or stored (that is `repository`), nor
+//! any front end: progress goes through the [`Progress`] trait as typed
+//! events, and errors are typed.
+
+mod backup;
+mod browse;
+mod error;
+mod exclude;
+mod node;
+mod progress;
+mod restore;
+pub mod retention;
+mod trees;
+
+pub use backup::{backup, scan, BackupOptions, BackupReport};
+pub use browse::{cat, diff, find, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Found, Listed};
+pub use error::{FileError, FileErrorKind, SnapshotError};
+pub use exclude::Excludes;
+pub use progress::{FileStatus, NoProgress, Progress};
+pub use restore::{restore, Conflict, RestoreOptions, RestoreReport};
+pub use trees::TreeLoader;
+
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+/// Picks a snapshot by `latest` (newest of `host`, or of any host when
+/// `host` is `None`) or by id prefix.
+pub fn select_snapshot(
+    repo: &repository::Repository,
+    spec: &str,
+    host: Option<&str>,
+) -> Result<(crypto::Id, format::Snapshot)> {
+    if spec == "latest" {
+        let (snaps, _) = repo.list_snapshots()?;
+        return snaps
+            .into_iter()
+            .rev()
+            .find(|(_, s)| host.is_none_or(|h| s.hostname == h))
+            .ok_or_else(|| SnapshotError::NoSnapshots { host: host.map(str::to_string) });
+    }
+    let id = repo.find_snapshot(spec)?;
+    Ok((id, repo.load_snapshot(&id)?))
+}

@@ -1,0 +1,370 @@
+//! Restore: trees back to files, with rules that keep a damaged or hostile
+//! repository from writing anywhere but the target:
+//! - every name is a single safe component (checked when trees are loaded);
+//! - folders are entered only when they are real folders, never symlinks;
+//! - files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`, so an existing
+//!   symlink is never followed, and symlinks of a folder are created after
+//!   everything else in it;
+//! - every chunk is decrypted and checked against its id before it is
+//!   written; all-zero chunks become holes, so sparse files stay sparse.
+
+use crate::error::{FileError, FileErrorKind, SnapshotError};
+use crate::progress::{FileStatus, Progress};
+use crate::trees::TreeLoader;
+use crate::Result;
+use crossbeam_channel::bounded;
+use crypto::Id;
+use filetime::FileTime;
+use format::{EntryName, Node, NodeKind};
+use repository::Repository;
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conflict {
+    /// Keep the existing file and restore beside it under a new name.
+    #[default]
+    KeepBoth,
+    Overwrite,
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Backed-up absolute paths are recreated under this folder; `/` means
+    /// the original place.
+    pub target: PathBuf,
+    pub conflict: Conflict,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    /// Existing files left alone (conflict rule `skip`, or already identical).
+    pub skipped: u64,
+    /// Files written under a new name because the original name was taken.
+    pub renamed: Vec<(PathBuf, PathBuf)>,
+    pub errors: Vec<FileError>,
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+}
+
+struct DirMeta {
+    path: PathBuf,
+    node: Node,
+}
+
+/// Restores `path` (absolute, as backed up; `/` for everything) of the
+/// snapshot whose root tree is `root`.
+pub fn restore(repo: &Repository, root: &Id, path: &str, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+    let loader = TreeLoader::new(repo);
+    let node = loader.resolve(root, path)?;
+    std::fs::create_dir_all(&opts.target).map_err(|e| SnapshotError::Target { path: opts.target.clone(), source: e })?;
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    // Recreate the folders leading to the restored path, from the tree.
+    let mut dest = opts.target.clone();
+    let mut created_parents = Vec::new();
+    let mut walked = String::new();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        walked.push('/');
+        walked.push_str(c);
+        dest.push(c);
+        if enter_dir(&dest)? {
+            created_parents.push(DirMeta { path: dest.clone(), node: loader.resolve(root, &walked)? });
+        }
+    }
+    let state = State { repo, progress, conflict: opts.conflict, report: Mutex::new(RestoreReport::default()) };
+    let (tx, rx) = bounded::<FileJob>(64);
+    let mut dirs = Vec::new();
+    let walk_result = std::thread::scope(|s| {
+        for _ in 0..opts.workers.max(1) {
+            let rx = rx.clone();
+            let state = &state;
+            s.spawn(move || {
+                for job in rx {
+                    state.file(&job.path, &job.node);
+                }
+            });
+        }
+        drop(rx);
+        let r = if comps.is_empty() {
+            restore_children(&loader, &state, &opts.target, &node, &tx, &mut dirs)
+        } else {
+            restore_node(&loader, &state, &dest, node, &tx, &mut dirs)
+        };
+        drop(tx);
+        r
+    });
+    walk_result?;
+    // Folder times last, deepest first, since writing into a folder changes its mtime.
+    for d in dirs.iter().rev().chain(created_parents.iter().rev()) {
+        apply_meta(&d.path, &d.node, false);
+    }
+    Ok(state.report.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Makes sure `p` is a real folder (creating it if missing). Returns true
+/// when it was created. A symlink or file in its place is refused.
+fn enter_dir(p: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.file_type().is_dir() => Ok(false),
+        Ok(_) => Err(SnapshotError::Unsafe(format!("'{}' exists and is not a folder (a symlink or file); not writing through it", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(p).map_err(|e| SnapshotError::Target { path: p.to_path_buf(), source: e })?;
+            Ok(true)
+        }
+        Err(e) => Err(SnapshotError::Target { path: p.to_path_buf(), source: e }),
+    }
+}
+
+fn child_path(dir: &Path, name: &EntryName) -> Result<PathBuf> {
+    if !name.is_safe_component() {
+        return Err(SnapshotError::Unsafe(format!("entry name {name:?} is not a plain file name")));
+    }
+    Ok(dir.join(std::ffi::OsStr::from_bytes(name.as_bytes())))
+}
+
+fn restore_node(
+    loader: &TreeLoader<'_>,
+    st: &State<'_>,
+    path: &Path,
+    node: Node,
+    tx: &crossbeam_channel::Sender<FileJob>,
+    dirs: &mut Vec<DirMeta>,
+) -> Result<()> {
+    match node.kind {
+        NodeKind::Dir => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+                match st.conflict {
+                    Conflict::Skip => {
+                        st.with(|r| r.skipped += 1);
+                        return Ok(());
+                    }
+                    Conflict::Overwrite => std::fs::remove_file(path).map_err(|e| SnapshotError::Target { path: path.to_path_buf(), source: e })?,
+                    Conflict::KeepBoth => {
+                        let alt = free_name(path);
+                        st.with(|r| r.renamed.push((path.to_path_buf(), alt.clone())));
+                        return restore_node(loader, st, &alt, node, tx, dirs);
+                    }
+                }
+            }
+            enter_dir(path)?;
+            st.with(|r| r.dirs += 1);
+            restore_children(loader, st, path, &node, tx, dirs)?;
+            dirs.push(DirMeta { path: path.to_path_buf(), node });
+        }
+        NodeKind::File => {
+            tx.send(FileJob { path: path.to_path_buf(), node })
+                .map_err(|_| SnapshotError::Unsafe("restore workers stopped".into()))?;
+        }
+        _ => st.special(path, &node),
+    }
+    Ok(())
+}
+
+fn restore_children(
+    loader: &TreeLoader<'_>,
+    st: &State<'_>,
+    dir: &Path,
+    node: &Node,
+    tx: &crossbeam_channel::Sender<FileJob>,
+    dirs: &mut Vec<DirMeta>,
+) -> Result<()> {
+    let Some(sub) = node.subtree else { return Ok(()) };
+    let tree = loader.load(&sub)?;
+    let mut links = Vec::new();
+    for child in tree.nodes.iter() {
+        let p = child_path(dir, &child.name)?;
+        if child.kind == NodeKind::Symlink {
+            links.push((p, child));
+            continue;
+        }
+        restore_node(loader, st, &p, child.clone(), tx, dirs)?;
+    }
+    for (p, child) in links {
+        st.special(&p, child);
+    }
+    Ok(())
+}
+
+/// `name (restored).ext`, then `name (restored 2).ext`, … : a free name
+/// beside `p` for the keep-both rule.
+fn free_name(p: &Path) -> PathBuf {
+    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    for i in 1.. {
+        let label = if i == 1 { "restored".to_string() } else { format!("restored {i}") };
+        let cand = p.with_file_name(format!("{stem} ({label}){ext}"));
+        if std::fs::symlink_metadata(&cand).is_err() {
+            return cand;
+        }
+    }
+    unreachable!("an unbounded loop always finds a free name")
+}
+
+struct State<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    conflict: Conflict,
+    report: Mutex<RestoreReport>,
+}
+
+impl State<'_> {
+    fn with(&self, f: impl FnOnce(&mut RestoreReport)) {
+        f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn fail(&self, path: &Path, message: String) {
+        let e = FileError { path: path.to_path_buf(), kind: FileErrorKind::Unreadable, message };
+        self.progress.error(&e);
+        self.with(|r| r.errors.push(e));
+    }
+
+    /// Decides where a file goes given what is already there; `None` skips it.
+    fn destination(&self, path: &Path, node: &Node) -> Option<PathBuf> {
+        let Ok(md) = std::fs::symlink_metadata(path) else { return Some(path.to_path_buf()) };
+        if md.is_file() && md.len() == node.size && FileTime::from_last_modification_time(&md) == mtime(node) {
+            self.with(|r| r.skipped += 1);
+            return None; // already there, identical by size and time
+        }
+        match self.conflict {
+            Conflict::Skip => {
+                self.with(|r| r.skipped += 1);
+                None
+            }
+            Conflict::Overwrite => {
+                if md.is_dir() {
+                    self.fail(path, "a folder is in the way; not replacing a folder with a file".into());
+                    return None;
+                }
+                if let Err(e) = std::fs::remove_file(path) {
+                    self.fail(path, format!("cannot replace: {e}"));
+                    return None;
+                }
+                Some(path.to_path_buf())
+            }
+            Conflict::KeepBoth => {
+                let alt = free_name(path);
+                self.with(|r| r.renamed.push((path.to_path_buf(), alt.clone())));
+                Some(alt)
+            }
+        }
+    }
+
+    fn file(&self, path: &Path, node: &Node) {
+        let Some(dest) = self.destination(path, node) else { return };
+        match self.write_file(&dest, node) {
+            Ok(()) => {
+                self.with(|r| {
+                    r.files += 1;
+                    r.bytes += node.size;
+                });
+                self.progress.file_done(&dest, node.size, FileStatus::New);
+            }
+            Err(msg) => {
+                // Never leave a half-written file that looks restored.
+                let _ = std::fs::remove_file(&dest);
+                self.fail(&dest, msg);
+            }
+        }
+    }
+
+    fn write_file(&self, dest: &Path, node: &Node) -> Result<(), String> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dest)
+            .map_err(|e| format!("cannot create: {e}"))?;
+        let mut written = 0u64;
+        let mut hole = false;
+        for id in &node.content {
+            let data = self.repo.read_blob(id).map_err(|e| format!("cannot restore this file: {e}"))?;
+            if data.iter().all(|&b| b == 0) {
+                f.seek(SeekFrom::Current(data.len() as i64)).map_err(|e| e.to_string())?;
+                hole = true;
+            } else {
+                f.write_all(&data).map_err(|e| format!("write failed: {e}"))?;
+                hole = false;
+            }
+            written += data.len() as u64;
+            self.progress.bytes(data.len() as u64);
+        }
+        if hole || written != node.size {
+            // A trailing hole needs the size set explicitly.
+            f.set_len(written).map_err(|e| e.to_string())?;
+        }
+        if written != node.size {
+            return Err(format!("restored {written} bytes but the snapshot says {}: the snapshot is damaged", node.size));
+        }
+        drop(f);
+        apply_meta(dest, node, false);
+        Ok(())
+    }
+
+    fn special(&self, path: &Path, node: &Node) {
+        match node.kind {
+            NodeKind::Symlink => {
+                let Some(target) = &node.link_target else { return };
+                if std::fs::symlink_metadata(path).is_ok() {
+                    match self.conflict {
+                        Conflict::Overwrite if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) => {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        _ => {
+                            self.with(|r| r.skipped += 1);
+                            return;
+                        }
+                    }
+                }
+                match std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.as_bytes()), path) {
+                    Ok(()) => {
+                        apply_meta(path, node, true);
+                        self.with(|r| r.files += 1);
+                    }
+                    Err(e) => self.fail(path, format!("cannot create symlink: {e}")),
+                }
+            }
+            // Devices, pipes and sockets are not data; recreating them needs
+            // privileges and rarely helps. They are listed in the snapshot.
+            _ => self.with(|r| r.skipped += 1),
+        }
+    }
+}
+
+fn mtime(node: &Node) -> FileTime {
+    FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// Best effort: permissions, owner (when running as root) and times.
+fn apply_meta(path: &Path, node: &Node, is_link: bool) {
+    let t = mtime(node);
+    if is_link {
+        if is_root() {
+            let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        }
+        let _ = filetime::set_symlink_file_times(path, t, t);
+        return;
+    }
+    if is_root() {
+        let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+    }
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777));
+    let _ = filetime::set_file_times(path, t, t);
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
