@@ -1019,15 +1019,15 @@ def du(root):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=1, help="dataset (or edit) seed (default 1)")
+    ap.add_argument("--scale", type=float, default=1.0, help="1.0 = ~1 GiB, 0.05 = ~60 MiB; --edit scales its counts too")
     ap.add_argument("--out", help="directory to create the dataset in (must be empty or absent)")
     ap.add_argument("--edit", action="store_true", help="apply the day-of-work edit to DIR in place")
     ap.add_argument("--manifest", action="store_true", help="print a digest of DIR")
     ap.add_argument("--restore-check", action="store_true", help="with --manifest: ignore directory mtimes")
     ap.add_argument("--list", action="store_true", help="with --manifest: also print every entry's record")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("dir", nargs="?")
+    ap.add_argument("--quiet", action="store_true", help="print nothing on success")
+    ap.add_argument("dir", nargs="?", help="the tree to edit or hash")
     a = ap.parse_args()
     if a.manifest:
         if not a.dir:

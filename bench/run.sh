@@ -199,7 +199,7 @@ set_cmd() { # tool action [arg]: sets CMD
   esac
 }
 
-first_snapshot_id() { # tool -> id of the oldest snapshot
+first_snapshot_id() { # tool -> id of the oldest snapshot (called when the repository holds only one)
   case $1 in
     borg) echo first;;
     tidemark) "$TM" --repo "$REPOS/tidemark" snapshots --json;;

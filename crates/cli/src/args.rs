@@ -208,7 +208,9 @@ pub enum KeyCommand {
     Add,
     List,
     /// Remove a key by id (prefix).
-    Remove { id: String },
+    Remove {
+        id: String,
+    },
     /// Change the password of the key in use.
     Passwd,
 }

@@ -15,23 +15,46 @@ use std::sync::Arc;
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Command::Init { if_missing, kdf_memory, pack_size_mib } => init(g, if_missing, kdf_memory, pack_size_mib),
+        Command::Init {
+            if_missing,
+            kdf_memory,
+            pack_size_mib,
+        } => init(g, if_missing, kdf_memory, pack_size_mib),
         Command::Backup(a) => backup(g, a),
         Command::Snapshots { host } => snapshots(g, host),
-        Command::Ls { snapshot, path, flat, host } => ls(g, &snapshot, path.as_deref(), flat, host),
-        Command::Find { pattern, host, snapshots } => find(g, &pattern, host, &snapshots),
+        Command::Ls {
+            snapshot,
+            path,
+            flat,
+            host,
+        } => ls(g, &snapshot, path.as_deref(), flat, host),
+        Command::Find {
+            pattern,
+            host,
+            snapshots,
+        } => find(g, &pattern, host, &snapshots),
         Command::Diff { first, second } => diff(g, &first, &second),
-        Command::Restore { what, target, conflict, host } => restore(g, &what, target, conflict, host),
+        Command::Restore {
+            what,
+            target,
+            conflict,
+            host,
+        } => restore(g, &what, target, conflict, host),
         Command::Cat { what, host } => cat(g, &what, host),
         Command::Verify { read_data, subset } => verify(g, read_data, subset),
         Command::Forget(a) => forget(g, a),
-        Command::Prune { dry_run, max_unused } => prune(g, dry_run, max_unused),
+        Command::Prune {
+            dry_run,
+            max_unused,
+        } => prune(g, dry_run, max_unused),
         Command::Key { command } => key(g, command),
         Command::Stats => stats(g),
         Command::Unlock { all } => {
             let repo = open(g)?;
             let n = repo.unlock_stale(all)?;
-            emit(g, &serde_json::json!({ "removed": n }), || format!("removed {n} lock(s)"));
+            emit(g, &serde_json::json!({ "removed": n }), || {
+                format!("removed {n} lock(s)")
+            });
             Ok(0)
         }
     }
@@ -41,15 +64,20 @@ fn location(g: &Global) -> Result<String> {
     if let Some(r) = &g.repo {
         return Ok(r.clone());
     }
-    let dirs = directories::ProjectDirs::from("org", "Tidemark", "tidemark").context("cannot find your data folder; give --repo")?;
-    Ok(dirs.data_dir().join("repository").to_string_lossy().into_owned())
+    let dirs = directories::ProjectDirs::from("org", "Tidemark", "tidemark")
+        .context("cannot find your data folder; give --repo")?;
+    Ok(dirs
+        .data_dir()
+        .join("repository")
+        .to_string_lossy()
+        .into_owned())
 }
 
 fn open_options(g: &Global) -> OpenOptions {
-    let cache_dir = g
-        .cache_dir
-        .clone()
-        .or_else(|| directories::ProjectDirs::from("org", "Tidemark", "tidemark").map(|d| d.cache_dir().to_path_buf()));
+    let cache_dir = g.cache_dir.clone().or_else(|| {
+        directories::ProjectDirs::from("org", "Tidemark", "tidemark")
+            .map(|d| d.cache_dir().to_path_buf())
+    });
     OpenOptions { cache_dir }
 }
 
@@ -65,7 +93,9 @@ fn hostname() -> String {
 }
 
 fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Prints JSON or the human text, depending on `--json`.
@@ -85,30 +115,60 @@ fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
-fn init(g: &Global, if_missing: bool, kdf_memory: Option<u32>, pack_size_mib: Option<u32>) -> Result<i32> {
+fn init(
+    g: &Global,
+    if_missing: bool,
+    kdf_memory: Option<u32>,
+    pack_size_mib: Option<u32>,
+) -> Result<i32> {
     let loc = location(g)?;
     let storage = storage::open(&loc)?;
     let shown = storage.location();
     if if_missing && storage.size(format::layout::CONFIG)?.is_some() {
-        emit(g, &serde_json::json!({ "location": shown, "created": false }), || format!("repository at {shown} already exists"));
+        emit(
+            g,
+            &serde_json::json!({ "location": shown, "created": false }),
+            || format!("repository at {shown} already exists"),
+        );
         return Ok(0);
     }
-    let pw = password::new(g.password_file.as_deref(), "TIDEMARK_PASSWORD_FILE", "TIDEMARK_PASSWORD", "repository password")?;
-    let mut opts = InitOptions { hostname: hostname(), username: username(), ..Default::default() };
+    let pw = password::new(
+        g.password_file.as_deref(),
+        "TIDEMARK_PASSWORD_FILE",
+        "TIDEMARK_PASSWORD",
+        "repository password",
+    )?;
+    let mut opts = InitOptions {
+        hostname: hostname(),
+        username: username(),
+        ..Default::default()
+    };
     if let Some(m) = kdf_memory {
-        opts.kdf = KdfParams { m_cost: m.max(8), ..opts.kdf };
+        opts.kdf = KdfParams {
+            m_cost: m.max(8),
+            ..opts.kdf
+        };
     }
     if let Some(p) = pack_size_mib {
         opts.pack_size = p.clamp(1, 512) * 1024 * 1024;
     }
     let repo = Repository::init(storage, &pw.0, &opts, &open_options(g))?;
-    let interactive = g.password_file.is_none() && std::env::var_os("TIDEMARK_PASSWORD").is_none() && std::env::var_os("TIDEMARK_PASSWORD_FILE").is_none();
-    let keyring = if interactive { Some(password::remember(&shown, &pw.0)) } else { None };
+    let interactive = g.password_file.is_none()
+        && std::env::var_os("TIDEMARK_PASSWORD").is_none()
+        && std::env::var_os("TIDEMARK_PASSWORD_FILE").is_none();
+    let keyring = if interactive {
+        Some(password::remember(&shown, &pw.0))
+    } else {
+        None
+    };
     emit(
         g,
         &serde_json::json!({ "location": shown, "created": true, "id": repo.config().id, "password_in_keyring": matches!(keyring, Some(Ok(()))) }),
         || {
-            let mut s = format!("created repository {} at {shown}", &repo.config().id.to_hex()[..8]);
+            let mut s = format!(
+                "created repository {} at {shown}",
+                &repo.config().id.to_hex()[..8]
+            );
             match keyring {
                 Some(Ok(())) => s.push_str("\nthe password is saved in your OS keyring"),
                 Some(Err(e)) => s.push_str(&format!("\nthe password could not be saved in a keyring ({e}); you will be asked for it")),
@@ -124,11 +184,21 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     let repo = Arc::new(open(g)?);
     let mut patterns = a.excludes.clone();
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
     }
     let excludes = Excludes::new(&patterns, a.exclude_caches)?;
-    let parent = a.parent.as_deref().map(|p| repo.find_snapshot(p)).transpose()?;
+    let parent = a
+        .parent
+        .as_deref()
+        .map(|p| repo.find_snapshot(p))
+        .transpose()?;
     let opts = snapshot::BackupOptions {
         paths: a.paths.clone(),
         excludes: excludes.clone(),
@@ -142,7 +212,11 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     };
     let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
     let report = std::thread::scope(|s| {
-        let paths: Vec<PathBuf> = a.paths.iter().filter_map(|p| std::path::absolute(p).ok()).collect();
+        let paths: Vec<PathBuf> = a
+            .paths
+            .iter()
+            .filter_map(|p| std::path::absolute(p).ok())
+            .collect();
         let bar_ref = &bar;
         s.spawn(move || snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes)));
         snapshot::backup(&repo, &opts, &bar)
@@ -150,8 +224,11 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     bar.finish();
     let r = report?;
     let s = &r.snapshot.summary;
-    emit(g, &serde_json::json!({ "snapshot": r.id, "summary": s, "errors": r.errors, "parent": r.snapshot.parent }), || {
-        format!(
+    emit(
+        g,
+        &serde_json::json!({ "snapshot": r.id, "summary": s, "errors": r.errors, "parent": r.snapshot.parent }),
+        || {
+            format!(
             "snapshot {} saved\n  files: {} new, {} changed, {} unchanged ({} in total)\n  added to the repository: {} ({} stored)\n  took {:.1}s{}",
             &r.id.to_hex()[..8],
             s.files_new,
@@ -163,8 +240,13 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             s.duration_ms as f64 / 1000.0,
             if r.errors.is_empty() { String::new() } else { format!("\n  {} file(s) could not be read (listed above)", r.errors.len()) }
         )
-    });
-    Ok(if r.errors.is_empty() { 0 } else { crate::EXIT_PARTIAL })
+        },
+    );
+    Ok(if r.errors.is_empty() {
+        0
+    } else {
+        crate::EXIT_PARTIAL
+    })
 }
 
 fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
@@ -173,7 +255,10 @@ fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
     for p in &problems {
         eprintln!("warning: {}: {}", p.object, p.message);
     }
-    let snaps: Vec<_> = snaps.into_iter().filter(|(_, s)| host.as_ref().is_none_or(|h| &s.hostname == h)).collect();
+    let snaps: Vec<_> = snaps
+        .into_iter()
+        .filter(|(_, s)| host.as_ref().is_none_or(|h| &s.hostname == h))
+        .collect();
     if g.json {
         let v: Vec<_> = snaps
             .iter()
@@ -186,12 +271,17 @@ fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
             .collect();
         println!("{}", serde_json::Value::Array(v));
     } else if !g.quiet {
-        println!("{:<10} {:<20} {:<16} {:>10}  paths", "id", "time", "host", "size");
+        println!(
+            "{:<10} {:<20} {:<16} {:>10}  paths",
+            "id", "time", "host", "size"
+        );
         for (id, s) in &snaps {
             println!(
                 "{:<10} {:<20} {:<16} {:>10}  {}",
                 &id.to_hex()[..8],
-                s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                s.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
                 human_bytes(s.summary.total_bytes),
                 s.paths.join(" ")
@@ -214,7 +304,13 @@ fn split_spec(what: &str) -> (&str, &str) {
 fn ls(g: &Global, snap: &str, path: Option<&str>, flat: bool, host: Option<String>) -> Result<i32> {
     let repo = open(g)?;
     repo.load_index()?;
-    let (_, s) = snapshot::select_snapshot(&repo, snap, Some(&host.unwrap_or_else(hostname)).filter(|_| snap == "latest").map(|h| h.as_str()))?;
+    let (_, s) = snapshot::select_snapshot(
+        &repo,
+        snap,
+        Some(&host.unwrap_or_else(hostname))
+            .filter(|_| snap == "latest")
+            .map(|h| h.as_str()),
+    )?;
     let loader = TreeLoader::new(&repo);
     let mut out = std::io::stdout().lock();
     snapshot::ls(&loader, &s.tree, path.unwrap_or("/"), !flat, &mut |e| {
@@ -238,7 +334,10 @@ fn find(g: &Global, pattern: &str, host: Option<String>, only: &[String]) -> Res
     let repo = open(g)?;
     repo.load_index()?;
     let (mut snaps, _) = repo.list_snapshots()?;
-    snaps.retain(|(id, s)| host.as_ref().is_none_or(|h| &s.hostname == h) && (only.is_empty() || only.iter().any(|o| id.to_hex().starts_with(o))));
+    snaps.retain(|(id, s)| {
+        host.as_ref().is_none_or(|h| &s.hostname == h)
+            && (only.is_empty() || only.iter().any(|o| id.to_hex().starts_with(o)))
+    });
     let loader = TreeLoader::new(&repo);
     let mut n = 0;
     let mut out = std::io::stdout().lock();
@@ -247,7 +346,15 @@ fn find(g: &Global, pattern: &str, host: Option<String>, only: &[String]) -> Res
         let line = if g.json {
             to_json(&f).to_string()
         } else {
-            format!("{}  {}  {:>10}  {}", &f.snapshot.to_hex()[..8], f.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"), f.size, f.path)
+            format!(
+                "{}  {}  {:>10}  {}",
+                &f.snapshot.to_hex()[..8],
+                f.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M"),
+                f.size,
+                f.path
+            )
         };
         let _ = writeln!(out, "{line}");
     })?;
@@ -279,12 +386,22 @@ fn diff(g: &Global, a: &str, b: &str) -> Result<i32> {
     Ok(0)
 }
 
-fn restore(g: &Global, what: &str, target: Option<PathBuf>, conflict: ConflictArg, host: Option<String>) -> Result<i32> {
+fn restore(
+    g: &Global,
+    what: &str,
+    target: Option<PathBuf>,
+    conflict: ConflictArg,
+    host: Option<String>,
+) -> Result<i32> {
     let repo = open(g)?;
     repo.load_index()?;
     let (snap, path) = split_spec(what);
     let host = host.unwrap_or_else(hostname);
-    let (id, s) = snapshot::select_snapshot(&repo, snap, Some(host.as_str()).filter(|_| snap == "latest"))?;
+    let (id, s) = snapshot::select_snapshot(
+        &repo,
+        snap,
+        Some(host.as_str()).filter(|_| snap == "latest"),
+    )?;
     let opts = snapshot::RestoreOptions {
         target: target.clone().unwrap_or_else(|| PathBuf::from("/")),
         conflict: match conflict {
@@ -304,27 +421,42 @@ fn restore(g: &Global, what: &str, target: Option<PathBuf>, conflict: ConflictAr
     }
     let r = snapshot::restore(&repo, &s.tree, path, &opts, &bar)?;
     bar.finish();
-    emit(g, &serde_json::json!({ "snapshot": id, "report": r }), || {
-        let mut t = format!(
-            "restored {} file(s), {} folder(s), {} from snapshot {} to {}",
-            r.files,
-            r.dirs,
-            human_bytes(r.bytes),
-            &id.to_hex()[..8],
-            opts.target.display()
-        );
-        if r.skipped > 0 {
-            t.push_str(&format!("\n  {} existing file(s) left as they were", r.skipped));
-        }
-        for (a, b) in &r.renamed {
-            t.push_str(&format!("\n  {} exists; restored as {}", a.display(), b.display()));
-        }
-        for e in &r.errors {
-            t.push_str(&format!("\n  FAILED {}: {}", e.path.display(), e.message));
-        }
-        t
-    });
-    Ok(if r.errors.is_empty() { 0 } else { crate::EXIT_DAMAGE })
+    emit(
+        g,
+        &serde_json::json!({ "snapshot": id, "report": r }),
+        || {
+            let mut t = format!(
+                "restored {} file(s), {} folder(s), {} from snapshot {} to {}",
+                r.files,
+                r.dirs,
+                human_bytes(r.bytes),
+                &id.to_hex()[..8],
+                opts.target.display()
+            );
+            if r.skipped > 0 {
+                t.push_str(&format!(
+                    "\n  {} existing file(s) left as they were",
+                    r.skipped
+                ));
+            }
+            for (a, b) in &r.renamed {
+                t.push_str(&format!(
+                    "\n  {} exists; restored as {}",
+                    a.display(),
+                    b.display()
+                ));
+            }
+            for e in &r.errors {
+                t.push_str(&format!("\n  FAILED {}: {}", e.path.display(), e.message));
+            }
+            t
+        },
+    );
+    Ok(if r.errors.is_empty() {
+        0
+    } else {
+        crate::EXIT_DAMAGE
+    })
 }
 
 fn cat(g: &Global, what: &str, host: Option<String>) -> Result<i32> {
@@ -332,7 +464,11 @@ fn cat(g: &Global, what: &str, host: Option<String>) -> Result<i32> {
     repo.load_index()?;
     let (snap, path) = split_spec(what);
     let host = host.unwrap_or_else(hostname);
-    let (_, s) = snapshot::select_snapshot(&repo, snap, Some(host.as_str()).filter(|_| snap == "latest"))?;
+    let (_, s) = snapshot::select_snapshot(
+        &repo,
+        snap,
+        Some(host.as_str()).filter(|_| snap == "latest"),
+    )?;
     let loader = TreeLoader::new(&repo);
     let mut out = std::io::stdout().lock();
     snapshot::cat(&loader, &s.tree, path, &mut out)?;
@@ -341,7 +477,10 @@ fn cat(g: &Global, what: &str, host: Option<String>) -> Result<i32> {
 }
 
 fn parse_percent(s: &str) -> Result<f64> {
-    let v: f64 = s.trim_end_matches('%').parse().with_context(|| format!("'{s}' is not a percentage"))?;
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .with_context(|| format!("'{s}' is not a percentage"))?;
     if !(0.0..=100.0).contains(&v) {
         bail!("'{s}' is not between 0% and 100%");
     }
@@ -350,7 +489,10 @@ fn parse_percent(s: &str) -> Result<f64> {
 
 fn verify(g: &Global, read_data: bool, subset: Option<String>) -> Result<i32> {
     let repo = open(g)?;
-    let opts = VerifyOptions { read_data, subset: subset.as_deref().map(parse_percent).transpose()? };
+    let opts = VerifyOptions {
+        read_data,
+        subset: subset.as_deref().map(parse_percent).transpose()?,
+    };
     let bar = Bar::new(!g.json && !g.quiet && read_data, RESTORE_TEMPLATE);
     let mut report = repo.verify(&opts, &|done, total| {
         bar.set_total(total);
@@ -360,30 +502,54 @@ fn verify(g: &Global, read_data: bool, subset: Option<String>) -> Result<i32> {
     let (snaps, problems) = repo.list_snapshots()?;
     report.problems.extend(problems);
     let loader = TreeLoader::new(&repo);
-    report.problems.extend(snapshot::verify_snapshots(&loader, &snaps));
+    report
+        .problems
+        .extend(snapshot::verify_snapshots(&loader, &snaps));
     let ok = report.problems.is_empty();
-    emit(g, &serde_json::json!({ "ok": ok, "snapshots": snaps.len(), "report": report }), || {
-        let mut t = format!(
-            "checked {} snapshot(s), {} pack(s){}",
-            snaps.len(),
-            report.packs,
-            if read_data { format!(", read {} in {} pack(s), {} chunk(s)", human_bytes(report.bytes_read), report.packs_read, report.blobs_read) } else { String::new() }
-        );
-        if report.unindexed_packs > 0 {
-            t.push_str(&format!("\n  {} pack(s) from interrupted backups are not indexed yet (harmless)", report.unindexed_packs));
-        }
-        for p in &report.problems {
-            t.push_str(&format!("\n  DAMAGED {}: {}", p.object, p.message));
-        }
-        t.push_str(if ok { "\nno problems found" } else { "\nthe repository is damaged: see above" });
-        t
-    });
+    emit(
+        g,
+        &serde_json::json!({ "ok": ok, "snapshots": snaps.len(), "report": report }),
+        || {
+            let mut t = format!(
+                "checked {} snapshot(s), {} pack(s){}",
+                snaps.len(),
+                report.packs,
+                if read_data {
+                    format!(
+                        ", read {} in {} pack(s), {} chunk(s)",
+                        human_bytes(report.bytes_read),
+                        report.packs_read,
+                        report.blobs_read
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if report.unindexed_packs > 0 {
+                t.push_str(&format!(
+                    "\n  {} pack(s) from interrupted backups are not indexed yet (harmless)",
+                    report.unindexed_packs
+                ));
+            }
+            for p in &report.problems {
+                t.push_str(&format!("\n  DAMAGED {}: {}", p.object, p.message));
+            }
+            t.push_str(if ok {
+                "\nno problems found"
+            } else {
+                "\nthe repository is damaged: see above"
+            });
+            t
+        },
+    );
     Ok(if ok { 0 } else { crate::EXIT_DAMAGE })
 }
 
 fn parse_duration(s: &str) -> Result<chrono::Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().with_context(|| format!("'{s}' is not a duration like 7d"))?;
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("'{s}' is not a duration like 7d"))?;
     Ok(match unit {
         "h" => chrono::Duration::hours(n),
         "d" | "" => chrono::Duration::days(n),
@@ -406,7 +572,11 @@ fn forget(g: &Global, a: ForgetArgs) -> Result<i32> {
         keep_within: a.keep_within.as_deref().map(parse_duration).transpose()?,
     };
     let _lock = repo.lock(true)?;
-    let mut remove: Vec<Id> = a.snapshots.iter().map(|s| repo.find_snapshot(s)).collect::<Result<_, _>>()?;
+    let mut remove: Vec<Id> = a
+        .snapshots
+        .iter()
+        .map(|s| repo.find_snapshot(s))
+        .collect::<Result<_, _>>()?;
     let mut decisions = Vec::new();
     if !policy.is_empty() {
         let (mut snaps, _) = repo.list_snapshots()?;
@@ -421,10 +591,18 @@ fn forget(g: &Global, a: ForgetArgs) -> Result<i32> {
             repo.delete_snapshot(id)?;
         }
     }
-    emit(g, &serde_json::json!({ "removed": remove, "decisions": decisions, "dry_run": a.dry_run }), || {
-        let verb = if a.dry_run { "would remove" } else { "removed" };
-        format!("{verb} {} snapshot(s), kept {}", remove.len(), decisions.iter().filter(|d| d.keep).count())
-    });
+    emit(
+        g,
+        &serde_json::json!({ "removed": remove, "decisions": decisions, "dry_run": a.dry_run }),
+        || {
+            let verb = if a.dry_run { "would remove" } else { "removed" };
+            format!(
+                "{verb} {} snapshot(s), kept {}",
+                remove.len(),
+                decisions.iter().filter(|d| d.keep).count()
+            )
+        },
+    );
     drop(_lock);
     if a.prune && !a.dry_run {
         return prune_repo(g, &repo, false, None);
@@ -437,7 +615,12 @@ fn prune(g: &Global, dry_run: bool, max_unused: Option<String>) -> Result<i32> {
     prune_repo(g, &repo, dry_run, max_unused)
 }
 
-fn prune_repo(g: &Global, repo: &Repository, dry_run: bool, max_unused: Option<String>) -> Result<i32> {
+fn prune_repo(
+    g: &Global,
+    repo: &Repository,
+    dry_run: bool,
+    max_unused: Option<String>,
+) -> Result<i32> {
     repo.load_index()?;
     let (snaps, problems) = repo.list_snapshots()?;
     if let Some(p) = problems.first() {
@@ -445,7 +628,10 @@ fn prune_repo(g: &Global, repo: &Repository, dry_run: bool, max_unused: Option<S
     }
     let loader = TreeLoader::new(repo);
     let used = snapshot::used_blobs(&loader, &snaps)?;
-    let mut opts = repository::PruneOptions { dry_run, ..Default::default() };
+    let mut opts = repository::PruneOptions {
+        dry_run,
+        ..Default::default()
+    };
     if let Some(m) = max_unused {
         opts.max_unused = parse_percent(&m)?;
     }
@@ -471,27 +657,57 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
             let keys = repo.list_keys()?;
             emit(g, &to_json(&keys), || {
                 keys.iter()
-                    .map(|k| format!("{}{} {} {}@{}", if k.current { "*" } else { " " }, &k.id.to_hex()[..8], k.created.format("%Y-%m-%d %H:%M"), k.username, k.hostname))
+                    .map(|k| {
+                        format!(
+                            "{}{} {} {}@{}",
+                            if k.current { "*" } else { " " },
+                            &k.id.to_hex()[..8],
+                            k.created.format("%Y-%m-%d %H:%M"),
+                            k.username,
+                            k.hostname
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
         }
         KeyCommand::Add => {
-            let pw = password::new(None, "TIDEMARK_NEW_PASSWORD_FILE", "TIDEMARK_NEW_PASSWORD", "new password")?;
+            let pw = password::new(
+                None,
+                "TIDEMARK_NEW_PASSWORD_FILE",
+                "TIDEMARK_NEW_PASSWORD",
+                "new password",
+            )?;
             let id = repo.add_key(&pw.0, KdfParams::default(), &hostname(), &username())?;
-            emit(g, &serde_json::json!({ "added": id }), || format!("added key {}", &id.to_hex()[..8]));
+            emit(g, &serde_json::json!({ "added": id }), || {
+                format!("added key {}", &id.to_hex()[..8])
+            });
         }
         KeyCommand::Remove { id } => {
             let keys = repo.list_keys()?;
-            let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(&id)).collect();
-            let [k] = matches.as_slice() else { bail!("'{id}' matches {} keys; give more of the id", matches.len()) };
+            let matches: Vec<_> = keys
+                .iter()
+                .filter(|k| k.id.to_hex().starts_with(&id))
+                .collect();
+            let [k] = matches.as_slice() else {
+                bail!("'{id}' matches {} keys; give more of the id", matches.len())
+            };
             repo.remove_key(&k.id)?;
-            emit(g, &serde_json::json!({ "removed": k.id }), || format!("removed key {}", &k.id.to_hex()[..8]));
+            emit(g, &serde_json::json!({ "removed": k.id }), || {
+                format!("removed key {}", &k.id.to_hex()[..8])
+            });
         }
         KeyCommand::Passwd => {
-            let pw = password::new(None, "TIDEMARK_NEW_PASSWORD_FILE", "TIDEMARK_NEW_PASSWORD", "new password")?;
+            let pw = password::new(
+                None,
+                "TIDEMARK_NEW_PASSWORD_FILE",
+                "TIDEMARK_NEW_PASSWORD",
+                "new password",
+            )?;
             let id = repo.change_password(&pw.0, KdfParams::default(), &hostname(), &username())?;
-            emit(g, &serde_json::json!({ "key": id }), || format!("password changed (key {})", &id.to_hex()[..8]));
+            emit(g, &serde_json::json!({ "key": id }), || {
+                format!("password changed (key {})", &id.to_hex()[..8])
+            });
         }
     }
     Ok(0)
@@ -505,7 +721,11 @@ fn stats(g: &Global) -> Result<i32> {
     let (blobs, stored, packs) = repo.index_stats();
     let loader = TreeLoader::new(&repo);
     let used = snapshot::used_blobs(&loader, &snaps)?;
-    let unique: u64 = used.iter().filter_map(|id| repo.blob_location(id)).map(|(_, l)| u64::from(l.raw_length)).sum();
+    let unique: u64 = used
+        .iter()
+        .filter_map(|id| repo.blob_location(id))
+        .map(|(_, l)| u64::from(l.raw_length))
+        .sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let v = serde_json::json!({
         "snapshots": snaps.len(),

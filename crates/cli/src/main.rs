@@ -29,7 +29,8 @@ fn main() {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .without_time()
@@ -57,10 +58,14 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     let repo = e
         .chain()
         .find_map(|c| c.downcast_ref::<RepoError>())
-        .or_else(|| e.chain().find_map(|c| c.downcast_ref::<snapshot::SnapshotError>()).and_then(|s| match s {
-            snapshot::SnapshotError::Repo(r) => Some(r),
-            _ => None,
-        }));
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<snapshot::SnapshotError>())
+                .and_then(|s| match s {
+                    snapshot::SnapshotError::Repo(r) => Some(r),
+                    _ => None,
+                })
+        });
     match repo {
         Some(RepoError::NotARepository { .. }) => 10,
         Some(RepoError::WrongPassword { .. }) => 11,

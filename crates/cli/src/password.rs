@@ -39,7 +39,8 @@ fn keyring_entry(location: &str) -> Option<keyring::Entry> {
 }
 
 fn from_file(p: &Path) -> Result<Secret> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the password file {}", p.display()))?;
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read the password file {}", p.display()))?;
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
         bail!("the password file {} is empty", p.display());
@@ -50,17 +51,26 @@ fn from_file(p: &Path) -> Result<Secret> {
 /// The password of an existing repository.
 pub fn existing(file: Option<&Path>, location: &str) -> Result<Password> {
     if let Some(f) = file {
-        return Ok(Password { secret: from_file(f)? });
+        return Ok(Password {
+            secret: from_file(f)?,
+        });
     }
     if let Ok(p) = std::env::var("TIDEMARK_PASSWORD") {
-        return Ok(Password { secret: Secret(p.into_bytes()) });
+        return Ok(Password {
+            secret: Secret(p.into_bytes()),
+        });
     }
     if let Some(pw) = keyring_entry(location).and_then(|e| e.get_password().ok()) {
-        return Ok(Password { secret: Secret(pw.into_bytes()) });
+        return Ok(Password {
+            secret: Secret(pw.into_bytes()),
+        });
     }
     if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password(format!("Password for {location}: ")).context("cannot read the password")?;
-        return Ok(Password { secret: Secret(pw.into_bytes()) });
+        let pw = rpassword::prompt_password(format!("Password for {location}: "))
+            .context("cannot read the password")?;
+        return Ok(Password {
+            secret: Secret(pw.into_bytes()),
+        });
     }
     bail!("no password: set TIDEMARK_PASSWORD_FILE or --password-file, or run in a terminal to be asked")
 }
@@ -81,11 +91,13 @@ pub fn new(file: Option<&Path>, env_file: &str, env_value: &str, what: &str) -> 
         bail!("no {what}: set {env_file} or run in a terminal to be asked");
     }
     eprintln!("Choose the {what}. Keep it safe: without it, nobody (not even Tidemark) can restore your files.");
-    let a = rpassword::prompt_password(format!("New {what}: ")).context("cannot read the password")?;
+    let a =
+        rpassword::prompt_password(format!("New {what}: ")).context("cannot read the password")?;
     if a.len() < 8 {
         bail!("the {what} must have at least 8 characters");
     }
-    let b = rpassword::prompt_password(format!("Repeat the {what}: ")).context("cannot read the password")?;
+    let b = rpassword::prompt_password(format!("Repeat the {what}: "))
+        .context("cannot read the password")?;
     if a != b {
         bail!("the two entries differ; nothing was changed");
     }

@@ -24,7 +24,10 @@ impl Bar {
         } else {
             ProgressBar::hidden()
         };
-        Bar { bar, files: AtomicU64::new(0) }
+        Bar {
+            bar,
+            files: AtomicU64::new(0),
+        }
     }
 
     pub fn set_total(&self, bytes: u64) {
@@ -46,7 +49,8 @@ impl Bar {
 
 pub const BACKUP_TEMPLATE: &str =
     "{spinner} {msg} files  {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}  [{wide_bar}]";
-pub const RESTORE_TEMPLATE: &str = "{spinner} {msg} files  {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}  [{wide_bar}]";
+pub const RESTORE_TEMPLATE: &str =
+    "{spinner} {msg} files  {bytes}/{total_bytes}  {bytes_per_sec}  ETA {eta}  [{wide_bar}]";
 
 impl Progress for Bar {
     fn bytes(&self, n: u64) {

@@ -43,7 +43,8 @@ impl Id {
 
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| CryptoError::Malformed("id is not 64 hex digits"))?;
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| CryptoError::Malformed("id is not 64 hex digits"))?;
         Ok(Id(out))
     }
 
@@ -97,7 +98,9 @@ impl Key {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::Malformed("key is not 32 bytes"))?;
+        let arr: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| CryptoError::Malformed("key is not 32 bytes"))?;
         Ok(Key(arr))
     }
 
@@ -140,7 +143,13 @@ impl Key {
         // Encryption with a valid key and nonce length cannot fail; the only
         // error case in the AEAD API is a plaintext longer than 256 GiB.
         let ct = cipher
-            .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .unwrap_or_default();
         out.extend_from_slice(&ct);
         out
@@ -172,7 +181,11 @@ pub struct MasterKeys {
 
 impl MasterKeys {
     pub fn random() -> Self {
-        MasterKeys { data: Key::random(), id: Key::random(), nonce: Key::random() }
+        MasterKeys {
+            data: Key::random(),
+            id: Key::random(),
+            nonce: Key::random(),
+        }
     }
 
     pub fn content_id(&self, data: &[u8]) -> Id {
@@ -213,7 +226,11 @@ impl Default for KdfParams {
     /// 64 MiB, 3 passes: about a quarter second here, which makes offline
     /// guessing expensive while opening a repository stays instant to a person.
     fn default() -> Self {
-        KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
+        KdfParams {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
     }
 }
 
@@ -229,7 +246,8 @@ pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Key
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; KEY_LEN];
-    a.hash_password_into(password, salt, &mut out).map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    a.hash_password_into(password, salt, &mut out)
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let k = Key(out);
     out.zeroize();
     Ok(k)
@@ -248,8 +266,14 @@ mod tests {
         let mut bad = sealed.clone();
         bad[30] ^= 1;
         assert_eq!(k.open(&bad, b"aad"), Err(CryptoError::Authentication));
-        assert_eq!(Key::random().open(&sealed, b"aad"), Err(CryptoError::Authentication));
-        assert_eq!(k.open(&sealed[..10], b"aad"), Err(CryptoError::TooShort(10)));
+        assert_eq!(
+            Key::random().open(&sealed, b"aad"),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            k.open(&sealed[..10], b"aad"),
+            Err(CryptoError::TooShort(10))
+        );
     }
 
     #[test]
@@ -274,7 +298,11 @@ mod tests {
 
     #[test]
     fn kdf_is_deterministic_per_salt() {
-        let p = KdfParams { m_cost: 1024, t_cost: 1, p_cost: 1 };
+        let p = KdfParams {
+            m_cost: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        };
         let k1 = derive_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
         let k2 = derive_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
         let k3 = derive_key(b"pw", b"othersaltothersa", p).unwrap();
@@ -287,6 +315,9 @@ mod tests {
         let m = MasterKeys::random();
         assert_eq!(MasterKeys::from_bytes(&m.to_bytes()).unwrap(), m);
         assert!(MasterKeys::from_bytes(&[0u8; 10]).is_err());
-        assert_eq!(Id::from_hex(&m.content_id(b"a").to_hex()).unwrap(), m.content_id(b"a"));
+        assert_eq!(
+            Id::from_hex(&m.content_id(b"a").to_hex()).unwrap(),
+            m.content_id(b"a")
+        );
     }
 }

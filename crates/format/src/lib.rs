@@ -31,8 +31,14 @@ pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-pub fn from_json<'a, T: Deserialize<'a>>(what: &'static str, b: &'a [u8]) -> Result<T, FormatError> {
-    serde_json::from_slice(b).map_err(|e| FormatError::Malformed { what, reason: e.to_string() })
+pub fn from_json<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    b: &'a [u8],
+) -> Result<T, FormatError> {
+    serde_json::from_slice(b).map_err(|e| FormatError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// Object names under the storage root. Listed here so the layout is defined
@@ -225,7 +231,8 @@ pub struct Tree {
 
 impl Tree {
     pub fn sort(&mut self) {
-        self.nodes.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        self.nodes
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {

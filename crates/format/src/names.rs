@@ -48,7 +48,10 @@ impl Serialize for EntryName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(text) => s.serialize_str(text),
-            Err(_) => Repr::Raw { hex: hex::encode(&self.0) }.serialize(s),
+            Err(_) => Repr::Raw {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -57,7 +60,9 @@ impl<'de> Deserialize<'de> for EntryName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Utf8(s) => Ok(EntryName(s.into_bytes())),
-            Repr::Raw { hex } => hex::decode(hex).map(EntryName).map_err(serde::de::Error::custom),
+            Repr::Raw { hex } => hex::decode(hex)
+                .map(EntryName)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -68,7 +73,11 @@ mod tests {
 
     #[test]
     fn utf8_and_raw_names_round_trip() {
-        for raw in [b"plain.txt".to_vec(), "übung ✓.md".as_bytes().to_vec(), vec![0x66, 0xff, 0xfe]] {
+        for raw in [
+            b"plain.txt".to_vec(),
+            "übung ✓.md".as_bytes().to_vec(),
+            vec![0x66, 0xff, 0xfe],
+        ] {
             let n = EntryName::new(raw.clone());
             let json = serde_json::to_string(&n).unwrap();
             let back: EntryName = serde_json::from_str(&json).unwrap();

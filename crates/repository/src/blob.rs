@@ -14,7 +14,13 @@ const ZSTD: u8 = 1;
 const SAMPLE: usize = 64 * 1024;
 
 /// Compresses (when it pays) and seals one blob.
-pub fn encode(keys: &MasterKeys, id: &Id, raw: &[u8], level: i32, zc: &mut Option<zstd::bulk::Compressor<'static>>) -> Vec<u8> {
+pub fn encode(
+    keys: &MasterKeys,
+    id: &Id,
+    raw: &[u8],
+    level: i32,
+    zc: &mut Option<zstd::bulk::Compressor<'static>>,
+) -> Vec<u8> {
     let mut plain = Vec::with_capacity(raw.len() + 1);
     let compressor = zc.get_or_insert_with(|| {
         // Level is validated when the repository config is read; a failure
@@ -25,7 +31,11 @@ pub fn encode(keys: &MasterKeys, id: &Id, raw: &[u8], level: i32, zc: &mut Optio
         let sample = &raw[..raw.len().min(SAMPLE)];
         matches!(compressor.compress(sample), Ok(c) if c.len() * 100 < sample.len() * 97)
     };
-    let compressed = if worth_trying { compressor.compress(raw).ok() } else { None };
+    let compressed = if worth_trying {
+        compressor.compress(raw).ok()
+    } else {
+        None
+    };
     match compressed {
         Some(c) if c.len() < raw.len() => {
             plain.push(ZSTD);
@@ -41,16 +51,29 @@ pub fn encode(keys: &MasterKeys, id: &Id, raw: &[u8], level: i32, zc: &mut Optio
 
 /// Opens, decompresses and checks one blob against its id.
 pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
-    let plain = keys.data.open(sealed, &id.0).map_err(|e| RepoError::corrupt(format!("chunk {id}"), e))?;
-    let (flag, body) = plain.split_first().ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
+    let plain = keys
+        .data
+        .open(sealed, &id.0)
+        .map_err(|e| RepoError::corrupt(format!("chunk {id}"), e))?;
+    let (flag, body) = plain
+        .split_first()
+        .ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
     let raw = match *flag {
         RAW => body.to_vec(),
         ZSTD => zstd::bulk::decompress(body, raw_length as usize)
             .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
-        f => return Err(RepoError::corrupt(format!("chunk {id}"), format!("unknown compression flag {f}"))),
+        f => {
+            return Err(RepoError::corrupt(
+                format!("chunk {id}"),
+                format!("unknown compression flag {f}"),
+            ))
+        }
     };
     if keys.content_id(&raw) != *id {
-        return Err(RepoError::corrupt(format!("chunk {id}"), "content does not match its id"));
+        return Err(RepoError::corrupt(
+            format!("chunk {id}"),
+            "content does not match its id",
+        ));
     }
     Ok(raw)
 }
@@ -66,11 +89,18 @@ pub fn seal_object(keys: &MasterKeys, json: &[u8], aad: &[u8]) -> Vec<u8> {
 const MAX_OBJECT: usize = 1 << 30;
 
 pub fn open_object(keys: &MasterKeys, what: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    let compressed = keys.data.open(sealed, aad).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    let compressed = keys
+        .data
+        .open(sealed, aad)
+        .map_err(|e| RepoError::corrupt(what.to_string(), e))?;
     let mut out = Vec::new();
-    let mut dec = zstd::stream::read::Decoder::new(&compressed[..]).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    let mut dec = zstd::stream::read::Decoder::new(&compressed[..])
+        .map_err(|e| RepoError::corrupt(what.to_string(), e))?;
     use std::io::Read;
-    (&mut dec).take(MAX_OBJECT as u64 + 1).read_to_end(&mut out).map_err(|e| RepoError::corrupt(what.to_string(), e))?;
+    (&mut dec)
+        .take(MAX_OBJECT as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RepoError::corrupt(what.to_string(), e))?;
     if out.len() > MAX_OBJECT {
         return Err(RepoError::corrupt(what.to_string(), "larger than 1 GiB"));
     }
@@ -105,6 +135,9 @@ mod tests {
         let a = keys.content_id(b"a");
         let b = keys.content_id(b"b");
         let sealed = encode(&keys, &a, b"a", 3, &mut None);
-        assert!(matches!(decode(&keys, &b, &sealed, 1), Err(RepoError::Corrupt { .. })));
+        assert!(matches!(
+            decode(&keys, &b, &sealed, 1),
+            Err(RepoError::Corrupt { .. })
+        ));
     }
 }

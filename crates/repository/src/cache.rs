@@ -6,16 +6,27 @@
 use crate::error::Result;
 use crypto::Id;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use storage::{Entry, Storage};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ObjectCache {
     dir: Option<PathBuf>,
+    /// Verify must judge the repository, not this machine's copy of it:
+    /// when set, reads go to storage (and refresh the cache).
+    bypass: AtomicBool,
 }
 
 impl ObjectCache {
     pub fn new(base: Option<&PathBuf>, repo_id: &Id) -> Self {
-        ObjectCache { dir: base.map(|b| b.join(repo_id.to_hex())) }
+        ObjectCache {
+            dir: base.map(|b| b.join(repo_id.to_hex())),
+            bypass: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_bypass(&self, on: bool) {
+        self.bypass.store(on, Ordering::SeqCst);
     }
 
     /// The per-repository cache folder, for other local caches to live beside.
@@ -29,7 +40,10 @@ impl ObjectCache {
     }
 
     pub fn get(&self, storage: &dyn Storage, key: &str) -> Result<Vec<u8>> {
-        if let Some(p) = self.path(key) {
+        if let Some(p) = self
+            .path(key)
+            .filter(|_| !self.bypass.load(Ordering::SeqCst))
+        {
             if let Ok(bytes) = std::fs::read(&p) {
                 let named = format::layout::id_of(key);
                 if named.is_none_or(|id| Id::hash_public(&bytes) == id) {
@@ -58,9 +72,16 @@ impl ObjectCache {
 
     /// Drops cached objects under `prefix` that storage no longer lists.
     pub fn retain(&self, prefix: &str, listed: &[Entry]) {
-        let Some(dir) = self.path(prefix.trim_end_matches('/')) else { return };
-        let Ok(rd) = std::fs::read_dir(&dir) else { return };
-        let keep: std::collections::HashSet<&str> = listed.iter().filter_map(|e| e.key.rsplit('/').next()).collect();
+        let Some(dir) = self.path(prefix.trim_end_matches('/')) else {
+            return;
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let keep: std::collections::HashSet<&str> = listed
+            .iter()
+            .filter_map(|e| e.key.rsplit('/').next())
+            .collect();
         for e in rd.flatten() {
             let name = e.file_name();
             if !keep.contains(name.to_string_lossy().as_ref()) {

@@ -43,7 +43,10 @@ pub enum RepoError {
 
 impl RepoError {
     pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> Self {
-        RepoError::Corrupt { what: what.into(), reason: reason.to_string() }
+        RepoError::Corrupt {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 

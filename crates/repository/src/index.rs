@@ -69,7 +69,13 @@ impl Index {
 
     pub fn entry(&self, id: &Id) -> Option<BlobEntry> {
         let loc = self.blobs.get(id)?;
-        Some(BlobEntry { id: *id, kind: loc.kind, offset: loc.offset, length: loc.length, raw_length: loc.raw_length })
+        Some(BlobEntry {
+            id: *id,
+            kind: loc.kind,
+            offset: loc.offset,
+            length: loc.length,
+            raw_length: loc.raw_length,
+        })
     }
 
     pub fn stored_bytes(&self) -> u64 {

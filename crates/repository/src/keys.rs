@@ -8,7 +8,13 @@ use format::{KeyFile, FORMAT_VERSION};
 
 const AAD: &[u8] = b"tidemark master key v1";
 
-pub fn wrap(master: &MasterKeys, password: &[u8], params: KdfParams, hostname: &str, username: &str) -> Result<KeyFile> {
+pub fn wrap(
+    master: &MasterKeys,
+    password: &[u8],
+    params: KdfParams,
+    hostname: &str,
+    username: &str,
+) -> Result<KeyFile> {
     let salt = random_salt();
     let kek = derive_key(password, &salt, params).map_err(|e| RepoError::Key(e.to_string()))?;
     Ok(KeyFile {
@@ -30,11 +36,16 @@ pub fn unwrap(kf: &KeyFile, password: &[u8]) -> Result<Option<MasterKeys>> {
     }
     // Refuse absurd costs from a hostile key file before allocating them.
     if kf.kdf_params.m_cost > 4 * 1024 * 1024 || kf.kdf_params.t_cost > 100 {
-        return Err(RepoError::Key("key file asks for an unreasonable Argon2 cost".into()));
+        return Err(RepoError::Key(
+            "key file asks for an unreasonable Argon2 cost".into(),
+        ));
     }
-    let kek = derive_key(password, &kf.salt, kf.kdf_params).map_err(|e| RepoError::Key(e.to_string()))?;
+    let kek =
+        derive_key(password, &kf.salt, kf.kdf_params).map_err(|e| RepoError::Key(e.to_string()))?;
     match kek.open(&kf.sealed_master, AAD) {
-        Ok(bytes) => Ok(Some(MasterKeys::from_bytes(&bytes).map_err(|e| RepoError::Key(e.to_string()))?)),
+        Ok(bytes) => Ok(Some(
+            MasterKeys::from_bytes(&bytes).map_err(|e| RepoError::Key(e.to_string()))?,
+        )),
         Err(_) => Ok(None),
     }
 }

@@ -26,7 +26,10 @@ pub use verify::{Problem, VerifyOptions, VerifyReport};
 
 use chrono::{DateTime, Utc};
 use crypto::{Id, KdfParams, MasterKeys};
-use format::{layout, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot, FORMAT_VERSION};
+use format::{
+    layout, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot,
+    FORMAT_VERSION,
+};
 use index::{Index, Location};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -82,7 +85,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("location", &self.storage.location()).finish()
+        f.debug_struct("Repository")
+            .field("location", &self.storage.location())
+            .finish()
     }
 }
 
@@ -97,9 +102,16 @@ pub struct KeyInfo {
 }
 
 impl Repository {
-    pub fn init(storage: DynStorage, password: &[u8], opts: &InitOptions, open: &OpenOptions) -> Result<Self> {
+    pub fn init(
+        storage: DynStorage,
+        password: &[u8],
+        opts: &InitOptions,
+        open: &OpenOptions,
+    ) -> Result<Self> {
         if storage.size(layout::CONFIG)?.is_some() {
-            return Err(RepoError::AlreadyExists { location: storage.location() });
+            return Err(RepoError::AlreadyExists {
+                location: storage.location(),
+            });
         }
         let keys = MasterKeys::random();
         let config = RepoConfig {
@@ -119,15 +131,29 @@ impl Repository {
         // Key first, config last: a repository counts as existing only once
         // its config is there, and by then it can be opened.
         storage.put(&layout::key(&key_id), &kf_bytes)?;
-        storage.put(layout::CONFIG, &keys.data.seal(&format::to_json(&config), CONFIG_AAD))?;
+        storage.put(
+            layout::CONFIG,
+            &keys.data.seal(&format::to_json(&config), CONFIG_AAD),
+        )?;
         let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
-        Ok(Repository { storage, keys, config, key_id, index: RwLock::new(Index::default()), cache })
+        Ok(Repository {
+            storage,
+            keys,
+            config,
+            key_id,
+            index: RwLock::new(Index::default()),
+            cache,
+        })
     }
 
     pub fn open(storage: DynStorage, password: &[u8], open: &OpenOptions) -> Result<Self> {
         let sealed_config = match storage.get(layout::CONFIG) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: storage.location() }),
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    location: storage.location(),
+                })
+            }
             Err(e) => return Err(e.into()),
         };
         let mut found = None;
@@ -143,7 +169,9 @@ impl Repository {
             }
         }
         let Some((keys, key_id)) = found else {
-            return Err(RepoError::WrongPassword { location: storage.location() });
+            return Err(RepoError::WrongPassword {
+                location: storage.location(),
+            });
         };
         let config_json = keys
             .data
@@ -151,10 +179,21 @@ impl Repository {
             .map_err(|e| RepoError::corrupt("repository config", e))?;
         let config: RepoConfig = format::from_json("repository config", &config_json)?;
         if config.version != FORMAT_VERSION {
-            return Err(format::FormatError::UnsupportedVersion { what: "repository", found: config.version }.into());
+            return Err(format::FormatError::UnsupportedVersion {
+                what: "repository",
+                found: config.version,
+            }
+            .into());
         }
         let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
-        Ok(Repository { storage, keys, config, key_id, index: RwLock::new(Index::default()), cache })
+        Ok(Repository {
+            storage,
+            keys,
+            config,
+            key_id,
+            index: RwLock::new(Index::default()),
+            cache,
+        })
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -184,7 +223,10 @@ impl Repository {
     }
 
     pub(crate) fn index_add(&self, p: &IndexPack) {
-        self.index.write().unwrap_or_else(|p| p.into_inner()).add_pack(p);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_pack(p);
     }
 
     /// Reads every index file into memory. Unreadable index files are
@@ -204,16 +246,27 @@ impl Repository {
     }
 
     /// Every live (not superseded) index file with its id.
-    pub(crate) fn read_index_files(&self, problems: &mut Vec<Problem>) -> Result<Vec<(Id, IndexFile)>> {
+    pub(crate) fn read_index_files(
+        &self,
+        problems: &mut Vec<Problem>,
+    ) -> Result<Vec<(Id, IndexFile)>> {
         let mut files = Vec::new();
         for entry in self.storage.list(layout::INDEX)? {
-            let Some(id) = layout::id_of(&entry.key) else { continue };
+            let Some(id) = layout::id_of(&entry.key) else {
+                continue;
+            };
             match self.read_index_file(&id) {
                 Ok(f) => files.push((id, f)),
-                Err(e) => problems.push(Problem { object: entry.key.clone(), message: e.to_string() }),
+                Err(e) => problems.push(Problem {
+                    object: entry.key.clone(),
+                    message: e.to_string(),
+                }),
             }
         }
-        let superseded: std::collections::HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         files.retain(|(id, _)| !superseded.contains(id));
         Ok(files)
     }
@@ -224,7 +277,11 @@ impl Repository {
         let json = blob::open_object(&self.keys, &key, &sealed, INDEX_AAD)?;
         let f: IndexFile = format::from_json("index file", &json)?;
         if f.version != FORMAT_VERSION {
-            return Err(format::FormatError::UnsupportedVersion { what: "index file", found: f.version }.into());
+            return Err(format::FormatError::UnsupportedVersion {
+                what: "index file",
+                found: f.version,
+            }
+            .into());
         }
         Ok(f)
     }
@@ -244,13 +301,21 @@ impl Repository {
         let stored = self.storage.list(layout::PACKS)?;
         let mut recovered = Vec::new();
         for entry in stored {
-            let Some(id) = layout::id_of(&entry.key) else { continue };
+            let Some(id) = layout::id_of(&entry.key) else {
+                continue;
+            };
             if self.index_read().has_pack(&id) {
                 continue;
             }
-            match self.read_pack_trailer(&id, entry.size) {
-                Ok(blobs) => recovered.push(IndexPack { id, size: entry.size, blobs }),
-                Err(e) => tracing::warn!(pack = %id, error = %e, "unreadable unindexed pack left for prune"),
+            match self.check_unindexed_pack(&id, entry.size) {
+                Ok(blobs) => recovered.push(IndexPack {
+                    id,
+                    size: entry.size,
+                    blobs,
+                }),
+                Err(e) => {
+                    tracing::warn!(pack = %id, error = %e, "unreadable unindexed pack left for prune")
+                }
             }
         }
         if recovered.is_empty() {
@@ -260,20 +325,44 @@ impl Repository {
         for p in &recovered {
             self.index_add(p);
         }
-        self.write_index_file(&IndexFile { version: FORMAT_VERSION, packs: recovered, supersedes: vec![] })?;
+        self.write_index_file(&IndexFile {
+            version: FORMAT_VERSION,
+            packs: recovered,
+            supersedes: vec![],
+        })?;
         Ok(n)
+    }
+
+    /// Reads a whole pack and checks it against its name before its blobs
+    /// may be deduplicated against: a damaged pack left by a crash must not
+    /// silently become the only copy of chunks that later snapshots use.
+    fn check_unindexed_pack(&self, pack: &Id, size: u64) -> Result<Vec<format::BlobEntry>> {
+        let bytes = self.storage.get(&layout::pack(pack))?;
+        if Id::hash_public(&bytes) != *pack || bytes.len() as u64 != size {
+            return Err(RepoError::corrupt(
+                format!("pack {pack}"),
+                "content does not match its name",
+            ));
+        }
+        self.read_pack_trailer(pack, size)
     }
 
     pub(crate) fn read_pack_trailer(&self, pack: &Id, size: u64) -> Result<Vec<format::BlobEntry>> {
         let key = layout::pack(pack);
         let tail_len = format::pack::TAIL_LEN as u64;
         if size < tail_len {
-            return Err(RepoError::corrupt(format!("pack {pack}"), "shorter than its tail"));
+            return Err(RepoError::corrupt(
+                format!("pack {pack}"),
+                "shorter than its tail",
+            ));
         }
         let tail = self.storage.get_range(&key, size - tail_len, tail_len)?;
         let tlen = u64::from(format::pack::decode_tail(&tail)?);
         if tlen + tail_len > size {
-            return Err(RepoError::corrupt(format!("pack {pack}"), "trailer longer than the pack"));
+            return Err(RepoError::corrupt(
+                format!("pack {pack}"),
+                "trailer longer than the pack",
+            ));
         }
         let blobs_end = size - tail_len - tlen;
         let sealed = self.storage.get_range(&key, blobs_end, tlen)?;
@@ -295,7 +384,11 @@ impl Repository {
     /// Reads, decrypts, decompresses and checks one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let (pack, loc) = self.blob_location(id).ok_or(RepoError::BlobNotFound(*id))?;
-        let sealed = self.storage.get_range(&layout::pack(&pack), u64::from(loc.offset), u64::from(loc.length))?;
+        let sealed = self.storage.get_range(
+            &layout::pack(&pack),
+            u64::from(loc.offset),
+            u64::from(loc.length),
+        )?;
         blob::decode(&self.keys, id, &sealed, loc.raw_length)
     }
 
@@ -331,10 +424,15 @@ impl Repository {
         let listed = self.storage.list(layout::SNAPSHOTS)?;
         self.cache.retain(layout::SNAPSHOTS, &listed);
         for entry in listed {
-            let Some(id) = layout::id_of(&entry.key) else { continue };
+            let Some(id) = layout::id_of(&entry.key) else {
+                continue;
+            };
             match self.load_snapshot(&id) {
                 Ok(s) => out.push((id, s)),
-                Err(e) => problems.push(Problem { object: entry.key.clone(), message: e.to_string() }),
+                Err(e) => problems.push(Problem {
+                    object: entry.key.clone(),
+                    message: e.to_string(),
+                }),
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -362,7 +460,13 @@ impl Repository {
         Ok(())
     }
 
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Id> {
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<Id> {
         let kf = keys::wrap(&self.keys, password, kdf, hostname, username)?;
         let bytes = format::to_json(&kf);
         let id = Id::hash_public(&bytes);
@@ -373,9 +477,20 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for entry in self.storage.list(layout::KEYS)? {
-            let Some(id) = layout::id_of(&entry.key) else { continue };
-            let Ok(kf) = format::from_json::<KeyFile>("key file", &self.storage.get(&entry.key)?) else { continue };
-            out.push(KeyInfo { id, current: id == self.key_id, created: kf.created, hostname: kf.hostname, username: kf.username });
+            let Some(id) = layout::id_of(&entry.key) else {
+                continue;
+            };
+            let Ok(kf) = format::from_json::<KeyFile>("key file", &self.storage.get(&entry.key)?)
+            else {
+                continue;
+            };
+            out.push(KeyInfo {
+                id,
+                current: id == self.key_id,
+                created: kf.created,
+                hostname: kf.hostname,
+                username: kf.username,
+            });
         }
         out.sort_by_key(|k| k.created);
         Ok(out)
@@ -400,7 +515,13 @@ impl Repository {
 
     /// Replaces the password of the key in use: the new key is written
     /// before the old one is deleted, so a crash leaves both, never neither.
-    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Id> {
+    pub fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<Id> {
         let new_id = self.add_key(new_password, kdf, hostname, username)?;
         let old = self.key_id;
         self.key_id = new_id;
@@ -417,11 +538,27 @@ impl Repository {
         lock::remove_stale(&*self.storage, &self.keys, all)
     }
 
-    pub fn verify(&self, opts: &VerifyOptions, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
+    /// Checks the repository. Metadata is read from storage, not from the
+    /// local cache, for this call and whatever the caller reads until
+    /// [`Repository::use_cache`] turns the cache back on.
+    pub fn verify(
+        &self,
+        opts: &VerifyOptions,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<VerifyReport> {
+        self.cache.set_bypass(true);
         verify::verify(self, opts, progress)
     }
 
-    pub fn prune(&self, used: &std::collections::HashSet<Id>, opts: &PruneOptions) -> Result<PruneReport> {
+    pub fn use_cache(&self, on: bool) {
+        self.cache.set_bypass(!on);
+    }
+
+    pub fn prune(
+        &self,
+        used: &std::collections::HashSet<Id>,
+        opts: &PruneOptions,
+    ) -> Result<PruneReport> {
         prune::prune(self, used, opts)
     }
 
@@ -432,7 +569,12 @@ impl Repository {
     }
 }
 
-pub(crate) fn decode_trailer(keys: &MasterKeys, pack: &Id, sealed: &[u8], blobs_end: u64) -> Result<Vec<format::BlobEntry>> {
+pub(crate) fn decode_trailer(
+    keys: &MasterKeys,
+    pack: &Id,
+    sealed: &[u8],
+    blobs_end: u64,
+) -> Result<Vec<format::BlobEntry>> {
     let plain = keys
         .data
         .open(sealed, format::pack::TRAILER_AAD)

@@ -62,7 +62,11 @@ fn read_locks(storage: &dyn Storage, keys: &MasterKeys) -> Result<Vec<(String, O
     let mut out = Vec::new();
     for e in storage.list(layout::LOCKS)? {
         let lock = match storage.get(&e.key) {
-            Ok(b) => keys.data.open(&b, AAD).ok().and_then(|j| format::from_json::<Lock>("lock", &j).ok()),
+            Ok(b) => keys
+                .data
+                .open(&b, AAD)
+                .ok()
+                .and_then(|j| format::from_json::<Lock>("lock", &j).ok()),
             Err(err) if err.is_not_found() => continue,
             Err(err) => return Err(err.into()),
         };
@@ -71,7 +75,12 @@ fn read_locks(storage: &dyn Storage, keys: &MasterKeys) -> Result<Vec<(String, O
     Ok(out)
 }
 
-fn conflict(storage: &dyn Storage, keys: &MasterKeys, exclusive: bool, own: Option<&str>) -> Result<Option<String>> {
+fn conflict(
+    storage: &dyn Storage,
+    keys: &MasterKeys,
+    exclusive: bool,
+    own: Option<&str>,
+) -> Result<Option<String>> {
     for (key, lock) in read_locks(storage, keys)? {
         if Some(key.as_str()) == own {
             continue;
@@ -79,7 +88,10 @@ fn conflict(storage: &dyn Storage, keys: &MasterKeys, exclusive: bool, own: Opti
         match lock {
             Some(l) if !is_stale(&l) && (exclusive || l.exclusive) => {
                 let kind = if l.exclusive { "an exclusive" } else { "a" };
-                return Ok(Some(format!("{kind} lock of process {} on {} since {}", l.pid, l.hostname, l.time)));
+                return Ok(Some(format!(
+                    "{kind} lock of process {} on {} since {}",
+                    l.pid, l.hostname, l.time
+                )));
             }
             _ => {}
         }
@@ -95,7 +107,12 @@ pub fn acquire(storage: DynStorage, keys: &MasterKeys, exclusive: bool) -> Resul
     let write = {
         let keys = keys.clone();
         move |s: &dyn Storage, key: &str| {
-            let l = Lock { exclusive, hostname: hostname(), pid: std::process::id(), time: Utc::now() };
+            let l = Lock {
+                exclusive,
+                hostname: hostname(),
+                pid: std::process::id(),
+                time: Utc::now(),
+            };
             s.put(key, &keys.data.seal(&format::to_json(&l), AAD))
         }
     };
@@ -123,7 +140,12 @@ pub fn acquire(storage: DynStorage, keys: &MasterKeys, exclusive: bool) -> Resul
             })
             .ok()
     };
-    Ok(LockGuard { storage, key, stop, refresher })
+    Ok(LockGuard {
+        storage,
+        key,
+        stop,
+        refresher,
+    })
 }
 
 pub fn remove_stale(storage: &dyn Storage, keys: &MasterKeys, all: bool) -> Result<usize> {

@@ -22,17 +22,29 @@ impl PackBuilder {
         if self.buf.is_empty() {
             self.buf.reserve(reserve);
         }
-        self.blobs.push(BlobEntry { id, kind, offset: self.buf.len() as u32, length: sealed.len() as u32, raw_length });
+        self.blobs.push(BlobEntry {
+            id,
+            kind,
+            offset: self.buf.len() as u32,
+            length: sealed.len() as u32,
+            raw_length,
+        });
         self.buf.extend_from_slice(sealed);
     }
 
     /// Appends the sealed trailer and tail; returns the pack's bytes, its
     /// name (hash of the bytes) and its entries.
     pub fn finish(&mut self, keys: &MasterKeys) -> (Id, Vec<u8>, Vec<BlobEntry>) {
-        let trailer = keys.data.seal(&pack::encode_trailer(&self.blobs), pack::TRAILER_AAD);
+        let trailer = keys
+            .data
+            .seal(&pack::encode_trailer(&self.blobs), pack::TRAILER_AAD);
         let mut bytes = std::mem::take(&mut self.buf);
         bytes.extend_from_slice(&trailer);
         bytes.extend_from_slice(&pack::encode_tail(trailer.len() as u32));
-        (Id::hash_public(&bytes), bytes, std::mem::take(&mut self.blobs))
+        (
+            Id::hash_public(&bytes),
+            bytes,
+            std::mem::take(&mut self.blobs),
+        )
     }
 }

@@ -24,7 +24,10 @@ pub struct PruneOptions {
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { max_unused: 0.2, dry_run: false }
+        PruneOptions {
+            max_unused: 0.2,
+            dry_run: false,
+        }
     }
 }
 
@@ -47,14 +50,20 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     let mut problems = Vec::new();
     let files = repo.read_index_files(&mut problems)?;
     if let Some(p) = problems.first() {
-        return Err(RepoError::corrupt(p.object.clone(), format!("{}; prune needs every index file readable", p.message)));
+        return Err(RepoError::corrupt(
+            p.object.clone(),
+            format!("{}; prune needs every index file readable", p.message),
+        ));
     }
     let mut seen_packs = HashSet::new();
     let mut seen_blobs: HashSet<Id> = HashSet::new();
     let mut keep: Vec<IndexPack> = Vec::new();
     let mut rewrite: Vec<(IndexPack, Vec<format::BlobEntry>)> = Vec::new();
     let mut delete: Vec<Id> = Vec::new();
-    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
     for p in files.iter().flat_map(|(_, f)| f.packs.iter()) {
         if !seen_packs.insert(p.id) {
             continue;
@@ -72,7 +81,8 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
         }
         if live.is_empty() {
             delete.push(p.id);
-        } else if live.len() < p.blobs.len() && dead_bytes as f64 > p.size as f64 * opts.max_unused {
+        } else if live.len() < p.blobs.len() && dead_bytes as f64 > p.size as f64 * opts.max_unused
+        {
             rewrite.push((p.clone(), live));
         } else {
             report.bytes_after += p.size;
@@ -85,7 +95,10 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     report.packs_deleted = delete.len() as u64;
     report.packs_rewritten = rewrite.len() as u64;
     if opts.dry_run {
-        report.bytes_after += rewrite.iter().map(|(_, l)| l.iter().map(|b| u64::from(b.length)).sum::<u64>()).sum::<u64>();
+        report.bytes_after += rewrite
+            .iter()
+            .map(|(_, l)| l.iter().map(|b| u64::from(b.length)).sum::<u64>())
+            .sum::<u64>();
         return Ok(report);
     }
     let target = repo.config().pack_size as usize;
@@ -94,7 +107,11 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     let flush = |pb: &mut PackBuilder, new_packs: &mut Vec<IndexPack>| -> Result<()> {
         let (id, bytes, blobs) = pb.finish(repo.keys());
         repo.storage().put(&layout::pack(&id), &bytes)?;
-        new_packs.push(IndexPack { id, size: bytes.len() as u64, blobs });
+        new_packs.push(IndexPack {
+            id,
+            size: bytes.len() as u64,
+            blobs,
+        });
         Ok(())
     };
     for (p, live) in &rewrite {
@@ -102,7 +119,9 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
         for b in live {
             let sealed = bytes
                 .get(b.offset as usize..(b.offset + b.length) as usize)
-                .ok_or_else(|| RepoError::corrupt(format!("pack {}", p.id), "blob outside the pack"))?;
+                .ok_or_else(|| {
+                    RepoError::corrupt(format!("pack {}", p.id), "blob outside the pack")
+                })?;
             // Check before copying: prune must never launder a damaged blob
             // into a fresh pack that verify would then call healthy.
             repo.decode_blob(&b.id, sealed, b.raw_length)?;
@@ -121,8 +140,17 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     all.extend(new_packs);
     let supersedes: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     // Also supersede index files that were already superseded, so they can go.
-    let listed: Vec<Id> = repo.storage().list(layout::INDEX)?.iter().filter_map(|e| layout::id_of(&e.key)).collect();
-    let new_index = repo.write_index_file(&IndexFile { version: FORMAT_VERSION, packs: all, supersedes: supersedes.clone() })?;
+    let listed: Vec<Id> = repo
+        .storage()
+        .list(layout::INDEX)?
+        .iter()
+        .filter_map(|e| layout::id_of(&e.key))
+        .collect();
+    let new_index = repo.write_index_file(&IndexFile {
+        version: FORMAT_VERSION,
+        packs: all,
+        supersedes: supersedes.clone(),
+    })?;
     for id in listed.iter().filter(|id| **id != new_index) {
         repo.storage().delete(&layout::index(id))?;
     }

@@ -16,10 +16,10 @@
 
 use crate::blob;
 use crate::error::{RepoError, Result};
+use crate::packfile::PackBuilder;
 use crate::Repository;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use crypto::Id;
-use crate::packfile::PackBuilder;
 use format::{layout, BlobEntry, BlobKind, IndexFile, IndexPack, FORMAT_VERSION};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +41,10 @@ pub struct UploadOptions {
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        UploadOptions { workers: std::thread::available_parallelism().map_or(2, |n| n.get()), uploaders: 2 }
+        UploadOptions {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            uploaders: 2,
+        }
     }
 }
 
@@ -99,7 +102,10 @@ impl Shared {
     }
 
     fn failed(&self) -> bool {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn flush_index(&self, force: bool) -> Result<()> {
@@ -110,7 +116,11 @@ impl Shared {
             }
             std::mem::take(&mut *g)
         };
-        self.repo.write_index_file(&IndexFile { version: FORMAT_VERSION, packs, supersedes: vec![] })?;
+        self.repo.write_index_file(&IndexFile {
+            version: FORMAT_VERSION,
+            packs,
+            supersedes: vec![],
+        })?;
         Ok(())
     }
 }
@@ -136,40 +146,76 @@ impl Uploader {
         let (pack_tx, pack_rx) = bounded::<PackOut>(1);
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name).spawn(f).map_err(|e| RepoError::Pipeline(format!("cannot start thread: {e}")))
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| RepoError::Pipeline(format!("cannot start thread: {e}")))
         };
         for i in 0..workers {
             let (rx, tx, sh) = (job_rx.clone(), sealed_tx.clone(), Arc::clone(&shared));
-            threads.push(spawn(format!("seal-{i}"), Box::new(move || seal_worker(&sh, &rx, &tx)))?);
+            threads.push(spawn(
+                format!("seal-{i}"),
+                Box::new(move || seal_worker(&sh, &rx, &tx)),
+            )?);
         }
         drop((job_rx, sealed_tx));
         {
             let sh = Arc::clone(&shared);
-            threads.push(spawn("packer".into(), Box::new(move || packer(&sh, &sealed_rx, &pack_tx)))?);
+            threads.push(spawn(
+                "packer".into(),
+                Box::new(move || packer(&sh, &sealed_rx, &pack_tx)),
+            )?);
         }
         for i in 0..opts.uploaders.max(1) {
             let (rx, sh) = (pack_rx.clone(), Arc::clone(&shared));
-            threads.push(spawn(format!("upload-{i}"), Box::new(move || uploader(&sh, &rx)))?);
+            threads.push(spawn(
+                format!("upload-{i}"),
+                Box::new(move || uploader(&sh, &rx)),
+            )?);
         }
-        Ok(Uploader { shared, jobs: Some(job_tx), pending: Mutex::new(HashSet::new()), threads })
+        Ok(Uploader {
+            shared,
+            jobs: Some(job_tx),
+            pending: Mutex::new(HashSet::new()),
+            threads,
+        })
     }
 
     /// True when this chunk is already stored or queued: the caller may then
     /// skip reading it again.
     pub fn is_known(&self, id: &Id) -> bool {
-        self.shared.repo.has_blob(id) || self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.shared.repo.has_blob(id)
+            || self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
     }
 
     /// Queues a blob unless the repository or this session already has it.
     /// Returns true when the blob is new. Blocks when the pipeline is full.
     pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {
-        if self.shared.repo.has_blob(&id) || !self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
-            self.shared.counters.blobs_known.fetch_add(1, Ordering::Relaxed);
+        if self.shared.repo.has_blob(&id)
+            || !self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+        {
+            self.shared
+                .counters
+                .blobs_known
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(Job { kind, id, raw }).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job { kind, id, raw }).is_ok());
         if !sent || self.shared.failed() {
-            return Err(self.take_error().unwrap_or_else(|| RepoError::Pipeline("upload stopped".into())));
+            return Err(self
+                .take_error()
+                .unwrap_or_else(|| RepoError::Pipeline("upload stopped".into())));
         }
         Ok(true)
     }
@@ -179,7 +225,11 @@ impl Uploader {
     }
 
     fn take_error(&self) -> Option<RepoError> {
-        self.shared.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Seals the last pack, waits until every pack is stored and indexed,
@@ -189,7 +239,8 @@ impl Uploader {
         self.jobs.take();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
-                self.shared.fail(RepoError::Pipeline("a pipeline thread panicked".into()));
+                self.shared
+                    .fail(RepoError::Pipeline("a pipeline thread panicked".into()));
             }
         }
         if let Some(e) = self.take_error() {
@@ -211,7 +262,8 @@ impl Drop for Uploader {
     fn drop(&mut self) {
         // Abandoned without finish (an error upstream): stop the threads.
         self.jobs.take();
-        self.shared.fail(RepoError::Pipeline("upload abandoned".into()));
+        self.shared
+            .fail(RepoError::Pipeline("upload abandoned".into()));
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -228,7 +280,15 @@ fn seal_worker(sh: &Shared, rx: &Receiver<Job>, tx: &Sender<Sealed>) {
         }
         let bytes = blob::encode(&keys, &job.id, &job.raw, level, &mut zc);
         let raw_length = job.raw.len() as u32;
-        if tx.send(Sealed { kind: job.kind, id: job.id, raw_length, bytes }).is_err() {
+        if tx
+            .send(Sealed {
+                kind: job.kind,
+                id: job.id,
+                raw_length,
+                bytes,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -242,8 +302,12 @@ fn packer(sh: &Shared, rx: &Receiver<Sealed>, tx: &Sender<PackOut>) {
             continue;
         }
         sh.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
-        sh.counters.bytes_new_raw.fetch_add(u64::from(s.raw_length), Ordering::Relaxed);
-        sh.counters.bytes_new_stored.fetch_add(s.bytes.len() as u64, Ordering::Relaxed);
+        sh.counters
+            .bytes_new_raw
+            .fetch_add(u64::from(s.raw_length), Ordering::Relaxed);
+        sh.counters
+            .bytes_new_stored
+            .fetch_add(s.bytes.len() as u64, Ordering::Relaxed);
         pb.push(s.kind, s.id, s.raw_length, &s.bytes, target + target / 4);
         if pb.len() >= target {
             let (id, bytes, blobs) = pb.finish(sh.repo.keys());
@@ -268,10 +332,17 @@ fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
             sh.fail(e.into());
             continue;
         }
-        let ip = IndexPack { id, size: p.bytes.len() as u64, blobs: p.blobs };
+        let ip = IndexPack {
+            id,
+            size: p.bytes.len() as u64,
+            blobs: p.blobs,
+        };
         sh.repo.index_add(&ip);
         sh.counters.packs.fetch_add(1, Ordering::Relaxed);
-        sh.pending_index.lock().unwrap_or_else(|p| p.into_inner()).push(ip);
+        sh.pending_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ip);
         if let Err(e) = sh.flush_index(false) {
             sh.fail(e);
         }

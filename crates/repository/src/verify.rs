@@ -35,8 +35,15 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
-pub fn verify(repo: &Repository, opts: &VerifyOptions, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
-    let mut report = VerifyReport { problems: repo.load_index()?, ..Default::default() };
+pub fn verify(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        problems: repo.load_index()?,
+        ..Default::default()
+    };
     let stored: HashMap<Id, u64> = repo
         .storage()
         .list(layout::PACKS)?
@@ -45,14 +52,26 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, progress: &dyn Fn(u64, u6
         .collect();
     let indexed: Vec<(Id, u64)> = repo.index_read().packs().collect();
     report.packs = indexed.len() as u64;
-    report.unindexed_packs = stored.keys().filter(|id| !repo.index_read().has_pack(id)).count() as u64;
-    let mut to_read = Vec::new();
+    let unindexed: Vec<(Id, u64)> = stored
+        .iter()
+        .filter(|(id, _)| !repo.index_read().has_pack(id))
+        .map(|(i, s)| (*i, *s))
+        .collect();
+    report.unindexed_packs = unindexed.len() as u64;
+    // Unindexed packs are read too: a damaged index file must not hide
+    // damage in the packs it listed.
+    let mut to_read = unindexed;
     for (id, size) in &indexed {
         match stored.get(id) {
-            None => report.problems.push(Problem { object: layout::pack(id), message: "pack is listed in the index but missing from storage".into() }),
+            None => report.problems.push(Problem {
+                object: layout::pack(id),
+                message: "pack is listed in the index but missing from storage".into(),
+            }),
             Some(s) if s != size => report.problems.push(Problem {
                 object: layout::pack(id),
-                message: format!("pack has {s} bytes, the index says {size}: truncated or replaced"),
+                message: format!(
+                    "pack has {s} bytes, the index says {size}: truncated or replaced"
+                ),
             }),
             Some(_) => to_read.push((*id, *size)),
         }
@@ -78,7 +97,12 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
     let key = layout::pack(id);
     let bytes = match repo.storage().get(&key) {
         Ok(b) => b,
-        Err(e) => return report.problems.push(Problem { object: key, message: e.to_string() }),
+        Err(e) => {
+            return report.problems.push(Problem {
+                object: key,
+                message: e.to_string(),
+            })
+        }
     };
     report.packs_read += 1;
     report.bytes_read += bytes.len() as u64;
@@ -93,31 +117,53 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
         let tail = bytes.get(n.checked_sub(pack::TAIL_LEN)?..)?;
         let tlen = pack::decode_tail(tail).ok()? as usize;
         let blobs_end = n.checked_sub(pack::TAIL_LEN + tlen)?;
-        crate::decode_trailer(repo.keys(), id, &bytes[blobs_end..n - pack::TAIL_LEN], blobs_end as u64).ok()
+        crate::decode_trailer(
+            repo.keys(),
+            id,
+            &bytes[blobs_end..n - pack::TAIL_LEN],
+            blobs_end as u64,
+        )
+        .ok()
     })();
     // Without a readable trailer, check the blobs the index files place here.
     let entries = match trailer {
         Some(e) => e,
         None => {
-            report.problems.push(Problem { object: key.clone(), message: "pack trailer is unreadable".into() });
+            report.problems.push(Problem {
+                object: key.clone(),
+                message: "pack trailer is unreadable".into(),
+            });
             repo_entries_for_pack(repo, id)
         }
     };
     for e in entries {
         let start = e.offset as usize;
         let Some(sealed) = bytes.get(start..start + e.length as usize) else {
-            report.problems.push(Problem { object: format!("chunk {}", e.id), message: format!("lies outside pack {id}") });
+            report.problems.push(Problem {
+                object: format!("chunk {}", e.id),
+                message: format!("lies outside pack {id}"),
+            });
             continue;
         };
         report.blobs_read += 1;
         if let Err(err) = repo.decode_blob(&e.id, sealed, e.raw_length) {
-            report.problems.push(Problem { object: format!("chunk {}", e.id), message: format!("in pack {id}: {err}") });
+            report.problems.push(Problem {
+                object: format!("chunk {}", e.id),
+                message: format!("in pack {id}: {err}"),
+            });
         }
     }
 }
 
 fn repo_entries_for_pack(repo: &Repository, pack: &Id) -> Vec<format::BlobEntry> {
     let mut problems = Vec::new();
-    let Ok(files) = repo.read_index_files(&mut problems) else { return Vec::new() };
-    files.into_iter().flat_map(|(_, f)| f.packs).filter(|p| p.id == *pack).flat_map(|p| p.blobs).collect()
+    let Ok(files) = repo.read_index_files(&mut problems) else {
+        return Vec::new();
+    };
+    files
+        .into_iter()
+        .flat_map(|(_, f)| f.packs)
+        .filter(|p| p.id == *pack)
+        .flat_map(|p| p.blobs)
+        .collect()
 }

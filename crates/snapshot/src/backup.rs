@@ -12,7 +12,9 @@ use crate::trees::TreeLoader;
 use crate::Result;
 use chrono::Utc;
 use crypto::Id;
-use format::{BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION};
+use format::{
+    BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
+};
 use repository::{Repository, UploadOptions, Uploader};
 use std::collections::BTreeMap;
 use std::fs::{File, Metadata};
@@ -54,18 +56,28 @@ const READ_ATTEMPTS: usize = 3;
 /// tree exhausts (each level uses well under 1 KiB).
 const WALK_STACK: usize = 256 * 1024 * 1024;
 
-pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+pub fn backup(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let paths = normalize_paths(&opts.paths)?;
     let _lock = repo.lock(false)?;
     repo.load_index()?;
     repo.recover_unindexed_packs()?;
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id)?)),
         None => {
             let (snaps, _) = repo.list_snapshots()?;
-            snaps.into_iter().rev().find(|(_, s)| s.hostname == opts.hostname && s.paths == path_strings)
+            snaps
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.hostname == opts.hostname && s.paths == path_strings)
         }
     };
     let uploader = repo.start_upload(opts.upload.clone())?;
@@ -96,7 +108,10 @@ pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, progress: &dyn Progr
             })
             .map_err(SnapshotError::Io)?
             .join()
-            .map_err(|_| SnapshotError::Source { path: "/".into(), message: "the backup walk panicked".into() })?
+            .map_err(|_| SnapshotError::Source {
+                path: "/".into(),
+                message: "the backup walk panicked".into(),
+            })?
     });
     let (root, errors, mut summary) = walked?;
     let stats = uploader.finish()?;
@@ -117,7 +132,11 @@ pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, progress: &dyn Progr
         summary,
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupReport { id, snapshot, errors })
+    Ok(BackupReport {
+        id,
+        snapshot,
+        errors,
+    })
 }
 
 /// Makes paths absolute and lexically clean, checks they exist, and drops
@@ -125,7 +144,10 @@ pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, progress: &dyn Progr
 fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| SnapshotError::Source { path: p.clone(), message: e.to_string() })?;
+        let abs = std::path::absolute(p).map_err(|e| SnapshotError::Source {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -137,7 +159,10 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             }
         }
         if let Err(e) = std::fs::symlink_metadata(&clean) {
-            return Err(SnapshotError::Source { path: clean, message: e.to_string() });
+            return Err(SnapshotError::Source {
+                path: clean,
+                message: e.to_string(),
+            });
         }
         out.push(clean);
     }
@@ -146,7 +171,10 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let snapshot = out.clone();
     out.retain(|p| !snapshot.iter().any(|q| q != p && p.starts_with(q)));
     if out.is_empty() {
-        return Err(SnapshotError::Source { path: PathBuf::new(), message: "nothing to back up: give at least one path".into() });
+        return Err(SnapshotError::Source {
+            path: PathBuf::new(),
+            message: "nothing to back up: give at least one path".into(),
+        });
     }
     Ok(out)
 }
@@ -183,7 +211,11 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn report(&mut self, path: &Path, kind: FileErrorKind, message: String) {
-        let e = FileError { path: path.to_path_buf(), kind, message };
+        let e = FileError {
+            path: path.to_path_buf(),
+            kind,
+            message,
+        };
         tracing::warn!(path = %e.path.display(), ?kind, "{}", e.message);
         self.progress.error(&e);
         self.errors.push(e);
@@ -210,10 +242,19 @@ impl Walker<'_> {
         let mut tree = Tree::default();
         for (name, child) in &trie.children {
             let full = path.join(std::ffi::OsStr::from_bytes(name));
-            let md = std::fs::symlink_metadata(&full).map_err(|e| SnapshotError::Source { path: full.clone(), message: e.to_string() })?;
+            let md = std::fs::symlink_metadata(&full).map_err(|e| SnapshotError::Source {
+                path: full.clone(),
+                message: e.to_string(),
+            })?;
             let prev = ptree.as_ref().and_then(|t| t.find(name)).cloned();
             let node = if child.target {
-                self.entry(&full, EntryName::new(name.clone()), &md, prev.as_ref(), md.dev())?
+                self.entry(
+                    &full,
+                    EntryName::new(name.clone()),
+                    &md,
+                    prev.as_ref(),
+                    md.dev(),
+                )?
             } else {
                 let mut n = from_metadata(EntryName::new(name.clone()), &md);
                 n.subtree = Some(self.virtual_dir(&full, child, prev.and_then(|p| p.subtree))?);
@@ -224,11 +265,20 @@ impl Walker<'_> {
         self.store_tree(tree)
     }
 
-    fn entry(&mut self, path: &Path, name: EntryName, md: &Metadata, prev: Option<&Node>, dev: u64) -> Result<Option<Node>> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: EntryName,
+        md: &Metadata,
+        prev: Option<&Node>,
+        dev: u64,
+    ) -> Result<Option<Node>> {
         let mut node = from_metadata(name, md);
         match node.kind {
             NodeKind::Dir => {
-                let prev_sub = prev.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                let prev_sub = prev
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
                 node.subtree = Some(if self.opts.one_file_system && md.dev() != dev {
                     // A mount point: keep the folder, not what is mounted on it.
                     self.store_tree(Tree::default())?
@@ -252,9 +302,16 @@ impl Walker<'_> {
     fn dir(&mut self, path: &Path, parent: Option<Id>, dev: u64) -> Result<Id> {
         let ptree = self.parent_tree(parent);
         let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .collect(),
             Err(e) => {
-                self.report(path, FileErrorKind::Unreadable, format!("cannot list folder: {e}"));
+                self.report(
+                    path,
+                    FileErrorKind::Unreadable,
+                    format!("cannot list folder: {e}"),
+                );
                 Vec::new()
             }
         };
@@ -265,7 +322,11 @@ impl Walker<'_> {
             let md = match std::fs::symlink_metadata(&full) {
                 Ok(md) => md,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.report(&full, FileErrorKind::Vanished, "deleted while the backup ran".into());
+                    self.report(
+                        &full,
+                        FileErrorKind::Vanished,
+                        "deleted while the backup ran".into(),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -287,12 +348,16 @@ impl Walker<'_> {
     fn file(&mut self, path: &Path, mut node: Node, prev: Option<&Node>) -> Result<Option<Node>> {
         self.summary.total_files += 1;
         if let Some(p) = prev {
-            if !self.opts.force && unchanged(p, &node) && p.content.iter().all(|c| self.uploader.is_known(c)) {
+            if !self.opts.force
+                && unchanged(p, &node)
+                && p.content.iter().all(|c| self.uploader.is_known(c))
+            {
                 node.content = p.content.clone();
                 self.summary.files_unmodified += 1;
                 self.summary.total_bytes += node.size;
                 self.progress.bytes(node.size);
-                self.progress.file_done(path, node.size, FileStatus::Unchanged);
+                self.progress
+                    .file_done(path, node.size, FileStatus::Unchanged);
                 return Ok(Some(node));
             }
         }
@@ -302,7 +367,11 @@ impl Walker<'_> {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.summary.total_files -= 1;
-                    self.report(path, FileErrorKind::Vanished, "deleted while the backup ran".into());
+                    self.report(
+                        path,
+                        FileErrorKind::Vanished,
+                        "deleted while the backup ran".into(),
+                    );
                     return Ok(None);
                 }
                 Err(e) => {
@@ -321,10 +390,16 @@ impl Walker<'_> {
                 Err(ChunkError::Repo(e)) => return Err(e.into()),
             };
             let after = f.metadata()?;
-            let stable = before.size() == after.size() && before.mtime() == after.mtime() && before.mtime_nsec() == after.mtime_nsec();
+            let stable = before.size() == after.size()
+                && before.mtime() == after.mtime()
+                && before.mtime_nsec() == after.mtime_nsec();
             if stable || attempt == READ_ATTEMPTS {
                 if !stable {
-                    self.report(path, FileErrorKind::ChangedDuringRead, format!("kept changing during {READ_ATTEMPTS} reads; stored the last read"));
+                    self.report(
+                        path,
+                        FileErrorKind::ChangedDuringRead,
+                        format!("kept changing during {READ_ATTEMPTS} reads; stored the last read"),
+                    );
                 }
                 let name = std::mem::replace(&mut node.name, EntryName::new(Vec::new()));
                 node = from_metadata(name, &before);
@@ -332,7 +407,11 @@ impl Walker<'_> {
                 node.content = content;
                 self.summary.bytes_read += read;
                 self.summary.total_bytes += read;
-                let status = if prev.is_some() { FileStatus::Changed } else { FileStatus::New };
+                let status = if prev.is_some() {
+                    FileStatus::Changed
+                } else {
+                    FileStatus::New
+                };
                 if prev.is_some() {
                     self.summary.files_changed += 1;
                 } else {
@@ -343,7 +422,11 @@ impl Walker<'_> {
             }
         }
         self.summary.total_files -= 1;
-        self.report(path, FileErrorKind::Unreadable, last_err.unwrap_or_else(|| "read failed".into()));
+        self.report(
+            path,
+            FileErrorKind::Unreadable,
+            last_err.unwrap_or_else(|| "read failed".into()),
+        );
         Ok(None)
     }
 
@@ -356,16 +439,25 @@ impl Walker<'_> {
             // Small files are one chunk; read them whole (bounded, in case
             // the file grows while we read).
             let mut buf = Vec::with_capacity(size_hint as usize);
-            f.take(u64::from(self.chunker.max_size)).read_to_end(&mut buf).map_err(ChunkError::Io)?;
+            f.take(u64::from(self.chunker.max_size))
+                .read_to_end(&mut buf)
+                .map_err(ChunkError::Io)?;
             if buf.len() as u64 >= u64::from(self.chunker.min_size) {
                 // It grew past the small-file limit while being read: cut
                 // what was read with the same chunker so dedup stays
                 // content-defined. The size check after reading retries it.
-                let cdc = fastcdc::v2020::FastCDC::new(&buf, self.chunker.min_size, self.chunker.avg_size, self.chunker.max_size);
+                let cdc = fastcdc::v2020::FastCDC::new(
+                    &buf,
+                    self.chunker.min_size,
+                    self.chunker.avg_size,
+                    self.chunker.max_size,
+                );
                 for c in cdc {
                     let data = buf[c.offset..c.offset + c.length].to_vec();
                     let id = self.repo.content_id(&data);
-                    self.uploader.add(BlobKind::Data, id, data).map_err(ChunkError::Repo)?;
+                    self.uploader
+                        .add(BlobKind::Data, id, data)
+                        .map_err(ChunkError::Repo)?;
                     ids.push(id);
                 }
                 return Ok((ids, buf.len() as u64));
@@ -374,12 +466,19 @@ impl Walker<'_> {
                 total = buf.len() as u64;
                 let id = self.repo.content_id(&buf);
                 self.progress.bytes(total);
-                self.uploader.add(BlobKind::Data, id, buf).map_err(ChunkError::Repo)?;
+                self.uploader
+                    .add(BlobKind::Data, id, buf)
+                    .map_err(ChunkError::Repo)?;
                 ids.push(id);
             }
             return Ok((ids, total));
         }
-        let cdc = fastcdc::v2020::StreamCDC::new(f, self.chunker.min_size, self.chunker.avg_size, self.chunker.max_size);
+        let cdc = fastcdc::v2020::StreamCDC::new(
+            f,
+            self.chunker.min_size,
+            self.chunker.avg_size,
+            self.chunker.max_size,
+        );
         for chunk in cdc {
             let chunk = chunk.map_err(|e| match e {
                 fastcdc::v2020::Error::IoError(io) => ChunkError::Io(io),
@@ -389,7 +488,9 @@ impl Walker<'_> {
             total += len;
             let id = self.repo.content_id(&chunk.data);
             self.progress.bytes(len);
-            self.uploader.add(BlobKind::Data, id, chunk.data).map_err(ChunkError::Repo)?;
+            self.uploader
+                .add(BlobKind::Data, id, chunk.data)
+                .map_err(ChunkError::Repo)?;
             ids.push(id);
         }
         Ok((ids, total))
@@ -408,7 +509,9 @@ pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u6
     let mut bytes = 0u64;
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 for e in rd.flatten() {

@@ -36,19 +36,42 @@ fn join(dir: &str, name: &format::EntryName) -> String {
 
 /// Lists `path` of a snapshot: the entry itself and, for folders, what is
 /// below it (all levels when `recursive`).
-pub fn ls(loader: &TreeLoader<'_>, root: &Id, path: &str, recursive: bool, out: &mut dyn FnMut(Listed)) -> Result<()> {
+pub fn ls(
+    loader: &TreeLoader<'_>,
+    root: &Id,
+    path: &str,
+    recursive: bool,
+    out: &mut dyn FnMut(Listed),
+) -> Result<()> {
     let node = loader.resolve(root, path)?;
-    let base = if path.is_empty() { "/".to_string() } else { path.trim_end_matches('/').to_string() };
-    let base = if base.is_empty() { "/".to_string() } else { base };
+    let base = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.trim_end_matches('/').to_string()
+    };
+    let base = if base.is_empty() {
+        "/".to_string()
+    } else {
+        base
+    };
     if node.kind != NodeKind::Dir {
         out(Listed { path: base, node });
         return Ok(());
     }
-    fn walk(loader: &TreeLoader<'_>, dir: &str, tree: &Id, recursive: bool, out: &mut dyn FnMut(Listed)) -> Result<()> {
+    fn walk(
+        loader: &TreeLoader<'_>,
+        dir: &str,
+        tree: &Id,
+        recursive: bool,
+        out: &mut dyn FnMut(Listed),
+    ) -> Result<()> {
         let t = loader.load(tree)?;
         for n in &t.nodes {
             let p = join(dir, &n.name);
-            out(Listed { path: p.clone(), node: n.clone() });
+            out(Listed {
+                path: p.clone(),
+                node: n.clone(),
+            });
             if recursive {
                 if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
                     walk(loader, &p, &sub, recursive, out)?;
@@ -78,14 +101,27 @@ type Matches = Arc<Vec<(String, Node)>>;
 
 /// Finds entries whose name matches a glob (case-insensitive) in every
 /// given snapshot. A subtree already searched is not searched again.
-pub fn find(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)], pattern: &str, out: &mut dyn FnMut(Found)) -> Result<()> {
+pub fn find(
+    loader: &TreeLoader<'_>,
+    snapshots: &[(Id, Snapshot)],
+    pattern: &str,
+    out: &mut dyn FnMut(Found),
+) -> Result<()> {
     let glob = globset::GlobBuilder::new(pattern)
         .case_insensitive(true)
         .build()
-        .map_err(|e| SnapshotError::BadPattern { pattern: pattern.to_string(), message: e.to_string() })?
+        .map_err(|e| SnapshotError::BadPattern {
+            pattern: pattern.to_string(),
+            message: e.to_string(),
+        })?
         .compile_matcher();
     let mut memo: HashMap<Id, Matches> = HashMap::new();
-    fn search(loader: &TreeLoader<'_>, tree: &Id, glob: &globset::GlobMatcher, memo: &mut HashMap<Id, Matches>) -> Result<Matches> {
+    fn search(
+        loader: &TreeLoader<'_>,
+        tree: &Id,
+        glob: &globset::GlobMatcher,
+        memo: &mut HashMap<Id, Matches>,
+    ) -> Result<Matches> {
         if let Some(m) = memo.get(tree) {
             return Ok(Arc::clone(m));
         }
@@ -108,7 +144,14 @@ pub fn find(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)], pattern: &str
     }
     for (id, snap) in snapshots {
         for (rel, node) in search(loader, &snap.tree, &glob, &mut memo)?.iter() {
-            out(Found { snapshot: *id, time: snap.time, path: format!("/{rel}"), kind: node.kind, size: node.size, mtime_ns: node.mtime_ns });
+            out(Found {
+                snapshot: *id,
+                time: snap.time,
+                path: format!("/{rel}"),
+                kind: node.kind,
+                size: node.size,
+                mtime_ns: node.mtime_ns,
+            });
         }
     }
     Ok(())
@@ -137,7 +180,13 @@ pub fn diff(loader: &TreeLoader<'_>, a: &Id, b: &Id) -> Result<Vec<DiffEntry>> {
     Ok(out)
 }
 
-fn diff_trees(loader: &TreeLoader<'_>, dir: &str, a: Option<Id>, b: Option<Id>, out: &mut Vec<DiffEntry>) -> Result<()> {
+fn diff_trees(
+    loader: &TreeLoader<'_>,
+    dir: &str,
+    a: Option<Id>,
+    b: Option<Id>,
+    out: &mut Vec<DiffEntry>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -172,8 +221,15 @@ fn diff_trees(loader: &TreeLoader<'_>, dir: &str, a: Option<Id>, b: Option<Id>, 
                     removed_or_added(loader, dir, y, DiffKind::Added, out)?;
                 } else if x.kind == NodeKind::Dir {
                     diff_trees(loader, &path, x.subtree, y.subtree, out)?;
-                } else if x.content != y.content || x.link_target != y.link_target || x.mode != y.mode {
-                    out.push(DiffEntry { kind: DiffKind::Modified, path, is_dir: false });
+                } else if x.content != y.content
+                    || x.link_target != y.link_target
+                    || x.mode != y.mode
+                {
+                    out.push(DiffEntry {
+                        kind: DiffKind::Modified,
+                        path,
+                        is_dir: false,
+                    });
                 }
                 i += 1;
                 j += 1;
@@ -183,12 +239,26 @@ fn diff_trees(loader: &TreeLoader<'_>, dir: &str, a: Option<Id>, b: Option<Id>, 
     Ok(())
 }
 
-fn removed_or_added(loader: &TreeLoader<'_>, dir: &str, n: &Node, kind: DiffKind, out: &mut Vec<DiffEntry>) -> Result<()> {
+fn removed_or_added(
+    loader: &TreeLoader<'_>,
+    dir: &str,
+    n: &Node,
+    kind: DiffKind,
+    out: &mut Vec<DiffEntry>,
+) -> Result<()> {
     let path = join(if dir.is_empty() { "/" } else { dir }, &n.name);
     let is_dir = n.kind == NodeKind::Dir;
-    out.push(DiffEntry { kind, path: path.clone(), is_dir });
+    out.push(DiffEntry {
+        kind,
+        path: path.clone(),
+        is_dir,
+    });
     if is_dir {
-        let (a, b) = if kind == DiffKind::Removed { (n.subtree, None) } else { (None, n.subtree) };
+        let (a, b) = if kind == DiffKind::Removed {
+            (n.subtree, None)
+        } else {
+            (None, n.subtree)
+        };
         diff_trees(loader, &path, a, b, out)?;
     }
     Ok(())
@@ -240,7 +310,10 @@ pub fn verify_snapshots(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)]) -
             let tree = match loader.load(&t) {
                 Ok(tree) => tree,
                 Err(e) => {
-                    problems.push(Problem { object: format!("folder {dir} in snapshot {}", &sid.to_hex()[..8]), message: e.to_string() });
+                    problems.push(Problem {
+                        object: format!("folder {dir} in snapshot {}", &sid.to_hex()[..8]),
+                        message: e.to_string(),
+                    });
                     continue;
                 }
             };

@@ -21,7 +21,10 @@ pub enum SnapshotError {
     Unsafe(String),
 
     #[error("restore to '{path}' failed: {source}")]
-    Target { path: PathBuf, source: std::io::Error },
+    Target {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("invalid exclude pattern '{pattern}': {message}")]
     BadPattern { pattern: String, message: String },

@@ -21,10 +21,16 @@ impl Excludes {
         let mut paths = GlobSetBuilder::new();
         let (mut n, mut p) = (0, 0);
         for pat in patterns {
-            let bad = |e: globset::Error| SnapshotError::BadPattern { pattern: pat.clone(), message: e.to_string() };
+            let bad = |e: globset::Error| SnapshotError::BadPattern {
+                pattern: pat.clone(),
+                message: e.to_string(),
+            };
             let trimmed = pat.trim_end_matches('/');
             if trimmed.contains('/') {
-                let g = GlobBuilder::new(trimmed).literal_separator(true).build().map_err(bad)?;
+                let g = GlobBuilder::new(trimmed)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(bad)?;
                 paths.add(g);
                 p += 1;
             } else {
@@ -36,9 +42,16 @@ impl Excludes {
             if count == 0 {
                 return Ok(None);
             }
-            b.build().map(Some).map_err(|e| SnapshotError::BadPattern { pattern: patterns.join(" "), message: e.to_string() })
+            b.build().map(Some).map_err(|e| SnapshotError::BadPattern {
+                pattern: patterns.join(" "),
+                message: e.to_string(),
+            })
         };
-        Ok(Excludes { names: build(names, n)?, paths: build(paths, p)?, exclude_caches })
+        Ok(Excludes {
+            names: build(names, n)?,
+            paths: build(paths, p)?,
+            exclude_caches,
+        })
     }
 
     pub fn is_excluded(&self, path: &Path, is_dir: bool) -> bool {
@@ -67,16 +80,30 @@ mod tests {
 
     #[test]
     fn names_paths_and_cache_tags() {
-        let e = Excludes::new(&["*.tmp".into(), "node_modules".into(), "/home/*/secret".into()], true).unwrap();
+        let e = Excludes::new(
+            &[
+                "*.tmp".into(),
+                "node_modules".into(),
+                "/home/*/secret".into(),
+            ],
+            true,
+        )
+        .unwrap();
         assert!(e.is_excluded(Path::new("/a/b/x.tmp"), false));
         assert!(e.is_excluded(Path::new("/a/node_modules"), true));
         assert!(e.is_excluded(Path::new("/home/u/secret"), true));
         assert!(!e.is_excluded(Path::new("/home/u/v/secret2"), true));
         assert!(!e.is_excluded(Path::new("/a/b/x.txt"), false));
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+        std::fs::write(
+            d.path().join("CACHEDIR.TAG"),
+            b"Signature: 8a477f597d28d172789f06886806bc55\n",
+        )
+        .unwrap();
         assert!(e.is_excluded(d.path(), true));
-        assert!(!Excludes::new(&[], false).unwrap().is_excluded(d.path(), true));
+        assert!(!Excludes::new(&[], false)
+            .unwrap()
+            .is_excluded(d.path(), true));
         assert!(Excludes::new(&["[".into()], false).is_err());
     }
 }

@@ -18,7 +18,10 @@ pub mod retention;
 mod trees;
 
 pub use backup::{backup, scan, BackupOptions, BackupReport};
-pub use browse::{cat, diff, find, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Found, Listed};
+pub use browse::{
+    cat, diff, find, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Found,
+    Listed,
+};
 pub use error::{FileError, FileErrorKind, SnapshotError};
 pub use exclude::Excludes;
 pub use progress::{FileStatus, NoProgress, Progress};
@@ -40,7 +43,9 @@ pub fn select_snapshot(
             .into_iter()
             .rev()
             .find(|(_, s)| host.is_none_or(|h| s.hostname == h))
-            .ok_or_else(|| SnapshotError::NoSnapshots { host: host.map(str::to_string) });
+            .ok_or_else(|| SnapshotError::NoSnapshots {
+                host: host.map(str::to_string),
+            });
     }
     let id = repo.find_snapshot(spec)?;
     Ok((id, repo.load_snapshot(&id)?))

@@ -43,7 +43,11 @@ pub fn from_metadata(name: EntryName, md: &Metadata) -> Node {
         content: Vec::new(),
         subtree: None,
         link_target: None,
-        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { md.rdev() } else { 0 },
+        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+            md.rdev()
+        } else {
+            0
+        },
     }
 }
 

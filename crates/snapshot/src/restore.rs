@@ -67,11 +67,23 @@ struct DirMeta {
 
 /// Restores `path` (absolute, as backed up; `/` for everything) of the
 /// snapshot whose root tree is `root`.
-pub fn restore(repo: &Repository, root: &Id, path: &str, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+pub fn restore(
+    repo: &Repository,
+    root: &Id,
+    path: &str,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let loader = TreeLoader::new(repo);
     let node = loader.resolve(root, path)?;
-    std::fs::create_dir_all(&opts.target).map_err(|e| SnapshotError::Target { path: opts.target.clone(), source: e })?;
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    std::fs::create_dir_all(&opts.target).map_err(|e| SnapshotError::Target {
+        path: opts.target.clone(),
+        source: e,
+    })?;
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     // Recreate the folders leading to the restored path, from the tree.
     let mut dest = opts.target.clone();
     let mut created_parents = Vec::new();
@@ -81,10 +93,22 @@ pub fn restore(repo: &Repository, root: &Id, path: &str, opts: &RestoreOptions, 
         walked.push_str(c);
         dest.push(c);
         if enter_dir(&dest)? {
-            created_parents.push(DirMeta { path: dest.clone(), node: loader.resolve(root, &walked)? });
+            created_parents.push(DirMeta {
+                path: dest.clone(),
+                node: loader.resolve(root, &walked)?,
+            });
         }
     }
-    let state = State { repo, progress, conflict: opts.conflict, report: Mutex::new(RestoreReport::default()) };
+    if let Some(last) = comps.last() {
+        // The restored entry itself, at its absolute place under the target.
+        dest.push(last);
+    }
+    let state = State {
+        repo,
+        progress,
+        conflict: opts.conflict,
+        report: Mutex::new(RestoreReport::default()),
+    };
     let (tx, rx) = bounded::<FileJob>(64);
     let mut dirs = Vec::new();
     let walk_result = std::thread::scope(|s| {
@@ -119,18 +143,29 @@ pub fn restore(repo: &Repository, root: &Id, path: &str, opts: &RestoreOptions, 
 fn enter_dir(p: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(p) {
         Ok(md) if md.file_type().is_dir() => Ok(false),
-        Ok(_) => Err(SnapshotError::Unsafe(format!("'{}' exists and is not a folder (a symlink or file); not writing through it", p.display()))),
+        Ok(_) => Err(SnapshotError::Unsafe(format!(
+            "'{}' exists and is not a folder (a symlink or file); not writing through it",
+            p.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(p).map_err(|e| SnapshotError::Target { path: p.to_path_buf(), source: e })?;
+            std::fs::create_dir(p).map_err(|e| SnapshotError::Target {
+                path: p.to_path_buf(),
+                source: e,
+            })?;
             Ok(true)
         }
-        Err(e) => Err(SnapshotError::Target { path: p.to_path_buf(), source: e }),
+        Err(e) => Err(SnapshotError::Target {
+            path: p.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
 fn child_path(dir: &Path, name: &EntryName) -> Result<PathBuf> {
     if !name.is_safe_component() {
-        return Err(SnapshotError::Unsafe(format!("entry name {name:?} is not a plain file name")));
+        return Err(SnapshotError::Unsafe(format!(
+            "entry name {name:?} is not a plain file name"
+        )));
     }
     Ok(dir.join(std::ffi::OsStr::from_bytes(name.as_bytes())))
 }
@@ -151,7 +186,12 @@ fn restore_node(
                         st.with(|r| r.skipped += 1);
                         return Ok(());
                     }
-                    Conflict::Overwrite => std::fs::remove_file(path).map_err(|e| SnapshotError::Target { path: path.to_path_buf(), source: e })?,
+                    Conflict::Overwrite => {
+                        std::fs::remove_file(path).map_err(|e| SnapshotError::Target {
+                            path: path.to_path_buf(),
+                            source: e,
+                        })?
+                    }
                     Conflict::KeepBoth => {
                         let alt = free_name(path);
                         st.with(|r| r.renamed.push((path.to_path_buf(), alt.clone())));
@@ -162,11 +202,17 @@ fn restore_node(
             enter_dir(path)?;
             st.with(|r| r.dirs += 1);
             restore_children(loader, st, path, &node, tx, dirs)?;
-            dirs.push(DirMeta { path: path.to_path_buf(), node });
+            dirs.push(DirMeta {
+                path: path.to_path_buf(),
+                node,
+            });
         }
         NodeKind::File => {
-            tx.send(FileJob { path: path.to_path_buf(), node })
-                .map_err(|_| SnapshotError::Unsafe("restore workers stopped".into()))?;
+            tx.send(FileJob {
+                path: path.to_path_buf(),
+                node,
+            })
+            .map_err(|_| SnapshotError::Unsafe("restore workers stopped".into()))?;
         }
         _ => st.special(path, &node),
     }
@@ -181,7 +227,9 @@ fn restore_children(
     tx: &crossbeam_channel::Sender<FileJob>,
     dirs: &mut Vec<DirMeta>,
 ) -> Result<()> {
-    let Some(sub) = node.subtree else { return Ok(()) };
+    let Some(sub) = node.subtree else {
+        return Ok(());
+    };
     let tree = loader.load(&sub)?;
     let mut links = Vec::new();
     for child in tree.nodes.iter() {
@@ -201,10 +249,20 @@ fn restore_children(
 /// `name (restored).ext`, then `name (restored 2).ext`, … : a free name
 /// beside `p` for the keep-both rule.
 fn free_name(p: &Path) -> PathBuf {
-    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = p
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     for i in 1.. {
-        let label = if i == 1 { "restored".to_string() } else { format!("restored {i}") };
+        let label = if i == 1 {
+            "restored".to_string()
+        } else {
+            format!("restored {i}")
+        };
         let cand = p.with_file_name(format!("{stem} ({label}){ext}"));
         if std::fs::symlink_metadata(&cand).is_err() {
             return cand;
@@ -226,15 +284,24 @@ impl State<'_> {
     }
 
     fn fail(&self, path: &Path, message: String) {
-        let e = FileError { path: path.to_path_buf(), kind: FileErrorKind::Unreadable, message };
+        let e = FileError {
+            path: path.to_path_buf(),
+            kind: FileErrorKind::Unreadable,
+            message,
+        };
         self.progress.error(&e);
         self.with(|r| r.errors.push(e));
     }
 
     /// Decides where a file goes given what is already there; `None` skips it.
     fn destination(&self, path: &Path, node: &Node) -> Option<PathBuf> {
-        let Ok(md) = std::fs::symlink_metadata(path) else { return Some(path.to_path_buf()) };
-        if md.is_file() && md.len() == node.size && FileTime::from_last_modification_time(&md) == mtime(node) {
+        let Ok(md) = std::fs::symlink_metadata(path) else {
+            return Some(path.to_path_buf());
+        };
+        if md.is_file()
+            && md.len() == node.size
+            && FileTime::from_last_modification_time(&md) == mtime(node)
+        {
             self.with(|r| r.skipped += 1);
             return None; // already there, identical by size and time
         }
@@ -245,7 +312,10 @@ impl State<'_> {
             }
             Conflict::Overwrite => {
                 if md.is_dir() {
-                    self.fail(path, "a folder is in the way; not replacing a folder with a file".into());
+                    self.fail(
+                        path,
+                        "a folder is in the way; not replacing a folder with a file".into(),
+                    );
                     return None;
                 }
                 if let Err(e) = std::fs::remove_file(path) {
@@ -263,7 +333,9 @@ impl State<'_> {
     }
 
     fn file(&self, path: &Path, node: &Node) {
-        let Some(dest) = self.destination(path, node) else { return };
+        let Some(dest) = self.destination(path, node) else {
+            return;
+        };
         match self.write_file(&dest, node) {
             Ok(()) => {
                 self.with(|r| {
@@ -291,12 +363,17 @@ impl State<'_> {
         let mut written = 0u64;
         let mut hole = false;
         for id in &node.content {
-            let data = self.repo.read_blob(id).map_err(|e| format!("cannot restore this file: {e}"))?;
+            let data = self
+                .repo
+                .read_blob(id)
+                .map_err(|e| format!("cannot restore this file: {e}"))?;
             if data.iter().all(|&b| b == 0) {
-                f.seek(SeekFrom::Current(data.len() as i64)).map_err(|e| e.to_string())?;
+                f.seek(SeekFrom::Current(data.len() as i64))
+                    .map_err(|e| e.to_string())?;
                 hole = true;
             } else {
-                f.write_all(&data).map_err(|e| format!("write failed: {e}"))?;
+                f.write_all(&data)
+                    .map_err(|e| format!("write failed: {e}"))?;
                 hole = false;
             }
             written += data.len() as u64;
@@ -307,7 +384,10 @@ impl State<'_> {
             f.set_len(written).map_err(|e| e.to_string())?;
         }
         if written != node.size {
-            return Err(format!("restored {written} bytes but the snapshot says {}: the snapshot is damaged", node.size));
+            return Err(format!(
+                "restored {written} bytes but the snapshot says {}: the snapshot is damaged",
+                node.size
+            ));
         }
         drop(f);
         apply_meta(dest, node, false);
@@ -317,10 +397,14 @@ impl State<'_> {
     fn special(&self, path: &Path, node: &Node) {
         match node.kind {
             NodeKind::Symlink => {
-                let Some(target) = &node.link_target else { return };
+                let Some(target) = &node.link_target else {
+                    return;
+                };
                 if std::fs::symlink_metadata(path).is_ok() {
                     match self.conflict {
-                        Conflict::Overwrite if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) => {
+                        Conflict::Overwrite
+                            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) =>
+                        {
                             let _ = std::fs::remove_file(path);
                         }
                         _ => {
@@ -329,7 +413,10 @@ impl State<'_> {
                         }
                     }
                 }
-                match std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.as_bytes()), path) {
+                match std::os::unix::fs::symlink(
+                    std::ffi::OsStr::from_bytes(target.as_bytes()),
+                    path,
+                ) {
                     Ok(()) => {
                         apply_meta(path, node, true);
                         self.with(|r| r.files += 1);
@@ -345,7 +432,10 @@ impl State<'_> {
 }
 
 fn mtime(node: &Node) -> FileTime {
-    FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32)
+    FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// Best effort: permissions, owner (when running as root) and times.
@@ -366,5 +456,7 @@ fn apply_meta(path: &Path, node: &Node, is_link: bool) {
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }

@@ -53,7 +53,10 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
     for s in snapshots {
         let mut paths = s.1.paths.clone();
         paths.sort();
-        groups.entry((s.1.hostname.clone(), paths)).or_default().push(s);
+        groups
+            .entry((s.1.hostname.clone(), paths))
+            .or_default()
+            .push(s);
     }
     let mut out = Vec::new();
     for (_, mut group) in groups {
@@ -61,13 +64,19 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
         type Bucket = fn(&DateTime<Utc>) -> i64;
         let rules: [(&'static str, Option<u32>, Bucket); 6] = [
             ("last", policy.keep_last, |_| 0),
-            ("hourly", policy.keep_hourly, |t| i64::from(t.year()) * 1_000_000 + i64::from(t.ordinal()) * 100 + i64::from(t.hour())),
-            ("daily", policy.keep_daily, |t| i64::from(t.year()) * 1000 + i64::from(t.ordinal())),
+            ("hourly", policy.keep_hourly, |t| {
+                i64::from(t.year()) * 1_000_000 + i64::from(t.ordinal()) * 100 + i64::from(t.hour())
+            }),
+            ("daily", policy.keep_daily, |t| {
+                i64::from(t.year()) * 1000 + i64::from(t.ordinal())
+            }),
             ("weekly", policy.keep_weekly, |t| {
                 let w = t.iso_week();
                 i64::from(w.year()) * 100 + i64::from(w.week())
             }),
-            ("monthly", policy.keep_monthly, |t| i64::from(t.year()) * 100 + i64::from(t.month())),
+            ("monthly", policy.keep_monthly, |t| {
+                i64::from(t.year()) * 100 + i64::from(t.month())
+            }),
             ("yearly", policy.keep_yearly, |t| i64::from(t.year())),
         ];
         let mut left: Vec<Option<u32>> = rules.iter().map(|r| r.1).collect();
@@ -80,7 +89,11 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
                     continue;
                 }
                 // "last" keeps each of the newest N; the others one per bucket.
-                let b = if *name == "last" { None } else { Some(bucket(&snap.time)) };
+                let b = if *name == "last" {
+                    None
+                } else {
+                    Some(bucket(&snap.time))
+                };
                 if b.is_none() || last_bucket[i] != b {
                     last_bucket[i] = b;
                     left[i] = Some(n - 1);
@@ -90,7 +103,13 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
             if policy.keep_within.is_some_and(|d| now - snap.time <= d) {
                 reasons.push("within");
             }
-            out.push(Decision { id: *id, time: snap.time, hostname: snap.hostname.clone(), keep: !reasons.is_empty(), reasons });
+            out.push(Decision {
+                id: *id,
+                time: snap.time,
+                hostname: snap.hostname.clone(),
+                keep: !reasons.is_empty(),
+                reasons,
+            });
         }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time));
@@ -127,32 +146,75 @@ mod tests {
     fn daily_keeps_newest_of_each_day_and_within_keeps_recent() {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         // Every 6 hours for 10 days.
-        let snaps: Vec<_> = (0..40).map(|i| snap(now - Duration::hours(6 * i))).collect();
-        let d = apply(&snaps, &Policy { keep_daily: Some(3), ..Default::default() }, now);
+        let snaps: Vec<_> = (0..40)
+            .map(|i| snap(now - Duration::hours(6 * i)))
+            .collect();
+        let d = apply(
+            &snaps,
+            &Policy {
+                keep_daily: Some(3),
+                ..Default::default()
+            },
+            now,
+        );
         let kept: Vec<_> = d.iter().filter(|x| x.keep).map(|x| x.time).collect();
         assert_eq!(kept.len(), 3);
         // The newest snapshot of each of the last 3 days.
         assert_eq!(kept[2], now);
-        assert_eq!(kept[1], Utc.with_ymd_and_hms(2026, 11, 24, 18, 0, 0).unwrap());
-        assert_eq!(kept[0], Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap());
-        let w = apply(&snaps, &Policy { keep_within: Some(Duration::hours(13)), ..Default::default() }, now);
+        assert_eq!(
+            kept[1],
+            Utc.with_ymd_and_hms(2026, 11, 24, 18, 0, 0).unwrap()
+        );
+        assert_eq!(
+            kept[0],
+            Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap()
+        );
+        let w = apply(
+            &snaps,
+            &Policy {
+                keep_within: Some(Duration::hours(13)),
+                ..Default::default()
+            },
+            now,
+        );
         assert_eq!(w.iter().filter(|x| x.keep).count(), 3);
-        let last = apply(&snaps, &Policy { keep_last: Some(5), ..Default::default() }, now);
+        let last = apply(
+            &snaps,
+            &Policy {
+                keep_last: Some(5),
+                ..Default::default()
+            },
+            now,
+        );
         assert_eq!(last.iter().filter(|x| x.keep).count(), 5);
-        assert!(apply(&snaps, &Policy::default(), now).iter().all(|x| !x.keep));
+        assert!(apply(&snaps, &Policy::default(), now)
+            .iter()
+            .all(|x| !x.keep));
     }
 
     #[test]
     fn timeline_thins_with_age() {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         // Every 15 minutes for 60 days.
-        let snaps: Vec<_> = (0..(60 * 96)).map(|i| snap(now - Duration::minutes(15 * i))).collect();
+        let snaps: Vec<_> = (0..(60 * 96))
+            .map(|i| snap(now - Duration::minutes(15 * i)))
+            .collect();
         let d = apply(&snaps, &Policy::timeline(), now);
         let kept = |from: i64, to: i64| {
-            d.iter().filter(|x| x.keep && now - x.time >= Duration::hours(from) && now - x.time < Duration::hours(to)).count()
+            d.iter()
+                .filter(|x| {
+                    x.keep
+                        && now - x.time >= Duration::hours(from)
+                        && now - x.time < Duration::hours(to)
+                })
+                .count()
         };
         assert_eq!(kept(0, 24), 96, "everything in the last day");
-        assert!((24 * 6 - 2..=24 * 6 + 1).contains(&kept(24, 24 * 7)), "hourly in the first week: {}", kept(24, 24 * 7));
+        assert!(
+            (24 * 6 - 2..=24 * 6 + 1).contains(&kept(24, 24 * 7)),
+            "hourly in the first week: {}",
+            kept(24, 24 * 7)
+        );
         let month = kept(24 * 7, 24 * 30);
         assert!((22..=24).contains(&month), "daily for the month: {month}");
         assert!(kept(24 * 31, 24 * 60) <= 6, "weekly after a month");

@@ -20,7 +20,10 @@ pub struct TreeLoader<'a> {
 
 impl<'a> TreeLoader<'a> {
     pub fn new(repo: &'a Repository) -> Self {
-        TreeLoader { repo, cache: Mutex::new(HashMap::new()) }
+        TreeLoader {
+            repo,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn repo(&self) -> &'a Repository {
@@ -68,7 +71,10 @@ impl<'a> TreeLoader<'a> {
                 _ => return Err(SnapshotError::PathNotFound(path.to_string())),
             };
             let tree = self.load(&sub)?;
-            node = tree.find(comp.as_bytes()).cloned().ok_or_else(|| SnapshotError::PathNotFound(path.to_string()))?;
+            node = tree
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| SnapshotError::PathNotFound(path.to_string()))?;
         }
         Ok(node)
     }
@@ -77,10 +83,18 @@ impl<'a> TreeLoader<'a> {
 /// A tree from a hostile or damaged repository must not smuggle in
 /// duplicate or unsafe names; restore and browsing rely on this.
 fn check_tree(tree: &Tree, id: &Id) -> Result<()> {
-    let bad = |reason: String| SnapshotError::Repo(repository::RepoError::Corrupt { what: format!("tree {id}"), reason });
+    let bad = |reason: String| {
+        SnapshotError::Repo(repository::RepoError::Corrupt {
+            what: format!("tree {id}"),
+            reason,
+        })
+    };
     for w in tree.nodes.windows(2) {
         if w[0].name.as_bytes() >= w[1].name.as_bytes() {
-            return Err(bad(format!("entries not strictly sorted at {:?}", w[1].name)));
+            return Err(bad(format!(
+                "entries not strictly sorted at {:?}",
+                w[1].name
+            )));
         }
     }
     for n in &tree.nodes {

@@ -7,9 +7,9 @@
 //!
 //! let faulty = FaultyStorage::new(Arc::new(MemoryStorage::new()));
 //! faulty.fail_nth_put(2, Fault::Dropped); // the 2nd put from now fails
-//! faulty.put("a", b"1").unwrap();
-//! assert!(faulty.put("b", b"2").unwrap_err().is_retryable());
-//! faulty.put("b", b"2").unwrap(); // a one-shot fault: the retry works
+//! faulty.put("a", b"1").expect("no fault programmed for it");
+//! assert!(faulty.put("b", b"2").expect_err("injected").is_retryable());
+//! faulty.put("b", b"2").expect("one-shot: the retry works");
 //! ```
 
 use std::collections::HashSet;
@@ -251,7 +251,7 @@ mod tests {
         let f = faulty();
         f.fail_nth_put(2, Fault::Permanent);
         assert!(f.put("a", b"1").is_ok());
-        let e = f.put("b", b"2").unwrap_err();
+        let e = f.put("b", b"2").expect_err("injected fault");
         assert!(!e.is_retryable());
         assert_eq!(f.inner().size("b").ok(), Some(None));
         assert!(f.put("b", b"2").is_ok());
@@ -263,8 +263,14 @@ mod tests {
         let f = faulty();
         f.fail_puts_after_bytes(10, Fault::Full);
         assert!(f.put("a", &[0; 6]).is_ok());
-        assert!(matches!(f.put("b", &[0; 6]), Err(StorageError::StorageFull { .. })));
-        assert!(matches!(f.put("c", &[0; 1]), Err(StorageError::StorageFull { .. })));
+        assert!(matches!(
+            f.put("b", &[0; 6]),
+            Err(StorageError::StorageFull { .. })
+        ));
+        assert!(matches!(
+            f.put("c", &[0; 1]),
+            Err(StorageError::StorageFull { .. })
+        ));
         f.clear_faults();
         assert!(f.put("c", &[0; 1]).is_ok());
         assert_eq!(f.bytes_put(), 7);
@@ -273,15 +279,20 @@ mod tests {
     #[test]
     fn corrupt_and_hidden_keys() {
         let f = faulty();
-        f.put("a", b"abcd").unwrap();
-        f.put("b", b"xyz").unwrap();
+        f.put("a", b"abcd").expect("no fault");
+        f.put("b", b"xyz").expect("no fault");
         f.corrupt_reads("a");
         f.hide("b");
-        assert_eq!(f.get("a").unwrap(), b"abbd");
-        assert_eq!(f.get_range("a", 0, 2).unwrap(), b"ac");
-        assert!(f.get("b").unwrap_err().is_not_found());
-        assert_eq!(f.size("b").unwrap(), None);
-        let keys: Vec<String> = f.list("").unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(f.get("a").expect("no fault"), b"abbd");
+        assert_eq!(f.get_range("a", 0, 2).expect("no fault"), b"ac");
+        assert!(f.get("b").expect_err("injected fault").is_not_found());
+        assert_eq!(f.size("b").expect("no fault"), None);
+        let keys: Vec<String> = f
+            .list("")
+            .expect("no fault")
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(keys, vec!["a".to_string()]);
     }
 }

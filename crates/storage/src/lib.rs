@@ -26,6 +26,23 @@
 //! - Errors say whether retrying may help (`retryable`), so the retry
 //!   decorator never hammers a permanent failure such as a full disk or
 //!   wrong credentials.
+//!
+//! # What is here
+//! - [`open`] turns a location (a folder path, `file://`, `s3://`,
+//!   `sftp://`, `webdav://`, `webdavs://`) into a backend; credentials come
+//!   only from environment variables ([`ENV_AWS_ACCESS_KEY_ID`] and
+//!   friends). [`LocalStorage`] is the folder backend, also usable directly.
+//! - [`MemoryStorage`] for tests; [`RetryStorage`] and [`FaultyStorage`]
+//!   decorate any storage.
+//! - [`conformance`]: the contract as a test suite every backend passes.
+//!
+//! # Durability per backend
+//! The folder backend fsyncs the object and every directory up to the root
+//! (see [`LocalStorage`]). S3 acknowledges a PUT once the service stored
+//! it. SFTP and WebDAV hand the bytes to the server, which holds them when
+//! `put` returns, so they survive a crash of this machine; whether the
+//! server itself fsyncs is up to it (OpenSSH's sftp-server and Apache's
+//! mod_dav_fs do not, and OpenDAL 0.59 cannot send SFTP's fsync request).
 
 use std::fmt;
 use std::sync::Arc;
@@ -87,7 +104,13 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Io { retryable: true, .. })
+        matches!(
+            self,
+            StorageError::Io {
+                retryable: true,
+                ..
+            }
+        )
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -159,5 +182,32 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
         Ok(())
     } else {
         Err(StorageError::InvalidKey(prefix.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_alphabet() {
+        for ok in ["config", "packs/ab/ab12", ".hidden", "a/..b", "A-Z_0.9"] {
+            assert!(validate_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "..", "a/./b", "a b", "a~", "ä"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_keys_or_their_beginnings() {
+        for ok in ["", "packs/", "packs/a", "packs/ab/", "p", "a/.", "a/.."] {
+            assert!(validate_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/", "/packs", "../", "a/../", "a//", "a//b", "a b", "a/../b", "x~",
+        ] {
+            assert!(validate_prefix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -139,11 +139,7 @@ impl LocalStorage {
     /// Creates the root and makes each new directory's entry durable, so a
     /// power loss right after the first `put` cannot lose the whole folder.
     fn create_root(&self, call: Call<'_>) -> Result<()> {
-        let missing: Vec<&Path> = self
-            .root
-            .ancestors()
-            .take_while(|p| !p.exists())
-            .collect();
+        let missing: Vec<&Path> = self.root.ancestors().take_while(|p| !p.exists()).collect();
         if missing.is_empty() {
             return Ok(());
         }

@@ -183,6 +183,32 @@ pub(crate) fn write(op: &Operator, call: Call<'_>, key: &str, data: &[u8]) -> Re
     call.exec_mapped(async move { op.write(&key, data).await.map(|_| ()) })
 }
 
+/// Whether the directory `dir` (ending in `/`; `""` for the root) exists.
+pub(crate) fn is_dir(op: &Operator, call: Call<'_>, dir: &str) -> Result<bool> {
+    let (op, d) = (
+        op.clone(),
+        if dir.is_empty() { "/" } else { dir }.to_string(),
+    );
+    match call.exec(async move { op.stat(&d).await })? {
+        Ok(meta) => Ok(meta.mode() == EntryMode::DIR),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(call.map(e)),
+    }
+}
+
+/// Creates the directory `dir` (ending in `/`, or `/` for the root) and
+/// its parents. Losing a creation race to another writer is success.
+pub(crate) fn create_dir(op: &Operator, call: Call<'_>, dir: &str) -> Result<()> {
+    let (op2, d) = (op.clone(), dir.to_string());
+    match call.exec(async move { op2.create_dir(&d).await })? {
+        Ok(()) => Ok(()),
+        Err(e) => match is_dir(op, call, dir) {
+            Ok(true) => Ok(()),
+            _ => Err(call.map(e)),
+        },
+    }
+}
+
 pub(crate) fn rename(op: &Operator, call: Call<'_>, from: &str, to: &str) -> Result<()> {
     let (op, from, to) = (op.clone(), from.to_string(), to.to_string());
     call.exec_mapped(async move { op.rename(&from, &to).await })
@@ -246,4 +272,57 @@ pub(crate) fn temp_key_for(key: &str) -> String {
         h.write_u128(d.as_nanos());
     }
     format!("{key}.{:016x}~tmp", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> Call<'static> {
+        Call {
+            op: "put",
+            key: "k",
+            location: "test",
+        }
+    }
+
+    #[test]
+    fn enospc_is_storage_full_even_when_opendal_calls_it_temporary() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = opendal::Error::new(ErrorKind::Unexpected, "write failed")
+            .set_source(io)
+            .set_temporary();
+        assert!(matches!(call().map(e), StorageError::StorageFull { .. }));
+    }
+
+    #[test]
+    fn remote_no_space_messages_are_storage_full() {
+        for text in ["No space left on device", "507 Insufficient Storage"] {
+            let e = opendal::Error::new(ErrorKind::Unexpected, text).set_temporary();
+            assert!(
+                matches!(call().map(e), StorageError::StorageFull { .. }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn temporary_errors_are_retryable_and_others_not() {
+        let e = opendal::Error::new(ErrorKind::Unexpected, "reset").set_temporary();
+        assert!(call().map(e).is_retryable());
+        let e = opendal::Error::new(ErrorKind::RateLimited, "slow down");
+        assert!(call().map(e).is_retryable());
+        let e = opendal::Error::new(ErrorKind::PermissionDenied, "403");
+        assert!(!call().map(e).is_retryable());
+        let e = opendal::Error::new(ErrorKind::NotFound, "404");
+        assert!(call().map(e).is_not_found());
+    }
+
+    #[test]
+    fn temp_keys_are_never_keys() {
+        let t = temp_key_for("packs/ab/ab12");
+        assert!(t.starts_with("packs/ab/ab12."));
+        assert!(validate_key(&t).is_err());
+        assert_ne!(t, temp_key_for("packs/ab/ab12"));
+    }
 }

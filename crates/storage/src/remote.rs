@@ -1,6 +1,8 @@
 //! Network backends (S3, SFTP, WebDAV): an OpenDAL operator plus the one
 //! thing that differs between them, how `put` is made atomic.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use opendal::layers::TimeoutLayer;
@@ -20,10 +22,17 @@ const IO_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PutMode {
-    /// The service itself never shows a partial object: an S3 PUT is atomic,
-    /// and WebDAV servers store a PUT body under a temporary name and rename
-    /// it on completion (Apache mod_dav_fs, nginx, Nextcloud/SabreDAV).
+    /// The service itself never shows a partial object: an S3 PUT is atomic.
     Direct,
+    /// WebDAV: also direct, because servers store a PUT body under a
+    /// temporary name and rename it on completion (Apache mod_dav_fs, nginx,
+    /// Nextcloud/SabreDAV), and hide those names from PROPFIND. But the
+    /// parent "directories" must exist first (409 otherwise). OpenDAL would check them with a
+    /// PROPFIND before every PUT and create them with MKCOL, which races
+    /// when threads write into a new directory at once (Apache answers the
+    /// loser with 403). Instead the directories are created once, under a
+    /// lock, and remembered.
+    DirectMakingDirs,
     /// SFTP writes in place, so `put` writes a temporary sibling and renames
     /// it over the key (OpenSSH's posix-rename is an atomic replace).
     TempThenRename,
@@ -34,6 +43,9 @@ pub(crate) struct RemoteStorage {
     op: Operator,
     location: String,
     put_mode: PutMode,
+    /// Directories (with trailing `/`; `""` for the root) known to exist,
+    /// for `DirectMakingDirs`. The lock also serialises their creation.
+    known_dirs: Mutex<HashSet<String>>,
 }
 
 impl RemoteStorage {
@@ -47,6 +59,7 @@ impl RemoteStorage {
             op,
             location,
             put_mode,
+            known_dirs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -55,6 +68,55 @@ impl RemoteStorage {
             op,
             key,
             location: &self.location,
+        }
+    }
+
+    fn known_dirs(&self) -> MutexGuard<'_, HashSet<String>> {
+        // The set is only a cache of what exists on the server; after a
+        // panic elsewhere it is still a correct (possibly short) cache.
+        self.known_dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure the parent directory of `key` exists. Returns whether it
+    /// was only known from the cache, i.e. not checked on the server now.
+    fn ensure_parent(&self, call: Call<'_>, key: &str) -> Result<bool> {
+        let parent = parent_of(key);
+        let mut known = self.known_dirs();
+        if known.contains(parent) {
+            return Ok(true);
+        }
+        let dir = if parent.is_empty() { "/" } else { parent };
+        opendal_ops::create_dir(&self.op, call, dir)?;
+        let mut d = parent;
+        loop {
+            known.insert(d.to_string());
+            match d.trim_end_matches('/').rfind('/') {
+                Some(i) => d = &d[..=i],
+                None if !d.is_empty() => d = "",
+                None => break,
+            }
+        }
+        Ok(false)
+    }
+
+    fn put_making_dirs(&self, call: Call<'_>, key: &str, data: &[u8]) -> Result<()> {
+        let cached = self.ensure_parent(call, key)?;
+        match opendal_ops::write(&self.op, call, key, data) {
+            Err(_)
+                if cached
+                    && matches!(
+                        opendal_ops::is_dir(&self.op, call, parent_of(key)),
+                        Ok(false)
+                    ) =>
+            {
+                // The directory was removed behind our back (by another
+                // client, or a server-side cleanup): forget what we knew and
+                // try once more with fresh directories.
+                self.known_dirs().clear();
+                self.ensure_parent(call, key)?;
+                opendal_ops::write(&self.op, call, key, data)
+            }
+            other => other,
         }
     }
 
@@ -85,6 +147,11 @@ impl RemoteStorage {
     }
 }
 
+/// The "directory" of `key` with its trailing `/`, or `""` at the root.
+fn parent_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
+}
+
 impl Storage for RemoteStorage {
     fn location(&self) -> String {
         self.location.clone()
@@ -95,6 +162,7 @@ impl Storage for RemoteStorage {
         let call = self.call("put", key);
         match self.put_mode {
             PutMode::Direct => opendal_ops::write(&self.op, call, key, data),
+            PutMode::DirectMakingDirs => self.put_making_dirs(call, key, data),
             PutMode::TempThenRename => self.put_via_temp(call, key, data),
         }
     }

@@ -128,7 +128,10 @@ mod tests {
             let d = p.delay(retry);
             let full = (Duration::from_millis(100) * 2u32.saturating_pow(retry.min(20)))
                 .min(Duration::from_secs(1));
-            assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?} vs {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "retry {retry}: {d:?} vs {full:?}"
+            );
         }
     }
 }

@@ -54,7 +54,11 @@ fn retry_never_repeats_permanent_errors() {
         if fault == Fault::Full {
             assert!(matches!(err, StorageError::StorageFull { .. }), "{err:?}");
         }
-        assert_eq!(counting.puts.load(Ordering::SeqCst), 1, "{fault:?} was retried");
+        assert_eq!(
+            counting.puts.load(Ordering::SeqCst),
+            1,
+            "{fault:?} was retried"
+        );
         // NotFound is an answer, not a failure.
         assert!(retry.get("missing").expect_err("missing").is_not_found());
         assert_eq!(counting.gets.load(Ordering::SeqCst), 1);
@@ -83,14 +87,22 @@ fn retry_backs_off_exponentially() {
 #[test]
 fn faults_are_visible_through_the_trait_object() {
     let faulty = FaultyStorage::new(Arc::new(MemoryStorage::new()));
-    faulty.put("data", &conformance::pattern(7, 100)).expect("put");
+    faulty
+        .put("data", &conformance::pattern(7, 100))
+        .expect("put");
     faulty.corrupt_reads("data");
-    assert_ne!(faulty.get("data").expect("get"), conformance::pattern(7, 100));
+    assert_ne!(
+        faulty.get("data").expect("get"),
+        conformance::pattern(7, 100)
+    );
     faulty.hide("data");
     assert!(faulty.get("data").expect_err("hidden").is_not_found());
     assert!(faulty.list("").expect("list").is_empty());
     faulty.clear_faults();
-    assert_eq!(faulty.get("data").expect("get"), conformance::pattern(7, 100));
+    assert_eq!(
+        faulty.get("data").expect("get"),
+        conformance::pattern(7, 100)
+    );
 }
 
 /// Counts the calls that reach the wrapped storage.

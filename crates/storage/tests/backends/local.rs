@@ -29,12 +29,18 @@ fn a_missing_root_is_an_empty_repository_until_the_first_put() {
     assert!(s.list("").expect("list").is_empty());
     assert!(s.list("packs/").expect("list").is_empty());
     assert!(s.get("config").expect_err("missing").is_not_found());
-    assert!(s.get_range("config", 0, 1).expect_err("missing").is_not_found());
+    assert!(s
+        .get_range("config", 0, 1)
+        .expect_err("missing")
+        .is_not_found());
     assert_eq!(s.size("config").expect("size"), None);
     s.delete("config").expect("delete of a missing key");
     assert!(!root.exists(), "reads must not create the folder");
     s.put("packs/ab/ab12", b"pack").expect("put");
-    assert_eq!(std::fs::read(root.join("packs/ab/ab12")).expect("read"), b"pack");
+    assert_eq!(
+        std::fs::read(root.join("packs/ab/ab12")).expect("read"),
+        b"pack"
+    );
 }
 
 #[test]
@@ -51,7 +57,16 @@ fn a_file_where_the_folder_should_be_is_a_permanent_error() {
     std::fs::write(&file, b"x").expect("write");
     let s = LocalStorage::new(&file).expect("new");
     let err = s.get("k").expect_err("not a folder");
-    assert!(matches!(err, StorageError::Io { retryable: false, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StorageError::Io {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(s.put("k", b"x").is_err());
 }
 
@@ -62,11 +77,19 @@ fn temporary_and_foreign_files_are_never_listed() {
     s.put("keys/k1", b"key").expect("put");
     // What a killed writer leaves behind, and files a user dropped in.
     let temp_dir = tmp.path().join(".tidemark-tmp~");
-    assert!(temp_dir.is_dir(), "the temporary folder sits inside the root");
+    assert!(
+        temp_dir.is_dir(),
+        "the temporary folder sits inside the root"
+    );
     std::fs::write(temp_dir.join("k1.abc123"), b"partial").expect("write");
     std::fs::write(tmp.path().join("keys/notes.txt~"), b"x").expect("write");
     std::fs::write(tmp.path().join("keys/with space"), b"x").expect("write");
-    let keys: Vec<String> = s.list("").expect("list").into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = s
+        .list("")
+        .expect("list")
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
     assert_eq!(keys, vec!["keys/k1".to_string()]);
     assert_eq!(
         std::fs::read_dir(&temp_dir).expect("read temp dir").count(),
@@ -75,44 +98,19 @@ fn temporary_and_foreign_files_are_never_listed() {
     );
 }
 
-/// The environment variable that turns `crash_writer_child` into a writer.
-const CRASH_DIR_ENV: &str = "TIDEMARK_TEST_CRASH_DIR";
-
+/// Must match `crash_object` in src/bin/storage-crash-writer.rs.
 fn crash_object(i: u64) -> Vec<u8> {
     conformance::pattern(i, 1_500_000 + (i as usize % 7) * 100_003)
-}
-
-/// Run by `kill_9_never_leaves_a_partial_object` in a child process; does
-/// nothing when run on its own.
-#[test]
-#[ignore = "helper: started by kill_9_never_leaves_a_partial_object"]
-fn crash_writer_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
-        return;
-    };
-    let s = LocalStorage::new(dir).expect("new");
-    let start = Instant::now();
-    for i in 0..10_000u64 {
-        if start.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        // Rewrites of earlier keys too: a kill during a replace must leave
-        // the old or the new object, never a mix.
-        s.put(&format!("objects/{:02}/{i}", i % 13), &crash_object(i))
-            .expect("put");
-        s.put("objects/replaced", &crash_object(i % 2)).expect("put");
-    }
 }
 
 #[test]
 fn kill_9_never_leaves_a_partial_object() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = LocalStorage::new(tmp.path()).expect("new");
-    let exe = std::env::current_exe().expect("test binary path");
+    let exe = env!("CARGO_BIN_EXE_storage-crash-writer");
     for round in 0..3u64 {
-        let mut child = Command::new(&exe)
-            .args(["local::crash_writer_child", "--exact", "--ignored", "--test-threads=1"])
-            .env(CRASH_DIR_ENV, tmp.path())
+        let mut child = Command::new(exe)
+            .arg(tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -120,7 +118,10 @@ fn kill_9_never_leaves_a_partial_object() {
         let start = Instant::now();
         let target = 3 + round * 4;
         while (s.list("objects/").expect("list").len() as u64) < target {
-            assert!(start.elapsed() < Duration::from_secs(30), "the writer made no progress");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the writer made no progress"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         // Spread the kill over different points of a put.
@@ -129,11 +130,21 @@ fn kill_9_never_leaves_a_partial_object() {
         child.wait().expect("reap");
         for e in s.list("objects/").expect("list") {
             let got = s.get(&e.key).expect("get");
-            assert_eq!(got.len() as u64, e.size, "{} listed with another size", e.key);
+            assert_eq!(
+                got.len() as u64,
+                e.size,
+                "{} listed with another size",
+                e.key
+            );
             let ok = if e.key == "objects/replaced" {
                 got == crash_object(0) || got == crash_object(1)
             } else {
-                let i: u64 = e.key.rsplit('/').next().and_then(|n| n.parse().ok()).expect("name");
+                let i: u64 = e
+                    .key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("name");
                 got == crash_object(i)
             };
             assert!(ok, "round {round}: {} is partial or mixed", e.key);

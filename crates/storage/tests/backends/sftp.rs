@@ -49,7 +49,9 @@ fn start_sshd(dir: &Path, port: u16) -> Server {
     .expect("write sshd_config");
     let mut server = Server::spawn(
         "sshd",
-        Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(&config),
+        Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config),
         &dir.join("sshd.log"),
     );
     server.wait_for_port(port, Duration::from_secs(10));
@@ -81,6 +83,11 @@ fn sftp_keeps_the_contract() {
         conformance::run_all(s.as_ref());
         s.put("config", b"cfg").expect("put");
         assert_eq!(std::fs::read(repo.join("config")).expect("read"), b"cfg");
+        assert_eq!(
+            crate::support::files_containing(&repo, '~'),
+            Vec::<String>::new(),
+            "temporary files left on the server"
+        );
         drop(s);
 
         // The default policy refuses an unknown host key, permanently.
@@ -88,7 +95,9 @@ fn sftp_keeps_the_contract() {
         std::env::remove_var("TIDEMARK_SFTP_KNOWN_HOSTS");
         let strict = open(&url).expect("open");
         match strict.get("config") {
-            Err(StorageError::Io { retryable: false, .. }) => {}
+            Err(StorageError::Io {
+                retryable: false, ..
+            }) => {}
             other => panic!("an unknown host key must be refused, got {other:?}"),
         }
     });

@@ -80,7 +80,11 @@ impl Server {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!("{} exited before listening ({status}):\n{}", self.name, self.log());
+                    panic!(
+                        "{} exited before listening ({status}):\n{}",
+                        self.name,
+                        self.log()
+                    );
                 }
             }
             assert!(
@@ -118,4 +122,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Paths below `dir` whose name contains `c`, e.g. leftover temporary files.
+pub fn files_containing(dir: &Path, c: char) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_containing(&p, c));
+        } else if e.file_name().to_string_lossy().contains(c) {
+            found.push(p.display().to_string());
+        }
+    }
+    found
 }

@@ -21,9 +21,15 @@ const MODULES: &str = "/usr/lib/apache2/modules";
 /// as root.
 fn www_data() -> (u32, u32) {
     let out = run(Command::new("id").args(["-u", "www-data"]));
-    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid");
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid");
     let out = run(Command::new("id").args(["-g", "www-data"]));
-    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("gid");
+    let gid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("gid");
     (uid, gid)
 }
 
@@ -115,12 +121,24 @@ fn webdav_keeps_the_contract() {
             b"cfg"
         );
 
+        // A directory removed on the server behind our back (the backend
+        // remembers which ones it created) is created again.
+        s.put("gone/a", b"1").expect("put");
+        std::fs::remove_dir_all(tmp.path().join("www/dav/repo/gone")).expect("rm -r");
+        s.put("gone/b", b"2")
+            .expect("put after the directory vanished");
+        assert_eq!(s.get("gone/b").expect("get"), b"2");
+
         // A wrong password is a permanent error that does not leak it.
         std::env::set_var("TIDEMARK_WEBDAV_PASSWORD", "wrong password");
         let bad = open(&url).expect("open");
         std::env::set_var("TIDEMARK_WEBDAV_PASSWORD", PASSWORD);
         match bad.get("config") {
-            Err(e @ StorageError::Io { retryable: false, .. }) => {
+            Err(
+                e @ StorageError::Io {
+                    retryable: false, ..
+                },
+            ) => {
                 assert!(!e.to_string().contains("wrong password"), "{e}");
             }
             other => panic!("a wrong password must be a permanent error, got {other:?}"),

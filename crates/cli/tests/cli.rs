@@ -1,0 +1,14 @@
+//! Black-box tests of the `tidemark` binary: each runs the real command in
+//! a sealed environment (own HOME, cache and repository in a temporary
+//! folder) and judges it only by exit codes, what it prints, and the files
+//! it leaves. Shared machinery lives in the `test-support` crate.
+//!
+//! Every test prints its seed; `TIDEMARK_TEST_SEED=<seed>` replays the
+//! trees, changes, offsets and delays it drew.
+
+mod cli {
+    mod behaviour;
+    mod corruption;
+    mod crash;
+    mod support;
+}

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Enforces DESIGN.md §1: dependencies point downward only. Each line names a
+# crate and the crates (workspace or external) it must never depend on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+check() {
+    local crate=$1; shift
+    local tree
+    tree=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u)
+    for banned in "$@"; do
+        if grep -qx "$banned" <<<"$tree"; then
+            echo "layering violation: $crate depends on $banned"
+            fail=1
+        fi
+    done
+}
+UI="tauri clap indicatif axum rusqlite keyring"
+check crypto format storage repository snapshot tidemark-cli opendal $UI
+check format storage repository snapshot tidemark-cli opendal $UI
+check storage crypto format repository snapshot tidemark-cli $UI
+check repository snapshot tidemark-cli $UI
+check snapshot tidemark-cli $UI
+[ $fail -eq 0 ] && echo "layers: ok"
+exit $fail
