@@ -35,6 +35,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use storage::DynStorage;
 
+/// Readable snapshots (oldest first) and problems with unreadable ones.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Problem>);
+
 const CONFIG_AAD: &[u8] = b"tidemark config v1";
 const INDEX_AAD: &[u8] = b"tidemark index v1";
 const SNAPSHOT_AAD: &[u8] = b"tidemark snapshot v1";
@@ -418,7 +421,7 @@ impl Repository {
     }
 
     /// All readable snapshots, oldest first, and problems with unreadable ones.
-    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Problem>)> {
+    pub fn list_snapshots(&self) -> Result<SnapshotList> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
         let listed = self.storage.list(layout::SNAPSHOTS)?;
