@@ -672,12 +672,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
             });
         }
         KeyCommand::Add => {
-            let pw = password::new(
-                None,
-                "TIDEMARK_NEW_PASSWORD_FILE",
-                "TIDEMARK_NEW_PASSWORD",
-                "new password",
-            )?;
+            let pw = new_key_password()?;
             let id = repo.add_key(&pw.0, KdfParams::default(), &hostname(), &username())?;
             emit(g, &serde_json::json!({ "added": id }), || {
                 format!("added key {}", &id.to_hex()[..8])
@@ -698,12 +693,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
             });
         }
         KeyCommand::Passwd => {
-            let pw = password::new(
-                None,
-                "TIDEMARK_NEW_PASSWORD_FILE",
-                "TIDEMARK_NEW_PASSWORD",
-                "new password",
-            )?;
+            let pw = new_key_password()?;
             let id = repo.change_password(&pw.0, KdfParams::default(), &hostname(), &username())?;
             emit(g, &serde_json::json!({ "key": id }), || {
                 format!("password changed (key {})", &id.to_hex()[..8])
@@ -711,6 +701,16 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The new password of `key add` and `key passwd`.
+fn new_key_password() -> Result<password::Secret> {
+    password::new(
+        None,
+        "TIDEMARK_NEW_PASSWORD_FILE",
+        "TIDEMARK_NEW_PASSWORD",
+        "new password",
+    )
 }
 
 fn stats(g: &Global) -> Result<i32> {

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::Path;
-use zeroize_shim::Secret;
+pub use zeroize_shim::Secret;
 
 const SERVICE: &str = "tidemark";
 

@@ -138,15 +138,7 @@ impl Repository {
             layout::CONFIG,
             &keys.data.seal(&format::to_json(&config), CONFIG_AAD),
         )?;
-        let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
-        Ok(Repository {
-            storage,
-            keys,
-            config,
-            key_id,
-            index: RwLock::new(Index::default()),
-            cache,
-        })
+        Ok(Self::assemble(storage, keys, config, key_id, open))
     }
 
     pub fn open(storage: DynStorage, password: &[u8], open: &OpenOptions) -> Result<Self> {
@@ -188,15 +180,26 @@ impl Repository {
             }
             .into());
         }
+        Ok(Self::assemble(storage, keys, config, key_id, open))
+    }
+
+    /// The one place a `Repository` value is built, for `init` and `open`.
+    fn assemble(
+        storage: DynStorage,
+        keys: MasterKeys,
+        config: RepoConfig,
+        key_id: Id,
+        open: &OpenOptions,
+    ) -> Self {
         let cache = ObjectCache::new(open.cache_dir.as_ref(), &config.id);
-        Ok(Repository {
+        Repository {
             storage,
             keys,
             config,
             key_id,
             index: RwLock::new(Index::default()),
             cache,
-        })
+        }
     }
 
     pub fn config(&self) -> &RepoConfig {
