@@ -46,11 +46,10 @@ run: build
 	$(TIDEMARK) backup "$(DIR)" --exclude-caches
 	$(TIDEMARK) snapshots
 
-test: test-deps fmt layers
+test: test-deps fmt lint layers
 	$(CARGO) test --workspace --no-fail-fast
 
 # Static checks: formatting, lints, and the layering rule of DESIGN.md §1.
-# (lint is not yet part of `make test`: clippy -D warnings is not clean yet.)
 check: fmt lint layers
 
 fmt:

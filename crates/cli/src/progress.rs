@@ -58,7 +58,7 @@ impl Progress for Bar {
     }
     fn file_done(&self, _path: &Path, _size: u64, _status: FileStatus) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             self.bar.set_message(n.to_string());
         }
     }

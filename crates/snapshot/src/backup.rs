@@ -525,7 +525,7 @@ pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u6
         } else if md.is_file() {
             files += 1;
             bytes += md.len();
-            if files % 1000 == 0 {
+            if files.is_multiple_of(1000) {
                 on_progress(files, bytes);
             }
         }

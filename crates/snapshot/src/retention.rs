@@ -48,8 +48,11 @@ pub struct Decision {
     pub reasons: Vec<&'static str>,
 }
 
+/// Retention applies per backup set: one host backing up one set of paths.
+type GroupKey = (String, Vec<String>);
+
 pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) -> Vec<Decision> {
-    let mut groups: HashMap<(String, Vec<String>), Vec<&(Id, Snapshot)>> = HashMap::new();
+    let mut groups: HashMap<GroupKey, Vec<&(Id, Snapshot)>> = HashMap::new();
     for s in snapshots {
         let mut paths = s.1.paths.clone();
         paths.sort();
@@ -60,7 +63,7 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
     }
     let mut out = Vec::new();
     for (_, mut group) in groups {
-        group.sort_by(|a, b| b.1.time.cmp(&a.1.time)); // newest first
+        group.sort_by_key(|s| std::cmp::Reverse(s.1.time)); // newest first
         type Bucket = fn(&DateTime<Utc>) -> i64;
         let rules: [(&'static str, Option<u32>, Bucket); 6] = [
             ("last", policy.keep_last, |_| 0),
@@ -112,7 +115,7 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
             });
         }
     }
-    out.sort_by(|a, b| a.time.cmp(&b.time));
+    out.sort_by_key(|d| d.time);
     out
 }
 
