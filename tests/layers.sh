@@ -19,7 +19,8 @@ UI="tauri clap indicatif axum rusqlite keyring"
 check crypto format storage repository snapshot tidemark-cli opendal $UI
 check format storage repository snapshot tidemark-cli opendal $UI
 check storage crypto format repository snapshot tidemark-cli $UI
-check repository snapshot tidemark-cli $UI
-check snapshot tidemark-cli $UI
+check repository snapshot catalog tidemark-cli $UI
+check snapshot catalog tidemark-cli $UI
+check catalog snapshot tidemark-cli tauri clap indicatif axum keyring
 [ $fail -eq 0 ] && echo "layers: ok"
 exit $fail

@@ -81,11 +81,41 @@ fn open_options(g: &Global) -> OpenOptions {
     OpenOptions { cache_dir }
 }
 
+/// The backend for `loc`, retrying transient failures (a dropped connection,
+/// a server restart) so one hiccup does not fail a whole backup.
+fn open_storage(loc: &str) -> Result<storage::DynStorage> {
+    let inner = storage::open(loc)?;
+    Ok(std::sync::Arc::new(storage::RetryStorage::new(
+        inner,
+        storage::RetryPolicy::default(),
+    )))
+}
+
 fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
-    let storage = storage::open(&loc)?;
+    let storage = open_storage(&loc)?;
     let pw = password::existing(g.password_file.as_deref(), &storage.location())?;
-    Ok(Repository::open(storage, pw.bytes(), &open_options(g))?)
+    let repo = Repository::open(storage, pw.bytes(), &open_options(g))?;
+    Ok(with_catalog(repo))
+}
+
+/// Keeps the chunk index and the trees in the local SQLite catalog. Without
+/// one (no cache folder, or it cannot be opened) everything still works,
+/// with the index in memory and trees read from the repository.
+fn with_catalog(repo: Repository) -> Repository {
+    let Some(dir) = repo.cache_dir().map(|d| d.to_path_buf()) else {
+        return repo;
+    };
+    match catalog::Catalog::open(&dir) {
+        Ok(c) => {
+            let c = std::sync::Arc::new(c);
+            repo.with_index_store(c.clone()).with_tree_cache(c)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "working without the local catalog");
+            repo
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -122,7 +152,7 @@ fn init(
     pack_size_mib: Option<u32>,
 ) -> Result<i32> {
     let loc = location(g)?;
-    let storage = storage::open(&loc)?;
+    let storage = open_storage(&loc)?;
     let shown = storage.location();
     if if_missing && storage.size(format::layout::CONFIG)?.is_some() {
         emit(
@@ -218,7 +248,13 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             .filter_map(|p| std::path::absolute(p).ok())
             .collect();
         let bar_ref = &bar;
-        s.spawn(move || snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes)));
+        // The scan only feeds the bar's total and ETA; without a bar it would
+        // stat every file a second time for nothing.
+        if bar.visible() {
+            s.spawn(move || {
+                snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes))
+            });
+        }
         snapshot::backup(&repo, &opts, &bar)
     });
     bar.finish();
@@ -718,14 +754,15 @@ fn stats(g: &Global) -> Result<i32> {
     repo.load_index()?;
     let (snaps, _) = repo.list_snapshots()?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
-    let (blobs, stored, packs) = repo.index_stats();
+    let (blobs, stored, packs) = repo.index_stats()?;
     let loader = TreeLoader::new(&repo);
     let used = snapshot::used_blobs(&loader, &snaps)?;
-    let unique: u64 = used
-        .iter()
-        .filter_map(|id| repo.blob_location(id))
-        .map(|(_, l)| u64::from(l.raw_length))
-        .sum();
+    let mut unique = 0u64;
+    for id in &used {
+        if let Some(l) = repo.blob_location(id)? {
+            unique += u64::from(l.raw_length);
+        }
+    }
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let v = serde_json::json!({
         "snapshots": snaps.len(),

@@ -29,6 +29,10 @@ impl ObjectCache {
         self.bypass.store(on, Ordering::SeqCst);
     }
 
+    pub fn bypassed(&self) -> bool {
+        self.bypass.load(Ordering::SeqCst)
+    }
+
     /// The per-repository cache folder, for other local caches to live beside.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()

@@ -37,6 +37,9 @@ pub enum RepoError {
     #[error("'{0}' matches more than one snapshot: give more characters of the id")]
     AmbiguousSnapshot(String),
 
+    #[error(transparent)]
+    LocalIndex(#[from] crate::index::IndexStoreError),
+
     #[error("the upload pipeline stopped: {0}")]
     Pipeline(String),
 }

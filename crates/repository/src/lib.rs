@@ -30,9 +30,10 @@ use format::{
     layout, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot,
     FORMAT_VERSION,
 };
-use index::{Index, Location};
+use index::{IndexStore, LoadedFile, Location, MemoryIndex, Overlay, SyncPlan};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock};
 use storage::DynStorage;
 
 /// Readable snapshots (oldest first) and problems with unreadable ones.
@@ -82,8 +83,20 @@ pub struct Repository {
     keys: MasterKeys,
     config: RepoConfig,
     key_id: Id,
-    index: RwLock<Index>,
+    index: Arc<dyn IndexStore>,
+    /// Packs this process stored whose index file is not written yet.
+    overlay: RwLock<Overlay>,
     cache: ObjectCache,
+    tree_cache: Option<Arc<dyn BlobCache>>,
+}
+
+/// A local store of sealed tree blobs, so that comparing with the parent
+/// snapshot and browsing do not fetch trees from (remote) storage. Entries
+/// are the encrypted bytes as stored; they are decrypted and checked against
+/// their id on every use, so a damaged cache is detected, never trusted.
+pub trait BlobCache: Send + Sync {
+    fn get(&self, id: &Id) -> Option<Vec<u8>>;
+    fn put(&self, id: &Id, sealed: &[u8]);
 }
 
 impl std::fmt::Debug for Repository {
@@ -197,9 +210,28 @@ impl Repository {
             keys,
             config,
             key_id,
-            index: RwLock::new(Index::default()),
+            index: Arc::new(MemoryIndex::default()),
+            overlay: RwLock::new(Overlay::default()),
             cache,
+            tree_cache: None,
         }
+    }
+
+    /// Keeps the chunk index in `store` instead of memory (see [`index`]).
+    pub fn with_index_store(mut self, store: Arc<dyn IndexStore>) -> Self {
+        self.index = store;
+        self
+    }
+
+    /// Keeps copies of tree blobs in `cache`.
+    pub fn with_tree_cache(mut self, cache: Arc<dyn BlobCache>) -> Self {
+        self.tree_cache = Some(cache);
+        self
+    }
+
+    /// The per-repository local cache folder, when there is one.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.dir()
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -222,33 +254,102 @@ impl Repository {
         &self.keys
     }
 
-    pub(crate) fn index_read(&self) -> RwLockReadGuard<'_, Index> {
-        // A poisoned lock means another thread panicked mid-update; the index
-        // is append-only, so the data is still consistent enough to read.
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+    fn overlay<T>(&self, f: impl FnOnce(&Overlay) -> T) -> T {
+        // A poisoned lock means another thread panicked mid-update; entries
+        // are added whole, so the data is still consistent enough to read.
+        f(&self.overlay.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Makes a pack this process just stored known to lookups.
     pub(crate) fn index_add(&self, p: &IndexPack) {
-        self.index
+        self.overlay
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .add_pack(p);
+            .add(p);
     }
 
-    /// Reads every index file into memory. Unreadable index files are
-    /// returned as problems, not errors: their packs are found again from
-    /// the packs' own trailers (see [`Repository::recover_unindexed_packs`]).
+    pub(crate) fn has_pack(&self, id: &Id) -> Result<bool> {
+        Ok(self.overlay(|o| o.has_pack(id)) || self.index.has_pack(id)?)
+    }
+
+    /// Every indexed pack with its size, including this process's unlisted ones.
+    pub(crate) fn indexed_packs(&self) -> Result<Vec<(Id, u64)>> {
+        let mut packs = self.index.packs()?;
+        let known: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
+        self.overlay(|o| packs.extend(o.packs().filter(|(id, _)| !known.contains(id))));
+        Ok(packs)
+    }
+
+    /// Brings the index store up to date with the index files in storage.
+    /// A persistent store reads only the files written since its last sync,
+    /// and starts again when a prune rewrote the index. Unreadable index
+    /// files are returned as problems, not errors: their packs are found
+    /// again from the packs' own trailers (see
+    /// [`Repository::recover_unindexed_packs`]).
     pub fn load_index(&self) -> Result<Vec<Problem>> {
-        let mut problems = Vec::new();
-        let files = self.read_index_files(&mut problems)?;
-        let mut idx = Index::default();
-        for (_, f) in &files {
-            for p in &f.packs {
-                idx.add_pack(p);
+        let listed: HashSet<Id> = self
+            .storage
+            .list(layout::INDEX)?
+            .iter()
+            .filter_map(|e| layout::id_of(&e.key))
+            .collect();
+        // Verify judges the repository, not this machine's copy of it.
+        let mut loaded = if self.cache.bypassed() {
+            self.index.clear()?;
+            Vec::new()
+        } else {
+            self.index.loaded_files()?
+        };
+        for _attempt in 0..2 {
+            let new = match index::plan_sync(&listed, &loaded) {
+                SyncPlan::Incremental(new) => new,
+                SyncPlan::Rebuild => {
+                    self.index.clear()?;
+                    loaded.clear();
+                    continue;
+                }
+            };
+            let mut problems = Vec::new();
+            let mut files = Vec::new();
+            for id in new {
+                match self.read_index_file(&id) {
+                    Ok(f) => files.push((id, f)),
+                    Err(e) => problems.push(Problem {
+                        object: layout::index(&id),
+                        message: e.to_string(),
+                    }),
+                }
             }
+            let loaded_ids: HashSet<Id> = loaded.iter().map(|f| f.id).collect();
+            let superseded: HashSet<Id> = loaded
+                .iter()
+                .flat_map(|f| f.supersedes.iter())
+                .chain(files.iter().flat_map(|(_, f)| f.supersedes.iter()))
+                .copied()
+                .collect();
+            if !loaded_ids.is_disjoint(&superseded) {
+                // A prune rewrote packs the store holds.
+                self.index.clear()?;
+                loaded.clear();
+                continue;
+            }
+            for (id, f) in &files {
+                let record = LoadedFile {
+                    id: *id,
+                    supersedes: f.supersedes.clone(),
+                };
+                let packs: &[IndexPack] = if superseded.contains(id) {
+                    &[]
+                } else {
+                    &f.packs
+                };
+                self.index.add_file(&record, packs)?;
+            }
+            return Ok(problems);
         }
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = idx;
-        Ok(problems)
+        Err(RepoError::Pipeline(
+            "the index changed twice while it was being read; try again".into(),
+        ))
     }
 
     /// Every live (not superseded) index file with its id.
@@ -297,6 +398,16 @@ impl Repository {
         let id = Id::hash_public(&sealed);
         self.storage.put(&layout::index(&id), &sealed)?;
         self.cache.put(&layout::index(&id), &sealed);
+        // The packs are listed in storage now, so the store may hold them.
+        let record = LoadedFile {
+            id,
+            supersedes: file.supersedes.clone(),
+        };
+        self.index.add_file(&record, &file.packs)?;
+        self.overlay
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&file.packs);
         Ok(id)
     }
 
@@ -310,7 +421,7 @@ impl Repository {
             let Some(id) = layout::id_of(&entry.key) else {
                 continue;
             };
-            if self.index_read().has_pack(&id) {
+            if self.has_pack(&id)? {
                 continue;
             }
             match self.check_unindexed_pack(&id, entry.size) {
@@ -328,9 +439,6 @@ impl Repository {
             return Ok(0);
         }
         let n = recovered.len();
-        for p in &recovered {
-            self.index_add(p);
-        }
         self.write_index_file(&IndexFile {
             version: FORMAT_VERSION,
             packs: recovered,
@@ -375,27 +483,63 @@ impl Repository {
         decode_trailer(&self.keys, pack, &sealed, blobs_end)
     }
 
+    /// Whether the index knows `id`. A failing local index store counts as
+    /// "not known": the chunk is then stored again, which costs space, never data.
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index_read().contains(id)
+        match self.blob_location(id) {
+            Ok(l) => l.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "index lookup failed; treating the chunk as new");
+                false
+            }
+        }
     }
 
-    pub fn blob_location(&self, id: &Id) -> Option<(Id, Location)> {
-        self.index_read().get(id)
+    pub fn blob_location(&self, id: &Id) -> Result<Option<Location>> {
+        if let Some(l) = self.overlay(|o| o.lookup(id)) {
+            return Ok(Some(l));
+        }
+        Ok(self.index.lookup(id)?)
     }
 
-    pub fn blob_kind(&self, id: &Id) -> Option<BlobKind> {
-        self.index_read().get(id).map(|(_, l)| l.kind)
+    pub fn blob_kind(&self, id: &Id) -> Result<Option<BlobKind>> {
+        Ok(self.blob_location(id)?.map(|l| l.kind))
     }
 
     /// Reads, decrypts, decompresses and checks one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let (pack, loc) = self.blob_location(id).ok_or(RepoError::BlobNotFound(*id))?;
+        let loc = self
+            .blob_location(id)?
+            .ok_or(RepoError::BlobNotFound(*id))?;
+        let cache = self
+            .tree_cache
+            .as_ref()
+            .filter(|_| loc.kind == BlobKind::Tree);
+        if let Some(sealed) = cache.and_then(|c| c.get(id)) {
+            match blob::decode(&self.keys, id, &sealed, loc.raw_length) {
+                Ok(raw) => return Ok(raw),
+                Err(e) => {
+                    tracing::warn!(tree = %id, error = %e, "damaged cached tree; reading it from the repository")
+                }
+            }
+        }
         let sealed = self.storage.get_range(
-            &layout::pack(&pack),
+            &layout::pack(&loc.pack),
             u64::from(loc.offset),
             u64::from(loc.length),
         )?;
-        blob::decode(&self.keys, id, &sealed, loc.raw_length)
+        let raw = blob::decode(&self.keys, id, &sealed, loc.raw_length)?;
+        if let Some(c) = cache {
+            c.put(id, &sealed);
+        }
+        Ok(raw)
+    }
+
+    /// Remembers a tree blob this process just sealed (see [`BlobCache`]).
+    pub(crate) fn cache_tree(&self, id: &Id, sealed: &[u8]) {
+        if let Some(c) = &self.tree_cache {
+            c.put(id, sealed);
+        }
     }
 
     /// Decodes one blob already fetched as part of a larger read (restore
@@ -569,9 +713,10 @@ impl Repository {
     }
 
     /// Number of blobs and bytes of packs known to the index.
-    pub fn index_stats(&self) -> (usize, u64, usize) {
-        let idx = self.index_read();
-        (idx.blob_count(), idx.stored_bytes(), idx.packs().count())
+    pub fn index_stats(&self) -> Result<(u64, u64, usize)> {
+        let packs = self.indexed_packs()?;
+        let blobs = self.index.blob_count()? + self.overlay(|o| o.blob_count()) as u64;
+        Ok((blobs, packs.iter().map(|(_, s)| s).sum(), packs.len()))
     }
 }
 

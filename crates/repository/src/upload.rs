@@ -90,6 +90,9 @@ struct Shared {
     repo: Arc<Repository>,
     error: Mutex<Option<RepoError>>,
     pending_index: Mutex<Vec<IndexPack>>,
+    /// Blobs queued but whose pack is not stored yet. Ids leave once their
+    /// pack is stored, so this stays as small as the pipeline, not the backup.
+    queued: Mutex<HashSet<Id>>,
     counters: Counters,
 }
 
@@ -99,6 +102,10 @@ impl Shared {
         if g.is_none() {
             *g = Some(e);
         }
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashSet<Id>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn failed(&self) -> bool {
@@ -128,7 +135,6 @@ impl Shared {
 pub struct Uploader {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
-    pending: Mutex<HashSet<Id>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -139,11 +145,16 @@ impl Uploader {
             repo: Arc::clone(&repo),
             error: Mutex::new(None),
             pending_index: Mutex::new(Vec::new()),
+            queued: Mutex::new(HashSet::new()),
             counters: Counters::default(),
         });
-        let (job_tx, job_rx) = bounded::<Job>(workers * 2);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(workers * 2);
-        let (pack_tx, pack_rx) = bounded::<PackOut>(1);
+        // Short queues: each slot can hold a 4 MiB chunk, and on two cores a
+        // deeper queue only adds memory (peak RSS is a benchmark target).
+        let (job_tx, job_rx) = bounded::<Job>(workers);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(workers);
+        // A hand-over, not a queue: every pack in flight is ~20 MiB, and
+        // the uploaders already give the overlap between packing and I/O.
+        let (pack_tx, pack_rx) = bounded::<PackOut>(0);
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -176,7 +187,6 @@ impl Uploader {
         Ok(Uploader {
             shared,
             jobs: Some(job_tx),
-            pending: Mutex::new(HashSet::new()),
             threads,
         })
     }
@@ -184,24 +194,21 @@ impl Uploader {
     /// True when this chunk is already stored or queued: the caller may then
     /// skip reading it again.
     pub fn is_known(&self, id: &Id) -> bool {
-        self.shared.repo.has_blob(id)
-            || self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(id)
+        let queued = self.shared.queued();
+        queued.contains(id) || self.shared.repo.has_blob(id)
     }
 
     /// Queues a blob unless the repository or this session already has it.
     /// Returns true when the blob is new. Blocks when the pipeline is full.
     pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {
-        if self.shared.repo.has_blob(&id)
-            || !self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id)
-        {
+        let known = {
+            // Queue first, index second, under the queue's lock: an uploader
+            // indexes a pack before it drops the pack's ids from the queue,
+            // so a blob is always found in one of the two.
+            let mut queued = self.shared.queued();
+            queued.contains(&id) || self.shared.repo.has_blob(&id) || !queued.insert(id)
+        };
+        if known {
             self.shared
                 .counters
                 .blobs_known
@@ -280,6 +287,9 @@ fn seal_worker(sh: &Shared, rx: &Receiver<Job>, tx: &Sender<Sealed>) {
         }
         let bytes = blob::encode(&keys, &job.id, &job.raw, level, &mut zc);
         let raw_length = job.raw.len() as u32;
+        if job.kind == BlobKind::Tree {
+            sh.repo.cache_tree(&job.id, &bytes);
+        }
         if tx
             .send(Sealed {
                 kind: job.kind,
@@ -328,16 +338,24 @@ fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
             continue;
         }
         let id = p.id;
-        if let Err(e) = sh.repo.storage().put(&layout::pack(&id), &p.bytes) {
+        let size = p.bytes.len() as u64;
+        let bytes = storage::Bytes::from(p.bytes);
+        if let Err(e) = sh.repo.storage().put_shared(&layout::pack(&id), bytes) {
             sh.fail(e.into());
             continue;
         }
         let ip = IndexPack {
             id,
-            size: p.bytes.len() as u64,
+            size,
             blobs: p.blobs,
         };
         sh.repo.index_add(&ip);
+        {
+            let mut queued = sh.queued();
+            for b in &ip.blobs {
+                queued.remove(&b.id);
+            }
+        }
         sh.counters.packs.fetch_add(1, Ordering::Relaxed);
         sh.pending_index
             .lock()

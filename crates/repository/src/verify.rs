@@ -50,11 +50,12 @@ pub fn verify(
         .into_iter()
         .filter_map(|e| layout::id_of(&e.key).map(|id| (id, e.size)))
         .collect();
-    let indexed: Vec<(Id, u64)> = repo.index_read().packs().collect();
+    let indexed: Vec<(Id, u64)> = repo.indexed_packs()?;
     report.packs = indexed.len() as u64;
+    let indexed_ids: std::collections::HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
     let unindexed: Vec<(Id, u64)> = stored
         .iter()
-        .filter(|(id, _)| !repo.index_read().has_pack(id))
+        .filter(|(id, _)| !indexed_ids.contains(id))
         .map(|(i, s)| (*i, *s))
         .collect();
     report.unindexed_packs = unindexed.len() as u64;

@@ -128,6 +128,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Where this storage is, for messages: a path or a URL without credentials.
     fn location(&self) -> String;
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// `put` for a caller that owns the bytes: backends that need owned
+    /// data (OpenDAL's) take them without copying a 16 MiB pack again.
+    fn put_shared(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put(key, &data)
+    }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
     /// The object's size, or `None` when it does not exist.
@@ -137,6 +142,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+pub use bytes::Bytes;
 
 /// Checks a key against the contract's alphabet; backends call this first so
 /// a hostile or buggy caller can never name a path outside the repository.

@@ -171,6 +171,10 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_shared(key, crate::Bytes::copy_from_slice(data))
+    }
+
+    fn put_shared(&self, key: &str, data: crate::Bytes) -> Result<()> {
         validate_key(key)?;
         let call = self.call("put", key);
         let op = self.writer(call)?;

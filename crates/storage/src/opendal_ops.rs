@@ -2,6 +2,7 @@
 //! the mapping of OpenDAL errors onto [`StorageError`]. The backends differ
 //! only in how they build operators and how they make `put` atomic.
 
+use bytes::Bytes;
 use std::future::Future;
 
 use opendal::options::ListOptions;
@@ -176,10 +177,10 @@ pub(crate) fn get_range(
     }
 }
 
-pub(crate) fn write(op: &Operator, call: Call<'_>, key: &str, data: &[u8]) -> Result<()> {
+pub(crate) fn write(op: &Operator, call: Call<'_>, key: &str, data: Bytes) -> Result<()> {
     // OpenDAL needs owned bytes because the write runs on the runtime's
-    // threads; this one copy is the price of a borrowed-slice API.
-    let (op, key, data) = (op.clone(), key.to_string(), data.to_vec());
+    // threads; `Bytes` hands them over (and to retries) without a copy.
+    let (op, key) = (op.clone(), key.to_string());
     call.exec_mapped(async move { op.write(&key, data).await.map(|_| ()) })
 }
 

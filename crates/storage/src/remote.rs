@@ -1,6 +1,7 @@
 //! Network backends (S3, SFTP, WebDAV): an OpenDAL operator plus the one
 //! thing that differs between them, how `put` is made atomic.
 
+use crate::Bytes;
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -99,9 +100,9 @@ impl RemoteStorage {
         Ok(false)
     }
 
-    fn put_making_dirs(&self, call: Call<'_>, key: &str, data: &[u8]) -> Result<()> {
+    fn put_making_dirs(&self, call: Call<'_>, key: &str, data: Bytes) -> Result<()> {
         let cached = self.ensure_parent(call, key)?;
-        match opendal_ops::write(&self.op, call, key, data) {
+        match opendal_ops::write(&self.op, call, key, data.clone()) {
             Err(_)
                 if cached
                     && matches!(
@@ -120,7 +121,7 @@ impl RemoteStorage {
         }
     }
 
-    fn put_via_temp(&self, call: Call<'_>, key: &str, data: &[u8]) -> Result<()> {
+    fn put_via_temp(&self, call: Call<'_>, key: &str, data: Bytes) -> Result<()> {
         let temp = temp_key_for(key);
         let temp_call = Call { key: &temp, ..call };
         if let Err(e) = opendal_ops::write(&self.op, call, &temp, data) {
@@ -158,6 +159,10 @@ impl Storage for RemoteStorage {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_shared(key, Bytes::copy_from_slice(data))
+    }
+
+    fn put_shared(&self, key: &str, data: Bytes) -> Result<()> {
         validate_key(key)?;
         let call = self.call("put", key);
         match self.put_mode {

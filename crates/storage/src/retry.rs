@@ -92,6 +92,10 @@ impl Storage for RetryStorage {
         self.retry(|s| s.put(key, data))
     }
 
+    fn put_shared(&self, key: &str, data: crate::Bytes) -> Result<()> {
+        self.retry(|s| s.put_shared(key, data.clone()))
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.retry(|s| s.get(key))
     }
