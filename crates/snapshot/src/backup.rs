@@ -7,6 +7,7 @@
 use crate::error::{FileError, FileErrorKind, SnapshotError};
 use crate::exclude::Excludes;
 use crate::node::{from_metadata, unchanged};
+use crate::prefetch::Hint;
 use crate::progress::{FileStatus, Progress};
 use crate::trees::TreeLoader;
 use crate::Result;
@@ -97,6 +98,7 @@ pub fn backup(
             errors: Vec::new(),
             summary: SnapshotSummary::default(),
             chunker: repo.config().chunker.clone(),
+            prefetch: crate::prefetch::Prefetcher::start(),
         };
         std::thread::Builder::new()
             .name("backup-walk".into())
@@ -207,6 +209,7 @@ struct Walker<'a> {
     errors: Vec<FileError>,
     summary: SnapshotSummary,
     chunker: format::ChunkerParams,
+    prefetch: crate::prefetch::Prefetcher,
 }
 
 impl Walker<'_> {
@@ -316,7 +319,7 @@ impl Walker<'_> {
             }
         };
         names.sort();
-        let mut tree = Tree::default();
+        let mut entries = Vec::with_capacity(names.len());
         for name in names {
             let full = path.join(std::ffi::OsStr::from_bytes(&name));
             let md = match std::fs::symlink_metadata(&full) {
@@ -337,6 +340,22 @@ impl Walker<'_> {
             if self.opts.excludes.is_excluded(&full, md.is_dir()) {
                 continue;
             }
+            entries.push((name, full, md));
+        }
+        // Name the files about to be read, so the disk works ahead of us.
+        for (name, full, md) in &entries {
+            if md.is_dir() {
+                self.prefetch.hint(Hint::Dir(full.clone()));
+            } else if md.is_file() && md.len() > 0 {
+                let prev = ptree.as_ref().and_then(|t| t.find(name));
+                let node = from_metadata(EntryName::new(name.clone()), md);
+                if self.opts.force || !prev.is_some_and(|p| unchanged(p, &node)) {
+                    self.prefetch.hint(Hint::File(full.clone()));
+                }
+            }
+        }
+        let mut tree = Tree::default();
+        for (name, full, md) in entries {
             let prev = ptree.as_ref().and_then(|t| t.find(&name));
             if let Some(node) = self.entry(&full, EntryName::new(name), &md, prev, dev)? {
                 tree.nodes.push(node);

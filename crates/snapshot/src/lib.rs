@@ -12,6 +12,7 @@ mod browse;
 mod error;
 mod exclude;
 mod node;
+mod prefetch;
 mod progress;
 mod restore;
 pub mod retention;
