@@ -321,3 +321,21 @@ mod tests {
         );
     }
 }
+
+/// Proof of ownership: a keyed hash of a chunk's plaintext under a fresh
+/// server nonce. Only a holder of the data can compute it; knowing the
+/// chunk's id (or any old proof) does not help with a new nonce.
+pub fn ownership_proof(nonce: &[u8; 32], plaintext: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(nonce, plaintext).as_bytes()
+}
+
+/// A keyed hash for server-side tokens and stateless challenges.
+pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    for p in parts {
+        // Length-prefixed so that ("ab","c") and ("a","bc") differ.
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}

@@ -10,6 +10,7 @@ mod blob;
 mod cache;
 mod error;
 pub mod index;
+mod ingest;
 mod keys;
 mod lock;
 mod packfile;
@@ -194,6 +195,17 @@ impl Repository {
             .into());
         }
         Ok(Self::assemble(storage, keys, config, key_id, open))
+    }
+
+    /// A repository whose keys and config come from elsewhere (the company
+    /// server provisions them at enrolment); nothing is read or written.
+    pub fn with_keys(
+        storage: DynStorage,
+        keys: MasterKeys,
+        config: RepoConfig,
+        open: &OpenOptions,
+    ) -> Self {
+        Self::assemble(storage, keys, config, Id([0; 32]), open)
     }
 
     /// The one place a `Repository` value is built, for `init` and `open`.

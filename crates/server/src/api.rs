@@ -1,0 +1,839 @@
+//! The HTTP API, version 1. JSON for control messages, raw bytes for packs
+//! and blobs. Described in `docs/openapi.json`, served at `/v1/openapi.json`.
+
+use crate::error::ApiError;
+use crate::meta::{Principal, SnapshotRow};
+use crate::{normalise_code, Server, CHALLENGE_SECONDS};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use crypto::Id;
+use format::{Snapshot, Tree};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+type AppState = Arc<Server>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Request limits; the defaults suit the protocol's own clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Ids per query or proof request.
+    pub max_ids: usize,
+    /// Bytes of a JSON request.
+    pub max_json: usize,
+    /// Bytes of a pack (a client packs ~16 MiB plus one chunk of up to 4 MiB).
+    pub max_pack: usize,
+    /// Bytes of a sealed snapshot object.
+    pub max_snapshot: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ids: 10_000,
+            max_json: 2 << 20,
+            max_pack: 64 << 20,
+            max_snapshot: 4 << 20,
+        }
+    }
+}
+
+pub fn app(server: Arc<Server>, limits: Limits) -> Router {
+    let json_limit = DefaultBodyLimit::max(limits.max_json);
+    Router::new()
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/policy", get(policy))
+        .route("/v1/chunks/query", post(query_chunks))
+        .route("/v1/chunks/prove", post(prove_chunks))
+        .route(
+            "/v1/packs/{id}",
+            put(put_pack).layer(DefaultBodyLimit::max(limits.max_pack)),
+        )
+        .route("/v1/blobs/{id}", get(get_blob))
+        .route(
+            "/v1/snapshots",
+            get(list_snapshots)
+                .post(commit_snapshot)
+                .layer(DefaultBodyLimit::max(limits.max_snapshot)),
+        )
+        .route(
+            "/v1/snapshots/{id}",
+            get(get_snapshot).delete(device_delete_snapshot),
+        )
+        .route("/v1/admin/users", get(admin_users).post(admin_create_user))
+        .route("/v1/admin/codes", post(admin_create_code))
+        .route("/v1/admin/devices", get(admin_devices))
+        .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
+        .route("/v1/admin/usage", get(admin_usage))
+        .route("/v1/admin/policy", put(admin_set_policy))
+        .route("/v1/admin/snapshots", get(admin_snapshots))
+        .route(
+            "/v1/admin/snapshots/{id}",
+            axum::routing::delete(admin_delete_snapshot),
+        )
+        .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .layer(json_limit)
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            count_requests,
+        ))
+        .with_state(AppState::clone(&server))
+        .layer(axum::Extension(limits))
+}
+
+async fn count_requests(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    if resp.status().is_client_error() {
+        s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Runs blocking repository work (decryption, disk I/O) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn parse_id(s: &str) -> ApiResult<Id> {
+    Id::from_hex(s).map_err(|_| ApiError::bad_request("an id is 64 hex digits"))
+}
+
+/// An authenticated device (any user).
+struct Device(Principal);
+
+/// An authenticated device of an admin user.
+struct Admin(Principal);
+
+impl FromRequestParts<AppState> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> ApiResult<Self> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        let hash = s.hash_secret(b"token", token.trim());
+        let meta = s.meta.clone();
+        let p = blocking(move || Ok(meta.authenticate(&hash, now())?)).await?;
+        p.map(Device).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> ApiResult<Self> {
+        let Device(p) = Device::from_request_parts(parts, s).await?;
+        if !p.user.admin {
+            return Err(ApiError::forbidden(
+                "this needs an administrator's device token",
+            ));
+        }
+        Ok(Admin(p))
+    }
+}
+
+/// Reads a JSON body with a clear message on malformed input.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON request: {e}")))
+    }
+}
+
+// ---- enrolment ---------------------------------------------------------
+
+#[derive(Deserialize)]
+struct EnrollRequest {
+    code: String,
+    device_name: String,
+}
+
+#[derive(Serialize)]
+struct EnrollResponse {
+    token: String,
+    device_id: i64,
+    user: String,
+    admin: bool,
+    /// The organisation's master keys (hex), for the device's keyring.
+    keys: String,
+    repository: format::RepoConfig,
+}
+
+async fn enroll(
+    State(s): State<AppState>,
+    JsonBody(r): JsonBody<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
+    let name = r.device_name.trim().to_string();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::bad_request(
+            "device_name must be 1 to 200 characters",
+        ));
+    }
+    let code_hash = s.hash_secret(b"code", &normalise_code(&r.code));
+    let s2 = s.clone();
+    blocking(move || {
+        let grant = s2.meta.redeem_code(&code_hash, now())?.ok_or_else(|| {
+            ApiError::forbidden(
+                "this enrolment code is unknown, used up or expired: ask your administrator for a new one",
+            )
+        })?;
+        let user = s2
+            .meta
+            .users()?
+            .into_iter()
+            .find(|u| u.id == grant.user_id)
+            .ok_or_else(|| ApiError::internal("code of a deleted user"))?;
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let device_id =
+            s2.meta
+                .create_device(user.id, &name, &s2.hash_secret(b"token", &token), now())?;
+        s2.meta.audit(
+            now(),
+            &user.name,
+            "enroll",
+            &format!("device {device_id} ({name})"),
+        )?;
+        Ok(Json(EnrollResponse {
+            token,
+            device_id,
+            user: user.name,
+            admin: user.admin,
+            keys: hex::encode(s2.org_keys()),
+            repository: s2.repo.config().clone(),
+        }))
+    })
+    .await
+}
+
+async fn whoami(Device(p): Device) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": p.user.name, "admin": p.user.admin, "device_id": p.device_id
+    }))
+}
+
+async fn policy(State(s): State<AppState>, Device(_): Device) -> ApiResult<impl IntoResponse> {
+    let json = s.meta.policy()?.unwrap_or_else(|| "{}".into());
+    Ok(([(header::CONTENT_TYPE, "application/json")], json))
+}
+
+// ---- deduplication -----------------------------------------------------
+
+#[derive(Deserialize)]
+struct QueryRequest {
+    ids: Vec<Id>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Challenge {
+    id: Id,
+    expires: i64,
+    nonce: String,
+}
+
+#[derive(Serialize)]
+struct QueryResponse {
+    /// Chunks this user already owns: nothing to send.
+    owned: Vec<Id>,
+    /// Every other id, whether or not the organisation has it, so the answer
+    /// reveals nothing about other users' data. Answer with a proof.
+    challenges: Vec<Challenge>,
+}
+
+fn check_count(n: usize, limits: &Limits) -> ApiResult<()> {
+    if n > limits.max_ids {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "at most {} ids per request; split the batch",
+                limits.max_ids
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn query_chunks(
+    State(s): State<AppState>,
+    axum::Extension(limits): axum::Extension<Limits>,
+    Device(p): Device,
+    JsonBody(r): JsonBody<QueryRequest>,
+) -> ApiResult<Json<QueryResponse>> {
+    check_count(r.ids.len(), &limits)?;
+    s.metrics
+        .ids_queried
+        .fetch_add(r.ids.len() as u64, Ordering::Relaxed);
+    let s2 = s.clone();
+    blocking(move || {
+        let owned = s2.meta.owned(p.user.id, &r.ids)?;
+        let expires = now() + CHALLENGE_SECONDS;
+        let mut out = QueryResponse {
+            owned: Vec::new(),
+            challenges: Vec::new(),
+        };
+        for (id, mine) in r.ids.into_iter().zip(owned) {
+            if mine {
+                out.owned.push(id);
+            } else {
+                out.challenges.push(Challenge {
+                    id,
+                    expires,
+                    nonce: hex::encode(s2.challenge_nonce(p.user.id, &id, expires)),
+                });
+            }
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Proof {
+    id: Id,
+    expires: i64,
+    proof: String,
+}
+
+#[derive(Deserialize)]
+struct ProveRequest {
+    proofs: Vec<Proof>,
+}
+
+#[derive(Serialize)]
+struct ProveResponse {
+    /// Ownership granted: reference these chunks without sending them.
+    granted: Vec<Id>,
+    /// Send these chunks in a pack (unknown, or the proof did not hold).
+    upload: Vec<Id>,
+}
+
+async fn prove_chunks(
+    State(s): State<AppState>,
+    axum::Extension(limits): axum::Extension<Limits>,
+    Device(p): Device,
+    JsonBody(r): JsonBody<ProveRequest>,
+) -> ApiResult<Json<ProveResponse>> {
+    check_count(r.proofs.len(), &limits)?;
+    let s2 = s.clone();
+    blocking(move || {
+        let t = now();
+        let mut out = ProveResponse {
+            granted: Vec::new(),
+            upload: Vec::new(),
+        };
+        for pr in r.proofs {
+            let ok = pr.expires >= t
+                && pr.expires <= t + CHALLENGE_SECONDS
+                && {
+                    let nonce = s2.challenge_nonce(p.user.id, &pr.id, pr.expires);
+                    match s2.repo.read_blob(&pr.id) {
+                        Ok(plain) => {
+                            hex::encode(crypto::ownership_proof(&nonce, &plain)) == pr.proof
+                        }
+                        Err(e) => {
+                            tracing::warn!(chunk = %pr.id, error = %e, "unreadable chunk during a proof");
+                            false
+                        }
+                    }
+                };
+            if ok {
+                out.granted.push(pr.id);
+            } else {
+                out.upload.push(pr.id);
+            }
+        }
+        s2.meta.grant(p.user.id, &out.granted)?;
+        s2.metrics
+            .proofs_granted
+            .fetch_add(out.granted.len() as u64, Ordering::Relaxed);
+        s2.metrics
+            .proofs_refused
+            .fetch_add(out.upload.len() as u64, Ordering::Relaxed);
+        Ok(Json(out))
+    })
+    .await
+}
+
+// ---- packs and blobs ---------------------------------------------------
+
+async fn put_pack(
+    State(s): State<AppState>,
+    Device(p): Device,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let id = parse_id(&id)?;
+    s.metrics.packs_received.fetch_add(1, Ordering::Relaxed);
+    s.metrics
+        .pack_bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let s2 = s.clone();
+    blocking(move || {
+        let blobs = match s2.repo.verify_pack_bytes(&id, &body) {
+            Ok(b) => b,
+            Err(e) => {
+                s2.metrics.packs_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = p.device_id, pack = %id, error = %e, "pack rejected");
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("pack rejected: {e}; nothing of it was stored"),
+                ));
+            }
+        };
+        let ids: Vec<Id> = blobs.iter().map(|b| b.id).collect();
+        let n = ids.len();
+        // Only blobs the index does not know yet need this pack; a retried
+        // upload of a stored pack just grants ownership again.
+        let known = ids.iter().all(|i| s2.repo.has_blob(i));
+        if !known {
+            s2.repo
+                .store_verified_pack(&id, storage::Bytes::from(body.to_vec()), blobs)
+                .map_err(ApiError::internal)?;
+        }
+        s2.meta.grant(p.user.id, &ids)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "pack": id, "blobs": n })),
+        ))
+    })
+    .await
+}
+
+async fn get_blob(
+    State(s): State<AppState>,
+    Device(p): Device,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    read_blob_for(s, p.user.id, id).await
+}
+
+async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl IntoResponse> {
+    blocking(move || {
+        if !s
+            .meta
+            .owned(user_id, &[id])?
+            .first()
+            .copied()
+            .unwrap_or(false)
+        {
+            return Err(ApiError::not_found("chunk"));
+        }
+        let (sealed, raw_length) = match s.repo.read_sealed_blob(&id) {
+            Ok(x) => x,
+            Err(repository::RepoError::BlobNotFound(_)) => {
+                return Err(ApiError::not_found("chunk"))
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert("x-raw-length", header::HeaderValue::from(raw_length));
+        Ok((h, sealed))
+    })
+    .await
+}
+
+// ---- snapshots ---------------------------------------------------------
+
+/// Checks that every tree and chunk the snapshot reaches is owned by the
+/// user, reading the trees. Returns the first few that are not.
+fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> {
+    let mut missing = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![root];
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        if !s.meta.owned(user_id, &[tree_id])?[0] {
+            missing.push(tree_id);
+            continue;
+        }
+        let raw = s.repo.read_blob(&tree_id).map_err(ApiError::internal)?;
+        let tree: Tree = format::from_json("tree", &raw)
+            .map_err(|e| ApiError::bad_request(format!("tree {tree_id} is malformed: {e}")))?;
+        for node in &tree.nodes {
+            if !node.content.is_empty() {
+                let owned = s.meta.owned(user_id, &node.content)?;
+                missing.extend(
+                    node.content
+                        .iter()
+                        .zip(owned)
+                        .filter(|(_, o)| !o)
+                        .map(|(i, _)| *i),
+                );
+            }
+            if let Some(sub) = node.subtree {
+                stack.push(sub);
+            }
+        }
+        if missing.len() >= 20 {
+            break;
+        }
+    }
+    missing.truncate(20);
+    Ok(missing)
+}
+
+async fn commit_snapshot(
+    State(s): State<AppState>,
+    Device(p): Device,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let s2 = s.clone();
+    blocking(move || {
+        let snap = s2.repo.open_sealed_snapshot(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("snapshot rejected: {e}"),
+            )
+        })?;
+        let missing = unowned_references(&s2, p.user.id, snap.tree)?;
+        if !missing.is_empty() {
+            s2.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "snapshot refused: it references {} chunk(s) this user has not uploaded or proved, e.g. {}; upload them and commit again",
+                    missing.len(),
+                    missing[0]
+                ),
+            ));
+        }
+        let id = s2.repo.store_sealed_snapshot(&body).map_err(ApiError::internal)?;
+        s2.meta.add_snapshot(&SnapshotRow {
+            id,
+            user_id: p.user.id,
+            device_id: p.device_id,
+            time: snap.time.timestamp(),
+        })?;
+        s2.metrics.snapshots_committed.fetch_add(1, Ordering::Relaxed);
+        Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+struct SnapshotItem {
+    id: Id,
+    snapshot: Snapshot,
+}
+
+fn load_items(s: &Server, rows: Vec<SnapshotRow>) -> ApiResult<Vec<SnapshotItem>> {
+    rows.into_iter()
+        .map(|r| {
+            let snapshot = s.repo.load_snapshot(&r.id).map_err(ApiError::internal)?;
+            Ok(SnapshotItem { id: r.id, snapshot })
+        })
+        .collect()
+}
+
+async fn list_snapshots(
+    State(s): State<AppState>,
+    Device(p): Device,
+) -> ApiResult<Json<Vec<SnapshotItem>>> {
+    let s2 = s.clone();
+    blocking(move || {
+        let rows = s2.meta.snapshots(Some(p.user.id))?;
+        Ok(Json(load_items(&s2, rows)?))
+    })
+    .await
+}
+
+async fn get_snapshot(
+    State(s): State<AppState>,
+    Device(p): Device,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SnapshotItem>> {
+    let id = parse_id(&id)?;
+    let s2 = s.clone();
+    blocking(move || match s2.meta.snapshot(&id)? {
+        Some(r) if r.user_id == p.user.id => Ok(Json(
+            load_items(&s2, vec![r])?
+                .pop()
+                .ok_or_else(|| ApiError::internal("snapshot vanished"))?,
+        )),
+        _ => Err(ApiError::not_found("snapshot")),
+    })
+    .await
+}
+
+async fn device_delete_snapshot(Device(_): Device, Path(_): Path<String>) -> ApiError {
+    ApiError::forbidden(
+        "devices cannot delete snapshots (so ransomware on a laptop cannot either); retention on the server or an administrator removes them",
+    )
+}
+
+// ---- administration ----------------------------------------------------
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn admin_users(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.meta.users()?))
+}
+
+async fn admin_create_user(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    JsonBody(r): JsonBody<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    let name = r.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request("a user name is 1 to 100 characters"));
+    }
+    if s.meta.user_by_name(name)?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("user {name} already exists"),
+        ));
+    }
+    let u = s.meta.create_user(name, r.admin)?;
+    s.meta.audit(now(), &a.user.name, "create user", &u.name)?;
+    Ok((StatusCode::CREATED, Json(u)))
+}
+
+#[derive(Deserialize)]
+struct NewCode {
+    user: String,
+    /// Enrolments allowed; absent means any number until it expires.
+    uses: Option<u32>,
+    #[serde(default = "default_hours")]
+    valid_hours: u32,
+}
+
+fn default_hours() -> u32 {
+    72
+}
+
+async fn admin_create_code(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    JsonBody(r): JsonBody<NewCode>,
+) -> ApiResult<impl IntoResponse> {
+    if r.valid_hours == 0 || r.valid_hours > 24 * 365 {
+        return Err(ApiError::bad_request("valid_hours must be 1 to 8760"));
+    }
+    let u = s
+        .meta
+        .user_by_name(&r.user)?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let code = s
+        .new_code(u.id, r.uses, r.valid_hours)
+        .map_err(ApiError::internal)?;
+    s.meta.audit(
+        now(),
+        &a.user.name,
+        "create code",
+        &format!("for {} ({:?} uses, {} h)", u.name, r.uses, r.valid_hours),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "code": code, "user": u.name, "uses": r.uses,
+            "expires": now() + i64::from(r.valid_hours) * 3600 }),
+        ),
+    ))
+}
+
+async fn admin_devices(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.meta.devices()?))
+}
+
+async fn admin_revoke(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    if !s.meta.revoke_device(id)? {
+        return Err(ApiError::not_found("device"));
+    }
+    s.meta
+        .audit(now(), &a.user.name, "revoke device", &id.to_string())?;
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+async fn admin_usage(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
+    let s2 = s.clone();
+    blocking(move || {
+        let (blobs, stored, packs) = s2.repo.index_stats().map_err(ApiError::internal)?;
+        let per_user = s2.meta.owned_counts()?;
+        let references: u64 = per_user.iter().map(|(_, n)| n).sum();
+        Ok(Json(serde_json::json!({
+            "stored_bytes": stored,
+            "packs": packs,
+            "unique_chunks": blobs,
+            "chunk_references": references,
+            "dedup_ratio": if blobs == 0 { 0.0 } else { references as f64 / blobs as f64 },
+            "users": per_user.into_iter().map(|(u, n)| serde_json::json!({"user": u, "chunks": n})).collect::<Vec<_>>(),
+            "snapshots": s2.meta.snapshots(None)?.len(),
+        })))
+    })
+    .await
+}
+
+async fn admin_set_policy(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    JsonBody(v): JsonBody<serde_json::Value>,
+) -> ApiResult<impl IntoResponse> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request("a policy is a JSON object"));
+    }
+    s.meta.set_policy(&v.to_string())?;
+    s.meta.audit(now(), &a.user.name, "set policy", "")?;
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct UserFilter {
+    user: Option<String>,
+}
+
+async fn admin_snapshots(
+    State(s): State<AppState>,
+    Admin(_): Admin,
+    Query(f): Query<UserFilter>,
+) -> ApiResult<impl IntoResponse> {
+    let uid = match &f.user {
+        Some(name) => Some(
+            s.meta
+                .user_by_name(name)?
+                .ok_or_else(|| ApiError::not_found("user"))?
+                .id,
+        ),
+        None => None,
+    };
+    Ok(Json(s.meta.snapshots(uid)?))
+}
+
+async fn admin_delete_snapshot(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    let s2 = s.clone();
+    blocking(move || {
+        if !s2.meta.delete_snapshot(&id)? {
+            return Err(ApiError::not_found("snapshot"));
+        }
+        s2.repo.delete_snapshot(&id).map_err(ApiError::internal)?;
+        s2.meta
+            .audit(now(), &a.user.name, "delete snapshot", &id.to_string())?;
+        Ok(Json(serde_json::json!({ "deleted": id })))
+    })
+    .await
+}
+
+async fn admin_audit(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
+    Ok(Json(s.meta.audit_log(1000)?))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let m = &s.metrics;
+    let mut out = String::new();
+    for (name, help, v) in [
+        ("tidemark_requests_total", "HTTP requests", &m.requests),
+        (
+            "tidemark_rejected_total",
+            "requests answered 4xx",
+            &m.rejected,
+        ),
+        (
+            "tidemark_ids_queried_total",
+            "chunk ids asked about",
+            &m.ids_queried,
+        ),
+        (
+            "tidemark_proofs_granted_total",
+            "ownership proofs accepted",
+            &m.proofs_granted,
+        ),
+        (
+            "tidemark_proofs_refused_total",
+            "ownership proofs refused or unknown",
+            &m.proofs_refused,
+        ),
+        (
+            "tidemark_packs_received_total",
+            "pack uploads",
+            &m.packs_received,
+        ),
+        (
+            "tidemark_pack_bytes_received_total",
+            "bytes of pack uploads",
+            &m.pack_bytes_received,
+        ),
+        (
+            "tidemark_packs_rejected_total",
+            "packs that failed verification",
+            &m.packs_rejected,
+        ),
+        (
+            "tidemark_snapshots_committed_total",
+            "snapshots committed",
+            &m.snapshots_committed,
+        ),
+        (
+            "tidemark_snapshots_refused_total",
+            "snapshot commits refused",
+            &m.snapshots_refused,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,236 @@
+//! The Tidemark company server: one organisation repository that every
+//! enrolled device backs up into, with global deduplication, enrolment,
+//! per-user isolation and proofs of ownership.
+//!
+//! It owns the HTTP API ([`app`] builds the axum router), the data folder
+//! layout, enrolment codes and device tokens, chunk ownership and the
+//! snapshot commit rules. The packs it stores form an ordinary Tidemark
+//! repository (checked by [`repository::Repository::verify_pack_bytes`]
+//! before anything is indexed), so `tidemark verify` works on it.
+//!
+//! Trust model: the server holds the organisation's keys, because it must
+//! check that every uploaded chunk matches its id (nobody may poison a chunk
+//! others deduplicate against), answer proofs of ownership, and restore on a
+//! user's behalf. Devices get the keys at enrolment. Storage behind the
+//! server still sees only ciphertext.
+//!
+//! It must not depend on the agent, the snapshot engine or any front end.
+
+mod api;
+mod error;
+pub mod meta;
+
+pub use api::{app, Limits};
+pub use error::ApiError;
+
+use chrono::Utc;
+use crypto::{Id, MasterKeys};
+use meta::{Meta, SqliteMeta};
+use repository::{InitOptions, OpenOptions, Repository};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// How long a proof-of-ownership challenge stays valid.
+pub const CHALLENGE_SECONDS: i64 = 600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("server data folder {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error(transparent)]
+    Repo(#[from] repository::RepoError),
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub rejected: AtomicU64,
+    pub ids_queried: AtomicU64,
+    pub proofs_granted: AtomicU64,
+    pub proofs_refused: AtomicU64,
+    pub packs_received: AtomicU64,
+    pub pack_bytes_received: AtomicU64,
+    pub packs_rejected: AtomicU64,
+    pub snapshots_committed: AtomicU64,
+    pub snapshots_refused: AtomicU64,
+}
+
+pub struct Server {
+    pub repo: Arc<Repository>,
+    pub meta: Arc<dyn Meta>,
+    /// Keys tokens, enrolment codes and challenges; never leaves the server.
+    mac_key: [u8; 32],
+    keys: Vec<u8>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("repo", &self.repo.location())
+            .finish()
+    }
+}
+
+/// What [`Server::open`] found or made.
+pub struct Opened {
+    pub server: Arc<Server>,
+    /// Set on the first start: the code that enrols the first admin device.
+    pub first_admin_code: Option<String>,
+}
+
+const SECRET_FILE: &str = "server.secret";
+
+impl Server {
+    /// Opens the server's data folder, creating it (a repository, the
+    /// metadata database, an admin user and a first enrolment code) on the
+    /// first start.
+    pub fn open(dir: &Path, kdf: Option<crypto::KdfParams>) -> Result<Opened, ServerError> {
+        let data_err = |message: String| ServerError::DataDir {
+            path: dir.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| data_err(e.to_string()))?;
+        let secret_path = dir.join(SECRET_FILE);
+        let repo_dir = dir.join("repository");
+        let fresh = !secret_path.exists();
+        let secret = if fresh {
+            let s = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&secret_path, s.as_bytes()).map_err(|e| data_err(e.to_string()))?;
+            s
+        } else {
+            std::fs::read_to_string(&secret_path)
+                .map_err(|e| data_err(format!("cannot read {SECRET_FILE}: {e}")))?
+                .trim()
+                .to_string()
+        };
+        let storage =
+            storage::open(&repo_dir.to_string_lossy()).map_err(|e| data_err(e.to_string()))?;
+        let open_opts = OpenOptions {
+            cache_dir: Some(dir.join("cache")),
+        };
+        let repo = if storage
+            .size(format::layout::CONFIG)
+            .map_err(repository::RepoError::from)?
+            .is_some()
+        {
+            Repository::open(storage, secret.as_bytes(), &open_opts)?
+        } else {
+            let mut init = InitOptions {
+                hostname: repository::hostname(),
+                username: "tidemark-server".into(),
+                ..Default::default()
+            };
+            if let Some(k) = kdf {
+                init.kdf = k;
+            }
+            Repository::init(storage, secret.as_bytes(), &init, &open_opts)?
+        };
+        let repo = match repo.cache_dir().map(catalog::Catalog::open) {
+            Some(Ok(c)) => {
+                let c = Arc::new(c);
+                repo.with_index_store(c.clone()).with_tree_cache(c)
+            }
+            _ => repo,
+        };
+        repo.load_index()?;
+        // Packs stored by a server killed before indexing them.
+        repo.recover_unindexed_packs()?;
+        let meta: Arc<dyn Meta> = Arc::new(SqliteMeta::open(&dir.join("server.sqlite"))?);
+        let mac_key = crypto::mac(&[0; 32], &[b"tidemark server mac key", secret.as_bytes()]);
+        let server = Arc::new(Server {
+            keys: repo.export_keys(),
+            repo: Arc::new(repo),
+            meta,
+            mac_key,
+            metrics: Metrics::default(),
+        });
+        let first_admin_code = if server.meta.users()?.is_empty() {
+            let admin = server.meta.create_user("admin", true)?;
+            Some(server.new_code(admin.id, Some(1), 7 * 24)?)
+        } else {
+            None
+        };
+        Ok(Opened {
+            server,
+            first_admin_code,
+        })
+    }
+
+    pub(crate) fn hash_secret(&self, what: &[u8], secret: &str) -> [u8; 32] {
+        crypto::mac(&self.mac_key, &[what, secret.as_bytes()])
+    }
+
+    /// The nonce of a challenge: stateless, bound to the user, the chunk and
+    /// the expiry, so it cannot be reused by anyone else or later.
+    pub(crate) fn challenge_nonce(&self, user_id: i64, id: &Id, expires: i64) -> [u8; 32] {
+        crypto::mac(
+            &self.mac_key,
+            &[
+                b"challenge",
+                &user_id.to_le_bytes(),
+                &id.0,
+                &expires.to_le_bytes(),
+            ],
+        )
+    }
+
+    /// Creates an enrolment code for `user_id`, valid `hours`, for `uses`
+    /// enrolments (`None`: any number). Only its hash is stored.
+    pub fn new_code(
+        &self,
+        user_id: i64,
+        uses: Option<u32>,
+        hours: u32,
+    ) -> Result<String, ServerError> {
+        let raw: [u8; 15] = rand::random();
+        let code = hex::encode_upper(raw)
+            .as_bytes()
+            .chunks(5)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-");
+        let expires = Utc::now().timestamp() + i64::from(hours) * 3600;
+        self.meta.create_code(
+            &self.hash_secret(b"code", &normalise_code(&code)),
+            user_id,
+            uses,
+            expires,
+        )?;
+        Ok(code)
+    }
+
+    /// The organisation keys, as provisioned to enrolled devices.
+    pub fn org_keys(&self) -> &[u8] {
+        &self.keys
+    }
+}
+
+/// Codes are typed by people: ignore case, spaces and dashes.
+pub(crate) fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The organisation keys as sent to an enrolled device.
+pub fn decode_org_keys(hex_keys: &str) -> Option<MasterKeys> {
+    MasterKeys::from_bytes(&hex::decode(hex_keys).ok()?).ok()
+}

@@ -1,0 +1,474 @@
+//! The server's metadata: users, enrolment codes, devices, who owns which
+//! chunk, whose snapshot is which, policies and the audit log.
+//!
+//! Behind the [`Meta`] trait so that a scale-out deployment can keep it in
+//! PostgreSQL; [`SqliteMeta`] is the embedded default. Secrets (codes, device
+//! tokens) are stored only as keyed hashes.
+
+use crypto::Id;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("server metadata database: {0}")]
+pub struct MetaError(#[from] rusqlite::Error);
+
+pub type MetaResult<T> = std::result::Result<T, MetaError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    pub id: i64,
+    pub user_id: i64,
+    pub user: String,
+    pub name: String,
+    pub revoked: bool,
+    pub created: i64,
+    pub last_seen: Option<i64>,
+    pub last_backup: Option<i64>,
+}
+
+/// An authenticated device with its user.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub device_id: i64,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRow {
+    pub id: Id,
+    pub user_id: i64,
+    pub device_id: i64,
+    pub time: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub time: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// What an enrolment code grants, once checked.
+#[derive(Debug, Clone)]
+pub struct CodeGrant {
+    pub user_id: i64,
+}
+
+pub trait Meta: Send + Sync {
+    fn create_user(&self, name: &str, admin: bool) -> MetaResult<User>;
+    fn users(&self) -> MetaResult<Vec<User>>;
+    fn user_by_name(&self, name: &str) -> MetaResult<Option<User>>;
+    /// `uses` of `None` means any number of uses until `expires`.
+    fn create_code(
+        &self,
+        code_hash: &[u8; 32],
+        user_id: i64,
+        uses: Option<u32>,
+        expires: i64,
+    ) -> MetaResult<()>;
+    /// Uses one use of a code, atomically; `None` when unknown, spent or expired.
+    fn redeem_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<CodeGrant>>;
+    fn create_device(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> MetaResult<i64>;
+    /// The device and user of a token, if the token is known and not revoked.
+    fn authenticate(&self, token_hash: &[u8; 32], now: i64) -> MetaResult<Option<Principal>>;
+    fn devices(&self) -> MetaResult<Vec<Device>>;
+    fn revoke_device(&self, device_id: i64) -> MetaResult<bool>;
+    /// Of `ids`, the ones `user_id` owns.
+    fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>>;
+    fn grant(&self, user_id: i64, ids: &[Id]) -> MetaResult<()>;
+    fn add_snapshot(&self, row: &SnapshotRow) -> MetaResult<()>;
+    fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>>;
+    fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>>;
+    fn delete_snapshot(&self, id: &Id) -> MetaResult<bool>;
+    fn audit(&self, now: i64, actor: &str, action: &str, detail: &str) -> MetaResult<()>;
+    fn audit_log(&self, limit: u32) -> MetaResult<Vec<AuditEntry>>;
+    fn set_policy(&self, json: &str) -> MetaResult<()>;
+    fn policy(&self) -> MetaResult<Option<String>>;
+    /// Chunks owned per user (for usage figures).
+    fn owned_counts(&self) -> MetaResult<Vec<(String, u64)>>;
+}
+
+pub struct SqliteMeta {
+    db: Mutex<Connection>,
+}
+
+impl SqliteMeta {
+    pub fn open(path: &Path) -> MetaResult<Self> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(Duration::from_secs(30))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed snapshot or ownership grant survives a power cut;
+        // the server answers "stored" only after the commit.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS users (
+                 id INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 admin INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS codes (
+                 hash BLOB PRIMARY KEY,
+                 user_id INTEGER NOT NULL REFERENCES users(id),
+                 uses_left INTEGER,
+                 expires INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS devices (
+                 id INTEGER PRIMARY KEY,
+                 user_id INTEGER NOT NULL REFERENCES users(id),
+                 name TEXT NOT NULL,
+                 token_hash BLOB NOT NULL UNIQUE,
+                 revoked INTEGER NOT NULL DEFAULT 0,
+                 created INTEGER NOT NULL,
+                 last_seen INTEGER,
+                 last_backup INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS owners (
+                 chunk BLOB NOT NULL,
+                 user_id INTEGER NOT NULL,
+                 PRIMARY KEY (chunk, user_id)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS snapshots (
+                 id BLOB PRIMARY KEY,
+                 user_id INTEGER NOT NULL REFERENCES users(id),
+                 device_id INTEGER NOT NULL,
+                 time INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS audit (
+                 n INTEGER PRIMARY KEY,
+                 time INTEGER NOT NULL,
+                 actor TEXT NOT NULL,
+                 action TEXT NOT NULL,
+                 detail TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS policy (
+                 k INTEGER PRIMARY KEY CHECK (k = 0),
+                 json TEXT NOT NULL
+             );",
+        )?;
+        Ok(SqliteMeta { db: Mutex::new(db) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> MetaResult<T> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut db)?)
+    }
+}
+
+fn id_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Id> {
+    let b: Vec<u8> = row.get(i)?;
+    let arr: [u8; 32] = b.try_into().map_err(|b: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            b.len(),
+            rusqlite::types::Type::Blob,
+            "an id is 32 bytes".into(),
+        )
+    })?;
+    Ok(Id(arr))
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        admin: r.get(2)?,
+    })
+}
+
+impl Meta for SqliteMeta {
+    fn create_user(&self, name: &str, admin: bool) -> MetaResult<User> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO users (name, admin) VALUES (?1, ?2)",
+                params![name, admin],
+            )?;
+            Ok(User {
+                id: db.last_insert_rowid(),
+                name: name.to_string(),
+                admin,
+            })
+        })
+    }
+
+    fn users(&self) -> MetaResult<Vec<User>> {
+        self.with(|db| {
+            let mut st = db.prepare("SELECT id, name, admin FROM users ORDER BY id")?;
+            let rows = st.query_map([], user_row)?;
+            rows.collect()
+        })
+    }
+
+    fn user_by_name(&self, name: &str) -> MetaResult<Option<User>> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT id, name, admin FROM users WHERE name = ?1",
+                [name],
+                user_row,
+            )
+            .optional()
+        })
+    }
+
+    fn create_code(
+        &self,
+        code_hash: &[u8; 32],
+        user_id: i64,
+        uses: Option<u32>,
+        expires: i64,
+    ) -> MetaResult<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO codes (hash, user_id, uses_left, expires) VALUES (?1, ?2, ?3, ?4)",
+                params![&code_hash[..], user_id, uses, expires],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn redeem_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<CodeGrant>> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let row: Option<(i64, Option<i64>, i64)> = tx
+                .query_row(
+                    "SELECT user_id, uses_left, expires FROM codes WHERE hash = ?1",
+                    [&code_hash[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let grant = match row {
+                Some((user_id, uses, expires)) if expires > now && uses.is_none_or(|u| u > 0) => {
+                    if uses.is_some() {
+                        tx.execute(
+                            "UPDATE codes SET uses_left = uses_left - 1 WHERE hash = ?1",
+                            [&code_hash[..]],
+                        )?;
+                    }
+                    Some(CodeGrant { user_id })
+                }
+                _ => None,
+            };
+            tx.commit()?;
+            Ok(grant)
+        })
+    }
+
+    fn create_device(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> MetaResult<i64> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO devices (user_id, name, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![user_id, name, &token_hash[..], now],
+            )?;
+            Ok(db.last_insert_rowid())
+        })
+    }
+
+    fn authenticate(&self, token_hash: &[u8; 32], now: i64) -> MetaResult<Option<Principal>> {
+        self.with(|db| {
+            let p = db
+                .query_row(
+                    "SELECT d.id, u.id, u.name, u.admin FROM devices d JOIN users u ON u.id = d.user_id
+                     WHERE d.token_hash = ?1 AND d.revoked = 0",
+                    [&token_hash[..]],
+                    |r| {
+                        Ok(Principal {
+                            device_id: r.get(0)?,
+                            user: User {
+                                id: r.get(1)?,
+                                name: r.get(2)?,
+                                admin: r.get(3)?,
+                            },
+                        })
+                    },
+                )
+                .optional()?;
+            if let Some(p) = &p {
+                db.execute(
+                    "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
+                    params![now, p.device_id],
+                )?;
+            }
+            Ok(p)
+        })
+    }
+
+    fn devices(&self) -> MetaResult<Vec<Device>> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT d.id, d.user_id, u.name, d.name, d.revoked, d.created, d.last_seen,
+                        (SELECT max(time) FROM snapshots s WHERE s.device_id = d.id)
+                 FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(Device {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    user: r.get(2)?,
+                    name: r.get(3)?,
+                    revoked: r.get(4)?,
+                    created: r.get(5)?,
+                    last_seen: r.get(6)?,
+                    last_backup: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn revoke_device(&self, device_id: i64) -> MetaResult<bool> {
+        self.with(|db| {
+            Ok(db.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id])? > 0)
+        })
+    }
+
+    fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>> {
+        self.with(|db| {
+            let mut st =
+                db.prepare_cached("SELECT 1 FROM owners WHERE chunk = ?1 AND user_id = ?2")?;
+            ids.iter()
+                .map(|id| st.exists(params![&id.0[..], user_id]))
+                .collect()
+        })
+    }
+
+    fn grant(&self, user_id: i64, ids: &[Id]) -> MetaResult<()> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO owners (chunk, user_id) VALUES (?1, ?2)",
+                )?;
+                for id in ids {
+                    st.execute(params![&id.0[..], user_id])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn add_snapshot(&self, row: &SnapshotRow) -> MetaResult<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT OR IGNORE INTO snapshots (id, user_id, device_id, time) VALUES (?1, ?2, ?3, ?4)",
+                params![&row.id.0[..], row.user_id, row.device_id, row.time],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT id, user_id, device_id, time FROM snapshots
+                 WHERE ?1 IS NULL OR user_id = ?1 ORDER BY time, id",
+            )?;
+            let rows = st.query_map([user_id], |r| {
+                Ok(SnapshotRow {
+                    id: id_col(r, 0)?,
+                    user_id: r.get(1)?,
+                    device_id: r.get(2)?,
+                    time: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT id, user_id, device_id, time FROM snapshots WHERE id = ?1",
+                [&id.0[..]],
+                |r| {
+                    Ok(SnapshotRow {
+                        id: id_col(r, 0)?,
+                        user_id: r.get(1)?,
+                        device_id: r.get(2)?,
+                        time: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn delete_snapshot(&self, id: &Id) -> MetaResult<bool> {
+        self.with(|db| Ok(db.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])? > 0))
+    }
+
+    fn audit(&self, now: i64, actor: &str, action: &str, detail: &str) -> MetaResult<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO audit (time, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![now, actor, action, detail],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn audit_log(&self, limit: u32) -> MetaResult<Vec<AuditEntry>> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT time, actor, action, detail FROM audit ORDER BY n DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                Ok(AuditEntry {
+                    time: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn set_policy(&self, json: &str) -> MetaResult<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO policy (k, json) VALUES (0, ?1) ON CONFLICT (k) DO UPDATE SET json = excluded.json",
+                [json],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn policy(&self) -> MetaResult<Option<String>> {
+        self.with(|db| {
+            db.query_row("SELECT json FROM policy WHERE k = 0", [], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn owned_counts(&self) -> MetaResult<Vec<(String, u64)>> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT u.name, (SELECT count(*) FROM owners o WHERE o.user_id = u.id) FROM users u ORDER BY u.id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+    }
+}

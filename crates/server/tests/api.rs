@@ -1,0 +1,749 @@
+//! The server's HTTP API, in process: enrolment, global dedup with proofs of
+//! ownership, isolation between users, ransomware safety, bad input.
+
+// Helpers panic on purpose: in a test a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use crypto::{Id, KdfParams, MasterKeys};
+use format::{layout, BlobKind, RepoConfig, Snapshot, Tree};
+use http_body_util::BodyExt;
+use repository::{OpenOptions, Repository, UploadOptions};
+use serde_json::{json, Value};
+use server::{Limits, Server};
+use std::sync::Arc;
+use storage::{DynStorage, MemoryStorage};
+use tower::ServiceExt;
+
+fn fast_kdf() -> Option<KdfParams> {
+    Some(KdfParams {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    })
+}
+
+struct Harness {
+    app: axum::Router,
+    admin_code: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Server::open(dir.path(), fast_kdf()).expect("server open");
+    Harness {
+        app: server::app(opened.server, Limits::default()),
+        admin_code: opened.first_admin_code,
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply { status, body }
+}
+
+async fn post_json(app: &axum::Router, path: &str, token: Option<&str>, v: Value) -> Reply {
+    call(
+        app,
+        Method::POST,
+        path,
+        token,
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .await
+}
+
+/// A device as the tests drive it: its token and a local staging repository
+/// with the organisation's keys that builds packs the way a client does.
+struct Client {
+    token: String,
+    keys: MasterKeys,
+    config: RepoConfig,
+}
+
+async fn enroll(app: &axum::Router, code: &str, name: &str) -> Client {
+    let r = post_json(
+        app,
+        "/v1/enroll",
+        None,
+        json!({"code": code, "device_name": name}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let v = r.json();
+    Client {
+        token: v["token"].as_str().unwrap().to_string(),
+        keys: server::decode_org_keys(v["keys"].as_str().unwrap()).expect("keys"),
+        config: serde_json::from_value(v["repository"].clone()).unwrap(),
+    }
+}
+
+impl Client {
+    fn staging(&self) -> Arc<Repository> {
+        let s: DynStorage = Arc::new(MemoryStorage::new());
+        Arc::new(Repository::with_keys(
+            s,
+            self.keys.clone(),
+            self.config.clone(),
+            &OpenOptions::default(),
+        ))
+    }
+
+    /// Packs `blobs` locally and returns (pack id, bytes) for each pack.
+    fn build_packs(&self, blobs: &[(BlobKind, Vec<u8>)]) -> Vec<(Id, Vec<u8>)> {
+        let repo = self.staging();
+        let up = repo.start_upload(UploadOptions::default()).unwrap();
+        for (kind, data) in blobs {
+            up.add(*kind, repo.content_id(data), data.clone()).unwrap();
+        }
+        up.finish().unwrap();
+        repo.storage()
+            .list(layout::PACKS)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    layout::id_of(&e.key).unwrap(),
+                    repo.storage().get(&e.key).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn id(&self, data: &[u8]) -> Id {
+        self.keys.content_id(data)
+    }
+
+    fn seal_snapshot(&self, tree: Id) -> Vec<u8> {
+        let snap: Snapshot = serde_json::from_value(json!({
+            "version": 1, "time": "2026-11-25T10:00:00Z", "hostname": "laptop",
+            "username": "u", "paths": ["/home/u"], "tree": tree, "parent": null,
+            "tags": [], "summary": serde_json::to_value(format::SnapshotSummary::default()).unwrap()
+        }))
+        .unwrap();
+        self.staging().seal_snapshot(&snap)
+    }
+}
+
+fn tree_with_file(name: &str, content: &[Id]) -> Vec<u8> {
+    let tree: Tree = serde_json::from_value(json!({"nodes": [{
+        "name": name, "kind": "file", "size": 1, "mode": 420, "mtime_ns": 0,
+        "content": content
+    }]}))
+    .unwrap();
+    format::to_json(&tree)
+}
+
+fn data(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+async fn admin(app: &axum::Router, code: &str) -> Client {
+    enroll(app, code, "admin-laptop").await
+}
+
+async fn user(app: &axum::Router, admin: &Client, name: &str) -> Client {
+    let r = post_json(
+        app,
+        "/v1/admin/users",
+        Some(&admin.token),
+        json!({"name": name}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = post_json(
+        app,
+        "/v1/admin/codes",
+        Some(&admin.token),
+        json!({"user": name, "uses": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let code = r.json()["code"].as_str().unwrap().to_string();
+    enroll(app, &code, &format!("{name}-laptop")).await
+}
+
+/// Backs up one file: query, prove, upload what is missing, commit.
+/// Returns (snapshot id, chunk ids, pack bytes sent).
+async fn backup(app: &axum::Router, c: &Client, file: &[u8]) -> (Id, Vec<Id>, usize) {
+    let chunk = c.id(file);
+    let tree = tree_with_file("f", &[chunk]);
+    let tree_id = c.id(&tree);
+    let ids = vec![chunk, tree_id];
+    let q = post_json(app, "/v1/chunks/query", Some(&c.token), json!({"ids": ids})).await;
+    assert_eq!(q.status, StatusCode::OK);
+    let q = q.json();
+    let mut proofs = Vec::new();
+    for ch in q["challenges"].as_array().unwrap() {
+        let id = Id::from_hex(ch["id"].as_str().unwrap()).unwrap();
+        let nonce: [u8; 32] = hex::decode(ch["nonce"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let plain = if id == chunk {
+            file.to_vec()
+        } else {
+            tree.clone()
+        };
+        proofs.push(json!({"id": id, "expires": ch["expires"],
+            "proof": hex::encode(crypto::ownership_proof(&nonce, &plain))}));
+    }
+    let p = post_json(
+        app,
+        "/v1/chunks/prove",
+        Some(&c.token),
+        json!({"proofs": proofs}),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK);
+    let upload: Vec<Id> = serde_json::from_value(p.json()["upload"].clone()).unwrap();
+    let mut sent = 0;
+    if !upload.is_empty() {
+        let blobs: Vec<(BlobKind, Vec<u8>)> = upload
+            .iter()
+            .map(|id| {
+                if *id == chunk {
+                    (BlobKind::Data, file.to_vec())
+                } else {
+                    (BlobKind::Tree, tree.clone())
+                }
+            })
+            .collect();
+        for (pid, bytes) in c.build_packs(&blobs) {
+            sent += bytes.len();
+            let r = call(
+                app,
+                Method::PUT,
+                &format!("/v1/packs/{pid}"),
+                Some(&c.token),
+                bytes,
+            )
+            .await;
+            assert_eq!(
+                r.status,
+                StatusCode::CREATED,
+                "{}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+    let r = call(
+        app,
+        Method::POST,
+        "/v1/snapshots",
+        Some(&c.token),
+        c.seal_snapshot(tree_id),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = Id::from_hex(r.json()["id"].as_str().unwrap()).unwrap();
+    (id, ids, sent)
+}
+
+#[tokio::test]
+async fn first_admin_code_is_single_use_and_bad_codes_are_refused() {
+    let h = start();
+    let code = h
+        .admin_code
+        .clone()
+        .expect("first start prints an admin code");
+    let a = admin(&h.app, &code).await;
+    let me = call(&h.app, Method::GET, "/v1/whoami", Some(&a.token), vec![]).await;
+    assert_eq!(me.json()["admin"], json!(true));
+    let again = post_json(
+        &h.app,
+        "/v1/enroll",
+        None,
+        json!({"code": code, "device_name": "x"}),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert!(again.json()["error"].as_str().unwrap().contains("used up"));
+    let junk = post_json(
+        &h.app,
+        "/v1/enroll",
+        None,
+        json!({"code": "AAAAA-BBBBB", "device_name": "x"}),
+    )
+    .await;
+    assert_eq!(junk.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let alice = user(&h.app, &a, "alice").await;
+    let bob = user(&h.app, &a, "bob").await;
+    let shared = data(7, 200_000);
+
+    let (alice_snap, ids, sent_alice) = backup(&h.app, &alice, &shared).await;
+    assert!(sent_alice > 0);
+
+    // Bob knows only the ids: no chunk, no snapshot, identical 404s.
+    let theirs = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/blobs/{}", ids[0]),
+        Some(&bob.token),
+        vec![],
+    )
+    .await;
+    let random = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/blobs/{}", Id([9; 32])),
+        Some(&bob.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (theirs.status, theirs.body.clone()),
+        (random.status, random.body)
+    );
+    let snap = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/snapshots/{alice_snap}"),
+        Some(&bob.token),
+        vec![],
+    )
+    .await;
+    let none = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/snapshots/{}", Id([8; 32])),
+        Some(&bob.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(snap.status, StatusCode::NOT_FOUND);
+    assert_eq!(snap.body, none.body);
+
+    // Committing a snapshot over Alice's tree without owning it is refused.
+    let forged = call(
+        &h.app,
+        Method::POST,
+        "/v1/snapshots",
+        Some(&bob.token),
+        bob.seal_snapshot(ids[1]),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::CONFLICT);
+
+    // A wrong proof is told "upload", exactly like an unknown chunk.
+    let q = post_json(
+        &h.app,
+        "/v1/chunks/query",
+        Some(&bob.token),
+        json!({"ids": [ids[0], Id([5; 32])]}),
+    )
+    .await
+    .json();
+    let chs = q["challenges"].as_array().unwrap();
+    assert_eq!(chs.len(), 2, "both known and unknown ids get a challenge");
+    let wrong = post_json(
+        &h.app,
+        "/v1/chunks/prove",
+        Some(&bob.token),
+        json!({"proofs": [
+            {"id": chs[0]["id"], "expires": chs[0]["expires"], "proof": hex::encode([0u8; 32])},
+            {"id": chs[1]["id"], "expires": chs[1]["expires"], "proof": hex::encode([0u8; 32])}
+        ]}),
+    )
+    .await
+    .json();
+    assert_eq!(wrong["granted"], json!([]));
+    assert_eq!(wrong["upload"].as_array().unwrap().len(), 2);
+    // A proof computed for Alice's challenge does not work for Bob.
+    let qa = post_json(
+        &h.app,
+        "/v1/chunks/query",
+        Some(&alice.token),
+        json!({"ids": [Id([6; 32])]}),
+    )
+    .await
+    .json();
+    assert_eq!(qa["challenges"].as_array().unwrap().len(), 1);
+
+    // With the data, Bob sends nothing but proofs.
+    let (bob_snap, _, sent_bob) = backup(&h.app, &bob, &shared).await;
+    assert_eq!(
+        sent_bob, 0,
+        "a chunk the organisation has never crosses the network again"
+    );
+    let mine = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/blobs/{}", ids[0]),
+        Some(&bob.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(mine.status, StatusCode::OK);
+    let raw_len: u32 = 200_000;
+    let plain = bob
+        .staging()
+        .decode_blob(&ids[0], &mine.body, raw_len)
+        .unwrap();
+    assert_eq!(plain, shared);
+
+    // Each sees only their own snapshots.
+    let list = call(
+        &h.app,
+        Method::GET,
+        "/v1/snapshots",
+        Some(&bob.token),
+        vec![],
+    )
+    .await
+    .json();
+    let listed: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, vec![bob_snap.to_hex()]);
+}
+
+#[tokio::test]
+async fn devices_cannot_delete_and_revoked_tokens_stop_at_once() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let carol = user(&h.app, &a, "carol").await;
+    let (snap, _, _) = backup(&h.app, &carol, &data(1, 5000)).await;
+    let del = call(
+        &h.app,
+        Method::DELETE,
+        &format!("/v1/snapshots/{snap}"),
+        Some(&carol.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(del.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(
+            &h.app,
+            Method::GET,
+            "/v1/snapshots",
+            Some(&carol.token),
+            vec![]
+        )
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .len(),
+        1
+    );
+    // Admin endpoints are not for ordinary devices.
+    let r = call(
+        &h.app,
+        Method::GET,
+        "/v1/admin/devices",
+        Some(&carol.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let devices = call(
+        &h.app,
+        Method::GET,
+        "/v1/admin/devices",
+        Some(&a.token),
+        vec![],
+    )
+    .await
+    .json();
+    let carol_dev = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["user"] == "carol")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = call(
+        &h.app,
+        Method::POST,
+        &format!("/v1/admin/devices/{carol_dev}/revoke"),
+        Some(&a.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(
+        &h.app,
+        Method::GET,
+        "/v1/snapshots",
+        Some(&carol.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // The admin can delete, and it is audited.
+    let r = call(
+        &h.app,
+        Method::DELETE,
+        &format!("/v1/admin/snapshots/{snap}"),
+        Some(&a.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let audit = call(
+        &h.app,
+        Method::GET,
+        "/v1/admin/audit",
+        Some(&a.token),
+        vec![],
+    )
+    .await
+    .json();
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "delete snapshot"));
+}
+
+#[tokio::test]
+async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let d = user(&h.app, &a, "dave").await;
+    let file = data(3, 50_000);
+    let (pid, bytes) = d.build_packs(&[(BlobKind::Data, file.clone())]).remove(0);
+
+    // Flipped byte: the name no longer matches.
+    let mut bad = bytes.clone();
+    bad[10] ^= 1;
+    let r = call(
+        &h.app,
+        Method::PUT,
+        &format!("/v1/packs/{pid}"),
+        Some(&d.token),
+        bad.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Renamed to match: the blob no longer decrypts.
+    let r = call(
+        &h.app,
+        Method::PUT,
+        &format!("/v1/packs/{}", Id::hash_public(&bad)),
+        Some(&d.token),
+        bad,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A pack sealed with other keys (another organisation) is refused too.
+    let stranger = Client {
+        token: d.token.clone(),
+        keys: MasterKeys::random(),
+        config: d.config.clone(),
+    };
+    let (spid, sbytes) = stranger
+        .build_packs(&[(BlobKind::Data, file.clone())])
+        .remove(0);
+    let r = call(
+        &h.app,
+        Method::PUT,
+        &format!("/v1/packs/{spid}"),
+        Some(&d.token),
+        sbytes,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("nothing of it was stored"));
+    // Truncated.
+    let r = call(
+        &h.app,
+        Method::PUT,
+        &format!("/v1/packs/{pid}"),
+        Some(&d.token),
+        bytes[..bytes.len() / 2].to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Nothing was granted or stored: the chunk is still unknown.
+    let g = call(
+        &h.app,
+        Method::GET,
+        &format!("/v1/blobs/{}", d.id(&file)),
+        Some(&d.token),
+        vec![],
+    )
+    .await;
+    assert_eq!(g.status, StatusCode::NOT_FOUND);
+    // The real pack goes in, and a retried upload is harmless.
+    for _ in 0..2 {
+        let r = call(
+            &h.app,
+            Method::PUT,
+            &format!("/v1/packs/{pid}"),
+            Some(&d.token),
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let usage = call(
+        &h.app,
+        Method::GET,
+        "/v1/admin/usage",
+        Some(&a.token),
+        vec![],
+    )
+    .await
+    .json();
+    assert_eq!(usage["unique_chunks"], json!(1));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_4xx_answers() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let t = Some(a.token.as_str());
+    let cases: Vec<(Method, &str, Vec<u8>)> = vec![
+        (Method::POST, "/v1/chunks/query", b"{not json".to_vec()),
+        (
+            Method::POST,
+            "/v1/chunks/query",
+            br#"{"ids": ["zz"]}"#.to_vec(),
+        ),
+        (
+            Method::POST,
+            "/v1/chunks/prove",
+            br#"{"proofs": 3}"#.to_vec(),
+        ),
+        (Method::POST, "/v1/enroll", b"".to_vec()),
+        (Method::PUT, "/v1/packs/not-an-id", b"x".to_vec()),
+        (Method::GET, "/v1/blobs/123", vec![]),
+        (Method::POST, "/v1/snapshots", b"garbage".to_vec()),
+        (Method::POST, "/v1/admin/users", br#"{"name": ""}"#.to_vec()),
+        (
+            Method::POST,
+            "/v1/admin/codes",
+            br#"{"user": "nobody"}"#.to_vec(),
+        ),
+    ];
+    for (m, path, body) in cases {
+        let r = call(&h.app, m.clone(), path, t, body).await;
+        assert!(r.status.is_client_error(), "{m} {path}: {}", r.status);
+        assert!(
+            r.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{m} {path}"
+        );
+    }
+    let many: Vec<Id> = (0..10_001u32)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            Id(b)
+        })
+        .collect();
+    let r = post_json(&h.app, "/v1/chunks/query", t, json!({"ids": many})).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = call(&h.app, Method::GET, "/v1/snapshots", None, vec![]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let m = call(&h.app, Method::GET, "/metrics", None, vec![]).await;
+    assert!(String::from_utf8_lossy(&m.body).contains("tidemark_rejected_total"));
+    let spec = call(&h.app, Method::GET, "/v1/openapi.json", None, vec![])
+        .await
+        .json();
+    assert_eq!(spec["openapi"], json!("3.1.0"));
+}
+
+#[tokio::test]
+async fn a_restart_keeps_everything_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (snap, ids, token, keys) = {
+        let o = Server::open(dir.path(), fast_kdf()).unwrap();
+        let app = server::app(o.server, Limits::default());
+        let a = admin(&app, o.first_admin_code.as_deref().unwrap()).await;
+        let (snap, ids, _) = backup(&app, &a, &data(2, 70_000)).await;
+        (snap, ids, a.token.clone(), a.keys.clone())
+    };
+    let o = Server::open(dir.path(), fast_kdf()).unwrap();
+    assert!(
+        o.first_admin_code.is_none(),
+        "no new admin code on a restart"
+    );
+    assert_eq!(o.server.org_keys(), keys.to_bytes());
+    let app = server::app(o.server, Limits::default());
+    let list = call(&app, Method::GET, "/v1/snapshots", Some(&token), vec![])
+        .await
+        .json();
+    assert_eq!(list[0]["id"].as_str().unwrap(), snap.to_hex());
+    let b = call(
+        &app,
+        Method::GET,
+        &format!("/v1/blobs/{}", ids[0]),
+        Some(&token),
+        vec![],
+    )
+    .await;
+    assert_eq!(b.status, StatusCode::OK);
+}
