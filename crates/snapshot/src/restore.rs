@@ -476,7 +476,7 @@ struct Runs<'a> {
 
 /// Big enough that per-request costs (a round trip on S3, a thread hop in
 /// OpenDAL) vanish, small enough that a worker holds little memory.
-const RUN_BYTES: u64 = 8 << 20;
+const RUN_BYTES: u64 = 4 << 20;
 
 impl<'a> Runs<'a> {
     fn new(repo: &'a Repository, ids: &'a [Id]) -> Self {
