@@ -19,8 +19,9 @@ UI="tauri clap indicatif axum rusqlite keyring"
 check crypto format storage repository snapshot tidemark-cli opendal $UI
 check format storage repository snapshot tidemark-cli opendal $UI
 check storage crypto format repository snapshot tidemark-cli $UI
-check repository snapshot catalog tidemark-cli $UI
-check snapshot catalog tidemark-cli $UI
-check catalog snapshot tidemark-cli tauri clap indicatif axum keyring
+check repository snapshot catalog server tidemark-cli $UI
+check snapshot catalog server tidemark-cli $UI
+check catalog snapshot server tidemark-cli tauri clap indicatif axum keyring
+check server snapshot tidemark-cli tauri clap indicatif keyring
 [ $fail -eq 0 ] && echo "layers: ok"
 exit $fail

@@ -52,6 +52,27 @@ pub enum Command {
     },
     /// Back up files and folders.
     Backup(BackupArgs),
+    /// Run the company server (HTTPS; prints the first admin enrolment code).
+    Server {
+        /// The server's data folder: packs, metadata, certificate, secret.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        /// Your own certificate chain (PEM) instead of a self-signed one.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) of --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Plain HTTP, only on a loopback address, only for tests.
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        insecure_http: bool,
+        /// Argon2id memory in KiB for the server's repository key (tests only).
+        #[arg(long, hide = true)]
+        kdf_memory: Option<u32>,
+    },
     /// List snapshots.
     Snapshots {
         /// Only snapshots of this host.

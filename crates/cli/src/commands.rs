@@ -9,7 +9,7 @@ use crypto::{Id, KdfParams};
 use repository::{InitOptions, OpenOptions, Repository, VerifyOptions};
 use snapshot::{Conflict, Excludes, TreeLoader};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -21,6 +21,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             pack_size_mib,
         } => init(g, if_missing, kdf_memory, pack_size_mib),
         Command::Backup(a) => backup(g, a),
+        Command::Server {
+            data,
+            listen,
+            cert,
+            key,
+            insecure_http,
+            kdf_memory,
+        } => server_cmd(g, &data, listen, cert.zip(key), insecure_http, kdf_memory),
         Command::Snapshots { host } => snapshots(g, host),
         Command::Ls {
             snapshot,
@@ -791,5 +799,58 @@ fn stats(g: &Global) -> Result<i32> {
             ratio(logical, stored)
         )
     });
+    Ok(0)
+}
+
+fn server_cmd(
+    g: &Global,
+    data: &Path,
+    listen: std::net::SocketAddr,
+    cert: Option<(PathBuf, PathBuf)>,
+    insecure_http: bool,
+    kdf_memory: Option<u32>,
+) -> Result<i32> {
+    use server::serve::Tls;
+    let kdf = kdf_memory.map(|m| crypto::KdfParams {
+        m_cost: m,
+        ..Default::default()
+    });
+    let opened = server::Server::open(data, kdf)?;
+    let tls = match (cert, insecure_http) {
+        (_, true) => Tls::InsecureLoopbackHttp,
+        (Some((cert, key)), _) => Tls::Files { cert, key },
+        (None, false) => Tls::SelfSigned,
+    };
+    let code = opened.first_admin_code;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(server::serve::serve(
+        opened.server,
+        data,
+        listen,
+        tls,
+        |addr, cert| {
+            let scheme = if cert.is_some() { "https" } else { "http" };
+            emit(
+                g,
+                &serde_json::json!({
+                    "listening": format!("{scheme}://{addr}"),
+                    "fingerprint": cert.map(|c| c.fingerprint.clone()),
+                    "admin_code": code,
+                }),
+                || {
+                    let mut s = format!("Tidemark server listening on {scheme}://{addr}");
+                    if let Some(c) = cert {
+                        s.push_str(&format!("\n  certificate fingerprint (SHA-256): {}", c.fingerprint));
+                    }
+                    if let Some(code) = &code {
+                        s.push_str(&format!(
+                            "\n  first start: enrol the administrator's device with code {code} (single use, valid 7 days)"
+                        ));
+                    }
+                    s
+                },
+            );
+        },
+    ))?;
     Ok(0)
 }

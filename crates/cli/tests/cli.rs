@@ -10,5 +10,6 @@ mod cli {
     mod behaviour;
     mod corruption;
     mod crash;
+    mod server;
     mod support;
 }

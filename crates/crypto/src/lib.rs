@@ -253,6 +253,24 @@ pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Key
     Ok(k)
 }
 
+/// Proof of ownership: a keyed hash of a chunk's plaintext under a fresh
+/// server nonce. Only a holder of the data can compute it; knowing the
+/// chunk's id (or any old proof) does not help with a new nonce.
+pub fn ownership_proof(nonce: &[u8; 32], plaintext: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(nonce, plaintext).as_bytes()
+}
+
+/// A keyed hash for server-side tokens and stateless challenges.
+pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    for p in parts {
+        // Length-prefixed so that ("ab","c") and ("a","bc") differ.
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,22 +338,19 @@ mod tests {
             m.content_id(b"a")
         );
     }
-}
 
-/// Proof of ownership: a keyed hash of a chunk's plaintext under a fresh
-/// server nonce. Only a holder of the data can compute it; knowing the
-/// chunk's id (or any old proof) does not help with a new nonce.
-pub fn ownership_proof(nonce: &[u8; 32], plaintext: &[u8]) -> [u8; 32] {
-    *blake3::keyed_hash(nonce, plaintext).as_bytes()
-}
-
-/// A keyed hash for server-side tokens and stateless challenges.
-pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(key);
-    for p in parts {
-        // Length-prefixed so that ("ab","c") and ("a","bc") differ.
-        h.update(&(p.len() as u64).to_le_bytes());
-        h.update(p);
+    #[test]
+    fn mac_parts_are_length_prefixed() {
+        let k = [3u8; 32];
+        assert_ne!(mac(&k, &[b"ab", b"c"]), mac(&k, &[b"a", b"bc"]));
+        assert_eq!(mac(&k, &[b"ab", b"c"]), mac(&k, &[b"ab", b"c"]));
+        assert_ne!(mac(&k, &[b"x"]), mac(&[4u8; 32], &[b"x"]));
     }
-    *h.finalize().as_bytes()
+
+    #[test]
+    fn ownership_proof_depends_on_nonce_and_data() {
+        let p = ownership_proof(&[1; 32], b"chunk");
+        assert_ne!(p, ownership_proof(&[2; 32], b"chunk"));
+        assert_ne!(p, ownership_proof(&[1; 32], b"chunK"));
+    }
 }

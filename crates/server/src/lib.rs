@@ -19,6 +19,7 @@
 mod api;
 mod error;
 pub mod meta;
+pub mod serve;
 
 pub use api::{app, Limits};
 pub use error::ApiError;
@@ -218,7 +219,7 @@ pub(crate) fn normalise_code(code: &str) -> String {
         .collect()
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -1,0 +1,138 @@
+//! Listening: HTTPS with rustls (a self-signed certificate made on the first
+//! start unless one is given), or plain HTTP on loopback for tests.
+
+use crate::{Limits, Server, ServerError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub enum Tls {
+    /// `DIR/tls/cert.pem` and `key.pem`, made on the first start.
+    SelfSigned,
+    /// An admin's own certificate chain and key (PEM).
+    Files { cert: PathBuf, key: PathBuf },
+    /// No TLS; refused unless the address is a loopback one.
+    InsecureLoopbackHttp,
+}
+
+/// The certificate in use: PEM bytes and the SHA-256 fingerprint of its
+/// DER form, which clients pin at enrolment and people compare by eye.
+pub struct Certificate {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub fingerprint: String,
+}
+
+fn tls_err(dir: &Path, message: String) -> ServerError {
+    ServerError::DataDir {
+        path: dir.to_path_buf(),
+        message,
+    }
+}
+
+/// Loads the data folder's certificate, making a self-signed one valid for
+/// `localhost`, the loopback addresses and `names` on the first start.
+pub fn self_signed(dir: &Path, names: &[String]) -> Result<Certificate, ServerError> {
+    let tls_dir = dir.join("tls");
+    let (cert_path, key_path) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
+    if !cert_path.exists() {
+        std::fs::create_dir_all(&tls_dir).map_err(|e| tls_err(dir, e.to_string()))?;
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        sans.extend(names.iter().cloned());
+        let ck = rcgen::generate_simple_self_signed(sans)
+            .map_err(|e| tls_err(dir, format!("cannot make a certificate: {e}")))?;
+        crate::write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())
+            .map_err(|e| tls_err(dir, e.to_string()))?;
+        crate::write_private(&cert_path, ck.cert.pem().as_bytes())
+            .map_err(|e| tls_err(dir, e.to_string()))?;
+    }
+    load(&cert_path, &key_path)
+}
+
+pub fn load(cert: &Path, key: &Path) -> Result<Certificate, ServerError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| ServerError::DataDir {
+            path: p.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let fingerprint = fingerprint_of_pem(&cert_pem).ok_or_else(|| ServerError::DataDir {
+        path: cert.to_path_buf(),
+        message: "no PEM certificate in this file".into(),
+    })?;
+    Ok(Certificate {
+        cert_pem,
+        key_pem,
+        fingerprint,
+    })
+}
+
+/// SHA-256 of the first certificate's DER, as colon-separated hex.
+pub fn fingerprint_of_pem(pem: &[u8]) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()?;
+    Some(fingerprint_of_der(&der))
+}
+
+pub fn fingerprint_of_der(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Serves until the process ends. `on_ready` is told the bound address and
+/// the certificate (none for plain HTTP) once the socket listens.
+pub async fn serve(
+    server: Arc<Server>,
+    dir: &Path,
+    listen: SocketAddr,
+    tls: Tls,
+    on_ready: impl FnOnce(SocketAddr, Option<&Certificate>),
+) -> Result<(), ServerError> {
+    let app = crate::app(server, Limits::default());
+    let io = |e: std::io::Error| tls_err(dir, format!("cannot listen on {listen}: {e}"));
+    let listener = std::net::TcpListener::bind(listen).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    let bound = listener.local_addr().map_err(io)?;
+    let cert = match tls {
+        Tls::InsecureLoopbackHttp => {
+            if !bound.ip().is_loopback() {
+                return Err(tls_err(
+                    dir,
+                    format!("plain HTTP is only for tests on a loopback address, not {bound}; drop --insecure-http to use HTTPS"),
+                ));
+            }
+            None
+        }
+        Tls::SelfSigned => Some(self_signed(dir, &[repository::hostname()])?),
+        Tls::Files { cert, key } => Some(load(&cert, &key)?),
+    };
+    on_ready(bound, cert.as_ref());
+    let service = app.into_make_service();
+    match cert {
+        None => axum_server::from_tcp(listener)
+            .map_err(io)?
+            .serve(service)
+            .await
+            .map_err(io),
+        Some(c) => {
+            // One process-wide provider; a second install is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(c.cert_pem, c.key_pem)
+                .await
+                .map_err(|e| tls_err(dir, format!("unusable certificate or key: {e}")))?;
+            axum_server::from_tcp_rustls(listener, config)
+                .map_err(io)?
+                .serve(service)
+                .await
+                .map_err(io)
+        }
+    }
+}
