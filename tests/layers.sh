@@ -22,6 +22,7 @@ check storage crypto format repository snapshot tidemark-cli $UI
 check repository snapshot catalog server tidemark-cli $UI
 check snapshot catalog server tidemark-cli $UI
 check catalog snapshot server tidemark-cli tauri clap indicatif axum keyring
-check server snapshot tidemark-cli tauri clap indicatif keyring
+check server snapshot client tidemark-cli tauri clap indicatif keyring
+check client snapshot server tidemark-cli tauri clap indicatif keyring axum rusqlite
 [ $fail -eq 0 ] && echo "layers: ok"
 exit $fail

@@ -52,6 +52,24 @@ pub enum Command {
     },
     /// Back up files and folders.
     Backup(BackupArgs),
+    /// Enrol this device with a company server (then use --repo URL).
+    Enroll {
+        /// The server, e.g. https://backup.example.com:8443
+        url: String,
+        /// The enrolment code from your administrator.
+        code: String,
+        /// A name for this device (default: the host name).
+        #[arg(long)]
+        device_name: Option<String>,
+        /// Refuse the server unless its certificate has this SHA-256 fingerprint.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Manage the organisation on a company server (needs an admin device; --repo URL).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Run the company server (HTTPS; prints the first admin enrolment code).
     Server {
         /// The server's data folder: packs, metadata, certificate, secret.
@@ -234,4 +252,42 @@ pub enum KeyCommand {
     },
     /// Change the password of the key in use.
     Passwd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// List users.
+    Users,
+    /// Create a user.
+    AddUser {
+        name: String,
+        /// The user may administer the organisation.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create an enrolment code for a user.
+    Code {
+        user: String,
+        /// How many devices may enrol with it (default: any number until it expires).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Hours it stays valid.
+        #[arg(long, default_value_t = 72)]
+        hours: u32,
+    },
+    /// List devices with their last backup.
+    Devices,
+    /// Revoke a device's token at once.
+    Revoke { device_id: i64 },
+    /// Stored bytes, unique chunks and dedup figures for the organisation.
+    Usage,
+    /// Show the organisation policy, or set it from a JSON file.
+    Policy { file: Option<PathBuf> },
+    /// List snapshots of every user, or of one.
+    Snapshots {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Show the audit log.
+    Audit,
 }

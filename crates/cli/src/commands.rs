@@ -1,7 +1,10 @@
 //! One function per subcommand: open what it needs, call the engine,
 //! render. Each stays short; anything longer belongs in a library crate.
 
-use crate::args::{BackupArgs, Cli, Command, ConflictArg, ForgetArgs, Global, KeyCommand};
+use crate::args::{
+    AdminCommand, BackupArgs, Cli, Command, ConflictArg, ForgetArgs, Global, KeyCommand,
+};
+use crate::device;
 use crate::password;
 use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
 use anyhow::{bail, Context, Result};
@@ -21,6 +24,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             pack_size_mib,
         } => init(g, if_missing, kdf_memory, pack_size_mib),
         Command::Backup(a) => backup(g, a),
+        Command::Enroll {
+            url,
+            code,
+            device_name,
+            fingerprint,
+        } => {
+            let name = device_name.unwrap_or_else(hostname);
+            let v = device::enroll(&url, &code, &name, fingerprint)?;
+            emit(g, &v, || {
+                format!(
+                    "enrolled as {} (device {}) with {}\n  server certificate fingerprint (SHA-256): {}\n  compare it with the one your administrator's server printed\n  the device token is stored in {}\n  back up with: tidemark --repo {} backup PATH",
+                    v["user"].as_str().unwrap_or(""),
+                    v["device_id"],
+                    url,
+                    v["fingerprint"].as_str().unwrap_or("(plain HTTP test server)"),
+                    v["secret_stored_in"].as_str().unwrap_or(""),
+                    url
+                )
+            });
+            Ok(0)
+        }
+        Command::Admin { command } => admin(g, command),
         Command::Server {
             data,
             listen,
@@ -101,6 +126,12 @@ fn open_storage(loc: &str) -> Result<storage::DynStorage> {
 
 fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
+    if device::is_server(&loc) {
+        return Ok(with_catalog(device::open_repository(
+            &loc,
+            &open_options(g),
+        )?));
+    }
     let storage = open_storage(&loc)?;
     let pw = password::existing(g.password_file.as_deref(), &storage.location())?;
     let repo = Repository::open(storage, pw.bytes(), &open_options(g))?;
@@ -160,6 +191,9 @@ fn init(
     pack_size_mib: Option<u32>,
 ) -> Result<i32> {
     let loc = location(g)?;
+    if device::is_server(&loc) {
+        bail!("a company server's repository is made by the server; enrol this device with `tidemark enroll {loc} CODE`");
+    }
     let storage = open_storage(&loc)?;
     let shown = storage.location();
     if if_missing && storage.size(format::layout::CONFIG)?.is_some() {
@@ -852,5 +886,53 @@ fn server_cmd(
             );
         },
     ))?;
+    Ok(0)
+}
+
+fn admin(g: &Global, cmd: AdminCommand) -> Result<i32> {
+    let loc = location(g)?;
+    if !device::is_server(&loc) {
+        bail!("admin commands talk to a company server: give its address with --repo https://…");
+    }
+    let (c, info) = device::client(&loc)?;
+    if !info.admin {
+        bail!(
+            "this device is enrolled as {}, who is not an administrator",
+            info.user
+        );
+    }
+    let v = match cmd {
+        AdminCommand::Users => c.get("/v1/admin/users")?,
+        AdminCommand::AddUser { name, admin } => c.post(
+            "/v1/admin/users",
+            &serde_json::json!({ "name": name, "admin": admin }),
+        )?,
+        AdminCommand::Code { user, uses, hours } => c.post(
+            "/v1/admin/codes",
+            &serde_json::json!({ "user": user, "uses": uses, "valid_hours": hours }),
+        )?,
+        AdminCommand::Devices => c.get("/v1/admin/devices")?,
+        AdminCommand::Revoke { device_id } => c.post(
+            &format!("/v1/admin/devices/{device_id}/revoke"),
+            &serde_json::json!({}),
+        )?,
+        AdminCommand::Usage => c.get("/v1/admin/usage")?,
+        AdminCommand::Policy { file: None } => c.get("/v1/policy")?,
+        AdminCommand::Policy { file: Some(f) } => {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            let policy: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", f.display()))?;
+            c.put("/v1/admin/policy", &policy)?
+        }
+        AdminCommand::Snapshots { user } => match user {
+            Some(u) => c.get(&format!("/v1/admin/snapshots?user={u}"))?,
+            None => c.get("/v1/admin/snapshots")?,
+        },
+        AdminCommand::Audit => c.get("/v1/admin/audit")?,
+    };
+    emit(g, &v, || {
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    });
     Ok(0)
 }

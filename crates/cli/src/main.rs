@@ -10,6 +10,7 @@
 
 mod args;
 mod commands;
+mod device;
 mod password;
 mod progress;
 

@@ -80,6 +80,11 @@ pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Res
         .ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
     let raw = match *flag {
         RAW => body.to_vec(),
+        // A raw length of 0 means "unknown" (a tree from the local cache of
+        // a server repository): decode without a size; the id check below
+        // still rejects anything that is not exactly the blob.
+        ZSTD if raw_length == 0 => zstd::stream::decode_all(body)
+            .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
         ZSTD => decompress(body, raw_length as usize)
             .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
         f => {

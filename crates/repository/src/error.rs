@@ -40,6 +40,9 @@ pub enum RepoError {
     #[error(transparent)]
     LocalIndex(#[from] crate::index::IndexStoreError),
 
+    #[error("company server: {0}")]
+    Remote(String),
+
     #[error("the upload pipeline stopped: {0}")]
     Pipeline(String),
 }

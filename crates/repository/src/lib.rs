@@ -15,6 +15,7 @@ mod keys;
 mod lock;
 mod packfile;
 mod prune;
+mod remote;
 mod upload;
 mod verify;
 
@@ -22,6 +23,7 @@ pub use cache::ObjectCache;
 pub use error::{RepoError, Result};
 pub use lock::{hostname, LockGuard};
 pub use prune::{PruneOptions, PruneReport};
+pub use remote::{Remote, RemoteError};
 pub use upload::{UploadOptions, UploadStats, Uploader};
 pub use verify::{Problem, VerifyOptions, VerifyReport};
 
@@ -89,6 +91,9 @@ pub struct Repository {
     overlay: RwLock<Overlay>,
     cache: ObjectCache,
     tree_cache: Option<Arc<dyn BlobCache>>,
+    remote: Option<Arc<dyn Remote>>,
+    /// Blobs the server granted this session by proof of ownership.
+    granted: RwLock<HashSet<Id>>,
 }
 
 /// A local store of sealed tree blobs, so that comparing with the parent
@@ -226,7 +231,27 @@ impl Repository {
             overlay: RwLock::new(Overlay::default()),
             cache,
             tree_cache: None,
+            remote: None,
+            granted: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// Keeps data and snapshots on the company server (see [`Remote`]);
+    /// this repository's own storage then holds only local index files.
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.as_ref()
+    }
+
+    pub(crate) fn grant(&self, ids: impl IntoIterator<Item = Id>) {
+        self.granted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
     }
 
     /// Keeps the chunk index in `store` instead of memory (see [`index`]).
@@ -498,6 +523,9 @@ impl Repository {
     /// Whether the index knows `id`. A failing local index store counts as
     /// "not known": the chunk is then stored again, which costs space, never data.
     pub fn has_blob(&self, id: &Id) -> bool {
+        if self.remote.is_some() && self.granted_has(id) {
+            return true;
+        }
         match self.blob_location(id) {
             Ok(l) => l.is_some(),
             Err(e) => {
@@ -505,6 +533,13 @@ impl Repository {
                 false
             }
         }
+    }
+
+    fn granted_has(&self, id: &Id) -> bool {
+        self.granted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     pub fn blob_location(&self, id: &Id) -> Result<Option<Location>> {
@@ -520,6 +555,22 @@ impl Repository {
 
     /// Reads, decrypts, decompresses and checks one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        if let Some(remote) = &self.remote {
+            if let Some(sealed) = self.tree_cache.as_ref().and_then(|c| c.get(id)) {
+                // Cached entries are trees; the raw length is only a size hint.
+                if let Ok(raw) = blob::decode(&self.keys, id, &sealed, 0) {
+                    return Ok(raw);
+                }
+            }
+            let (sealed, raw_length) = remote.get_blob(id)?.ok_or(RepoError::BlobNotFound(*id))?;
+            let raw = blob::decode(&self.keys, id, &sealed, raw_length)?;
+            if let Some(c) = &self.tree_cache {
+                if format::from_json::<format::Tree>("tree", &raw).is_ok() {
+                    c.put(id, &sealed);
+                }
+            }
+            return Ok(raw);
+        }
         let loc = self
             .blob_location(id)?
             .ok_or(RepoError::BlobNotFound(*id))?;
@@ -566,6 +617,9 @@ impl Repository {
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let sealed = blob::seal_object(&self.keys, &format::to_json(snap), SNAPSHOT_AAD);
+        if let Some(remote) = &self.remote {
+            return Ok(remote.commit_snapshot(&sealed)?);
+        }
         let id = Id::hash_public(&sealed);
         self.storage.put(&layout::snapshot(&id), &sealed)?;
         self.cache.put(&layout::snapshot(&id), &sealed);
@@ -573,6 +627,12 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        if let Some(remote) = &self.remote {
+            return match remote.list_snapshots()?.into_iter().find(|(i, _)| i == id) {
+                Some((_, s)) => Ok(s),
+                None => remote::not_found(id),
+            };
+        }
         let key = layout::snapshot(id);
         let sealed = self.cache.get(&*self.storage, &key)?;
         let json = blob::open_object(&self.keys, &key, &sealed, SNAPSHOT_AAD)?;
@@ -581,6 +641,11 @@ impl Repository {
 
     /// All readable snapshots, oldest first, and problems with unreadable ones.
     pub fn list_snapshots(&self) -> Result<SnapshotList> {
+        if let Some(remote) = &self.remote {
+            let mut out = remote.list_snapshots()?;
+            out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+            return Ok((out, Vec::new()));
+        }
         let mut out = Vec::new();
         let mut problems = Vec::new();
         let listed = self.storage.list(layout::SNAPSHOTS)?;
@@ -603,11 +668,21 @@ impl Repository {
 
     /// Finds a snapshot by id prefix (at least 4 hex digits).
     pub fn find_snapshot(&self, prefix: &str) -> Result<Id> {
-        let ids: Vec<Id> = self
-            .storage
-            .list(layout::SNAPSHOTS)?
-            .iter()
-            .filter_map(|e| layout::id_of(&e.key))
+        let all: Vec<Id> = match &self.remote {
+            Some(remote) => remote
+                .list_snapshots()?
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect(),
+            None => self
+                .storage
+                .list(layout::SNAPSHOTS)?
+                .iter()
+                .filter_map(|e| layout::id_of(&e.key))
+                .collect(),
+        };
+        let ids: Vec<Id> = all
+            .into_iter()
             .filter(|id| prefix.len() >= 4 && id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
             .collect();
         match ids.as_slice() {
@@ -618,6 +693,9 @@ impl Repository {
     }
 
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        if self.remote.is_some() {
+            return Err(remote::refused("deleting a snapshot"));
+        }
         self.storage.delete(&layout::snapshot(id))?;
         Ok(())
     }
@@ -708,6 +786,9 @@ impl Repository {
         opts: &VerifyOptions,
         progress: &dyn Fn(u64, u64),
     ) -> Result<VerifyReport> {
+        if self.remote.is_some() {
+            return Err(remote::refused("verify"));
+        }
         self.cache.set_bypass(true);
         verify::verify(self, opts, progress)
     }
@@ -721,6 +802,9 @@ impl Repository {
         used: &std::collections::HashSet<Id>,
         opts: &PruneOptions,
     ) -> Result<PruneReport> {
+        if self.remote.is_some() {
+            return Err(remote::refused("prune"));
+        }
         prune::prune(self, used, opts)
     }
 

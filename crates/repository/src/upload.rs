@@ -31,6 +31,12 @@ use std::thread::JoinHandle;
 /// recovers anyway.
 const INDEX_EVERY: usize = 16;
 
+/// With a company server, blobs are asked about in batches of up to this
+/// many ids or bytes of data: thousands of small files' chunks fit in one
+/// request, while the data held for proofs stays bounded.
+const BATCH_IDS: usize = 4096;
+const BATCH_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
     /// Threads that compress and seal. Defaults to the number of cores.
@@ -135,6 +141,8 @@ impl Shared {
 pub struct Uploader {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
+    /// With a company server: blobs waiting to be asked about in one request.
+    batch: Mutex<Vec<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -187,6 +195,7 @@ impl Uploader {
         Ok(Uploader {
             shared,
             jobs: Some(job_tx),
+            batch: Mutex::new(Vec::new()),
             threads,
         })
     }
@@ -215,16 +224,62 @@ impl Uploader {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|tx| tx.send(Job { kind, id, raw }).is_ok());
+        if self.shared.repo.remote().is_some() {
+            let full = {
+                let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+                batch.push(Job { kind, id, raw });
+                batch.len() >= BATCH_IDS
+                    || batch.iter().map(|j| j.raw.len()).sum::<usize>() >= BATCH_BYTES
+            };
+            if full {
+                self.flush_batch()?;
+            }
+            return Ok(true);
+        }
+        self.send(Job { kind, id, raw })?;
+        Ok(true)
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         if !sent || self.shared.failed() {
             return Err(self
                 .take_error()
                 .unwrap_or_else(|| RepoError::Pipeline("upload stopped".into())));
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Asks the server about the batched blobs in one request: the ones the
+    /// organisation has are proved and granted, only the rest are packed.
+    fn flush_batch(&self) -> Result<()> {
+        let Some(remote) = self.shared.repo.remote() else {
+            return Ok(());
+        };
+        let jobs = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|p| p.into_inner()));
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let asked: Vec<(Id, &[u8])> = jobs.iter().map(|j| (j.id, &j.raw[..])).collect();
+        let needed = remote.dedup(&asked)?;
+        if needed.len() != jobs.len() {
+            return Err(RepoError::Remote(
+                "the server answered for a different number of chunks than asked".into(),
+            ));
+        }
+        for (job, need) in jobs.into_iter().zip(needed) {
+            if need {
+                self.send(job)?;
+            } else {
+                self.shared.repo.grant([job.id]);
+                self.shared.queued().remove(&job.id);
+                self.shared
+                    .counters
+                    .blobs_known
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> &Counters {
@@ -243,6 +298,7 @@ impl Uploader {
     /// and returns what was uploaded. Only after this returns `Ok` may a
     /// snapshot that references the blobs be written.
     pub fn finish(mut self) -> Result<UploadStats> {
+        self.flush_batch()?;
         self.jobs.take();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -340,8 +396,16 @@ fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
         let id = p.id;
         let size = p.bytes.len() as u64;
         let bytes = storage::Bytes::from(p.bytes);
-        if let Err(e) = sh.repo.storage().put_shared(&layout::pack(&id), bytes) {
-            sh.fail(e.into());
+        let stored = match sh.repo.remote() {
+            Some(remote) => remote.put_pack(&id, bytes).map_err(RepoError::from),
+            None => sh
+                .repo
+                .storage()
+                .put_shared(&layout::pack(&id), bytes)
+                .map_err(RepoError::from),
+        };
+        if let Err(e) = stored {
+            sh.fail(e);
             continue;
         }
         let ip = IndexPack {

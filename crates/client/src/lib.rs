@@ -1,0 +1,324 @@
+//! The company-server client: talks HTTPS to a Tidemark server whose
+//! certificate fingerprint was pinned at enrolment, enrols devices, makes
+//! admin calls, and implements [`repository::Remote`] so the backup engine
+//! works against the server exactly as against own storage.
+//!
+//! It owns the wire protocol's client half; it must not know about files,
+//! the terminal or where secrets are kept (the caller passes the token).
+
+mod pin;
+
+use crypto::Id;
+use format::{RepoConfig, Snapshot};
+use repository::{Remote, RemoteError};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+pub use pin::fingerprint_of_der;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("the server's certificate is not the one pinned at enrolment (expected {expected}, got {got}); if the administrator replaced it, enrol again")]
+    FingerprintMismatch { expected: String, got: String },
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("the server's answer makes no sense: {0}")]
+    Protocol(String),
+}
+
+impl From<ClientError> for RemoteError {
+    fn from(e: ClientError) -> Self {
+        RemoteError(e.to_string())
+    }
+}
+
+/// How the server's certificate is checked.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Only a certificate with this SHA-256 fingerprint is accepted.
+    Pinned(String),
+    /// Trust on first use: accept any certificate and report its fingerprint
+    /// (enrolment shows it for the user to compare, then pins it).
+    FirstUse,
+}
+
+/// What enrolment returns. `token` and `keys` are secrets for the keyring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub token: String,
+    pub device_id: i64,
+    pub user: String,
+    pub admin: bool,
+    pub keys: String,
+    pub repository: RepoConfig,
+}
+
+pub struct ServerClient {
+    base: String,
+    http: reqwest::blocking::Client,
+    token: Option<String>,
+    seen: pin::Seen,
+}
+
+impl std::fmt::Debug for ServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClient")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+/// Ids per request; the server accepts up to 10,000.
+const IDS_PER_REQUEST: usize = 5000;
+/// Tries for one request that failed on the way (not with an answer).
+const ATTEMPTS: u32 = 5;
+
+#[derive(Deserialize)]
+struct Challenge {
+    id: Id,
+    expires: i64,
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+struct QueryAnswer {
+    owned: Vec<Id>,
+    challenges: Vec<Challenge>,
+}
+
+#[derive(Deserialize)]
+struct ProveAnswer {
+    granted: Vec<Id>,
+    upload: Vec<Id>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotItem {
+    id: Id,
+    snapshot: Snapshot,
+}
+
+impl ServerClient {
+    /// A client for `url` (`https://host:port`; `http://` only for loopback tests).
+    pub fn new(url: &str, trust: Trust, token: Option<String>) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_string();
+        let seen = pin::Seen::default();
+        let mut b = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(15));
+        if base.starts_with("https://") {
+            b = b.tls_backend_preconfigured(pin::client_config(trust, seen.clone()));
+        }
+        let http = b.build().map_err(|e| ClientError::Connect {
+            url: base.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(ServerClient {
+            base,
+            http,
+            token,
+            seen,
+        })
+    }
+
+    /// The fingerprint of the certificate the server presented last.
+    pub fn seen_fingerprint(&self) -> Option<String> {
+        self.seen.get()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn send(
+        &self,
+        make: impl Fn() -> reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, ClientError> {
+        let mut delay = Duration::from_millis(300);
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let mut req = make();
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            match req.send() {
+                Ok(resp) if resp.status().is_server_error() && attempt < ATTEMPTS => {
+                    last = format!("{}", resp.status());
+                }
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.text().unwrap_or_default();
+                    let message = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["error"].as_str().map(String::from))
+                        .unwrap_or(text);
+                    return Err(ClientError::Server { status, message });
+                }
+                Err(e) => {
+                    if let Some(m) = self.seen.mismatch() {
+                        return Err(m);
+                    }
+                    last = format!("{e}");
+                    if e.is_builder() {
+                        break;
+                    }
+                }
+            }
+            tracing::debug!(attempt, error = %last, "retrying a server request");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        Err(ClientError::Connect {
+            url: self.base.clone(),
+            message: last,
+        })
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::blocking::Response,
+    ) -> Result<T, ClientError> {
+        resp.json()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.send(|| self.http.get(&url))?;
+        self.json(r)
+    }
+
+    pub fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.send(|| self.http.post(&url).json(body))?;
+        self.json(r)
+    }
+
+    pub fn put(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.send(|| self.http.put(&url).json(body))?;
+        self.json(r)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.send(|| self.http.delete(&url))?;
+        self.json(r)
+    }
+
+    /// Trades an enrolment code for a device token and the organisation keys.
+    pub fn enroll(&self, code: &str, device_name: &str) -> Result<Enrollment, ClientError> {
+        let v = self.post(
+            "/v1/enroll",
+            &serde_json::json!({ "code": code, "device_name": device_name }),
+        )?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn dedup_batch(&self, blobs: &[(Id, &[u8])]) -> Result<Vec<bool>, ClientError> {
+        let ids: Vec<Id> = blobs.iter().map(|(i, _)| *i).collect();
+        let q: QueryAnswer = {
+            let url = format!("{}/v1/chunks/query", self.base);
+            let body = serde_json::json!({ "ids": ids });
+            let r = self.send(|| self.http.post(&url).json(&body))?;
+            self.json(r)?
+        };
+        let data: HashMap<Id, &[u8]> = blobs.iter().map(|(i, d)| (*i, *d)).collect();
+        let mut proofs = Vec::with_capacity(q.challenges.len());
+        for c in &q.challenges {
+            let nonce: [u8; 32] = hex::decode(&c.nonce)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| ClientError::Protocol("a challenge nonce is not 32 bytes".into()))?;
+            let plain = data
+                .get(&c.id)
+                .ok_or_else(|| ClientError::Protocol("a challenge for an id not asked".into()))?;
+            proofs.push(serde_json::json!({
+                "id": c.id, "expires": c.expires,
+                "proof": hex::encode(crypto::ownership_proof(&nonce, plain)),
+            }));
+        }
+        let upload: HashSet<Id> = if proofs.is_empty() {
+            HashSet::new()
+        } else {
+            let url = format!("{}/v1/chunks/prove", self.base);
+            let body = serde_json::json!({ "proofs": proofs });
+            let r = self.send(|| self.http.post(&url).json(&body))?;
+            let p: ProveAnswer = self.json(r)?;
+            if p.granted.len() + p.upload.len() != proofs.len() {
+                return Err(ClientError::Protocol(
+                    "the proof answer does not cover every chunk".into(),
+                ));
+            }
+            p.upload.into_iter().collect()
+        };
+        let owned: HashSet<Id> = q.owned.into_iter().collect();
+        Ok(ids
+            .iter()
+            .map(|i| !owned.contains(i) && upload.contains(i))
+            .collect())
+    }
+}
+
+impl Remote for ServerClient {
+    fn dedup(&self, blobs: &[(Id, &[u8])]) -> Result<Vec<bool>, RemoteError> {
+        let mut out = Vec::with_capacity(blobs.len());
+        for part in blobs.chunks(IDS_PER_REQUEST) {
+            out.extend(self.dedup_batch(part)?);
+        }
+        Ok(out)
+    }
+
+    fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> Result<(), RemoteError> {
+        let url = format!("{}/v1/packs/{id}", self.base);
+        self.send(|| self.http.put(&url).body(bytes.clone()))?;
+        Ok(())
+    }
+
+    fn get_blob(&self, id: &Id) -> Result<Option<(Vec<u8>, u32)>, RemoteError> {
+        let url = format!("{}/v1/blobs/{id}", self.base);
+        let resp = match self.send(|| self.http.get(&url)) {
+            Ok(r) => r,
+            Err(ClientError::Server { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let raw_length = resp
+            .headers()
+            .get("x-raw-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("a blob without x-raw-length".into()))?;
+        let bytes = resp
+            .bytes()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Some((bytes.to_vec(), raw_length)))
+    }
+
+    fn commit_snapshot(&self, sealed: &[u8]) -> Result<Id, RemoteError> {
+        let url = format!("{}/v1/snapshots", self.base);
+        let body = sealed.to_vec();
+        let r = self.send(|| self.http.post(&url).body(body.clone()))?;
+        let v: serde_json::Value = self.json(r)?;
+        serde_json::from_value(v["id"].clone())
+            .map_err(|e| RemoteError(format!("the server's commit answer has no id: {e}")))
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>, RemoteError> {
+        let url = format!("{}/v1/snapshots", self.base);
+        let r = self.send(|| self.http.get(&url))?;
+        let items: Vec<SnapshotItem> = self.json(r)?;
+        Ok(items.into_iter().map(|i| (i.id, i.snapshot)).collect())
+    }
+}

@@ -1,0 +1,48 @@
+//! A repository whose data lives on the company server. The device keeps a
+//! local folder for its own index files and locks; chunks go up through
+//! [`Remote`], which asks the server in batches which ones the organisation
+//! already has (answering proofs of ownership with the data in hand), and
+//! snapshots are committed to and listed from the server.
+
+use crate::error::{RepoError, Result};
+use crypto::Id;
+use format::Snapshot;
+
+/// A failure talking to the server; the message says what happened and
+/// what the user can do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RemoteError(pub String);
+
+impl From<RemoteError> for RepoError {
+    fn from(e: RemoteError) -> Self {
+        RepoError::Remote(e.0)
+    }
+}
+
+/// The company server as the repository sees it.
+pub trait Remote: Send + Sync {
+    /// For each blob (id and plaintext), whether the server needs it sent
+    /// (`true`) or this user now owns it and it may be referenced (`false`).
+    fn dedup(&self, blobs: &[(Id, &[u8])]) -> std::result::Result<Vec<bool>, RemoteError>;
+    /// Uploads a pack; the server verifies it before indexing. Idempotent.
+    fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> std::result::Result<(), RemoteError>;
+    /// The sealed bytes and raw length of a blob this user owns.
+    fn get_blob(&self, id: &Id) -> std::result::Result<Option<(Vec<u8>, u32)>, RemoteError>;
+    /// Commits a sealed snapshot object; refused unless every blob it
+    /// reaches is owned by the user.
+    fn commit_snapshot(&self, sealed: &[u8]) -> std::result::Result<Id, RemoteError>;
+    /// This user's snapshots.
+    fn list_snapshots(&self) -> std::result::Result<Vec<(Id, Snapshot)>, RemoteError>;
+}
+
+/// What the server does instead of a device, with the reason.
+pub(crate) fn refused(what: &str) -> RepoError {
+    RepoError::Remote(format!(
+        "{what} is not done from a device on a company server: the server verifies and prunes its own storage, and only an administrator or server-side retention removes snapshots"
+    ))
+}
+
+pub(crate) fn not_found(id: &Id) -> Result<Snapshot> {
+    Err(RepoError::SnapshotNotFound(id.to_hex()))
+}
