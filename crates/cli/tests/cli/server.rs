@@ -151,3 +151,140 @@ fn plain_http_is_refused_off_loopback() {
         "{err}"
     );
 }
+
+/// Deterministic incompressible bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Five laptops of five users share an OS-like common part and each has
+/// its own files. Each backs up to one server in turn: the common part
+/// crosses the network once, every laptop restores byte-identical, and the
+/// bytes sent stay within 5% of the compressed unique data.
+#[test]
+fn fleet_of_five_sends_the_common_part_once() {
+    use test_support::compare::{assert_same_tree, CompareOptions};
+    let work = workdir();
+    let data = work.path().join("server");
+    let s = start(work.path(), &data, &[]);
+    let url = s.ready["listening"]
+        .as_str()
+        .expect("listening")
+        .to_string();
+    let ca = data.join("tls/cert.pem");
+    let metrics = || {
+        let (ok, body) = curl(&[
+            "--cacert",
+            ca.to_str().expect("utf-8"),
+            &format!("{url}/metrics"),
+        ]);
+        assert!(ok, "{body}");
+        body
+    };
+
+    let laptop = |name: &str| {
+        let dir = work.path().join(name);
+        tidemark(&dir)
+            .with_repo(&url)
+            .with_env("TIDEMARK_DEVICE_SECRET_FILE", dir.join("device.secret"))
+    };
+    let admin = laptop("admin");
+    std::fs::create_dir_all(work.path().join("admin")).expect("mkdir");
+    admin.ok(&[
+        "enroll",
+        &url,
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+
+    let common: Vec<(String, Vec<u8>)> = (0..6u64)
+        .map(|i| {
+            (
+                format!("system/lib{i}.so"),
+                noise(100 + i, 300_000 + 200_000 * i as usize),
+            )
+        })
+        .collect();
+    let common_bytes: usize = common.iter().map(|(_, d)| d.len()).sum();
+    let own_bytes = 150_000 * 3;
+    let mut sent_before = counter(&metrics(), "tidemark_pack_bytes_received_total");
+    let mut sent = Vec::new();
+    for n in 0..5u64 {
+        let user = format!("user{n}");
+        admin.ok(&["admin", "add-user", &user]);
+        let code = admin.json(&["admin", "code", &user, "--uses", "1"])["code"]
+            .as_str()
+            .expect("code")
+            .to_string();
+        let dir = work.path().join(format!("laptop{n}"));
+        let files = dir.join("files");
+        for (rel, bytes) in &common {
+            let p = files.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, bytes).expect("write");
+        }
+        for i in 0..3u64 {
+            let p = files.join(format!("home/doc{i}.bin"));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, noise(1000 * (n + 1) + i, own_bytes / 3)).expect("write");
+        }
+        let t = laptop(&format!("laptop{n}"));
+        t.ok(&[
+            "enroll",
+            &url,
+            &code,
+            "--device-name",
+            &format!("laptop{n}"),
+        ]);
+        t.backup(&[&files], &[]);
+        let now = counter(&metrics(), "tidemark_pack_bytes_received_total");
+        sent.push(now - sent_before);
+        sent_before = now;
+
+        let target = dir.join("restore");
+        t.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ]);
+        let restored = target.join(files.strip_prefix("/").expect("absolute"));
+        assert_same_tree(&files, &restored, &CompareOptions::default());
+    }
+    let usage = admin.json(&["admin", "usage"]);
+    let stored = usage["stored_bytes"].as_u64().expect("stored_bytes");
+    let total_sent: u64 = sent.iter().sum();
+    eprintln!("fleet: common {common_bytes} B, own {own_bytes} B per laptop, sent per laptop {sent:?}, stored {stored} B");
+    // Incompressible data: unique data is the common part once plus each
+    // laptop's own files; trees and pack trailers are the overhead.
+    let unique = (common_bytes + 5 * own_bytes) as u64;
+    assert!(
+        stored <= unique + unique / 20,
+        "stored {stored} B for {unique} B of unique data"
+    );
+    assert!(
+        total_sent <= stored + stored / 20,
+        "sent {total_sent} B, stored {stored} B"
+    );
+    for (n, b) in sent.iter().enumerate().skip(1) {
+        assert!(
+            *b <= (own_bytes + own_bytes / 5) as u64,
+            "laptop{n} sent {b} B though only its own {own_bytes} B were new"
+        );
+    }
+}
