@@ -11,5 +11,6 @@ mod cli {
     mod corruption;
     mod crash;
     mod server;
+    mod server_stress;
     mod support;
 }

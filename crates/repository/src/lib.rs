@@ -243,6 +243,12 @@ impl Repository {
         self
     }
 
+    /// Whether data lives on a company server (then blobs are read one by
+    /// one through it, never from this repository's storage).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
         self.remote.as_ref()
     }

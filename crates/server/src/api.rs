@@ -358,6 +358,8 @@ async fn prove_chunks(
         for pr in r.proofs {
             let ok = pr.expires >= t
                 && pr.expires <= t + CHALLENGE_SECONDS
+                // Unknown chunks (most new data) need no read to refuse.
+                && s2.repo.has_blob(&pr.id)
                 && {
                     let nonce = s2.challenge_nonce(p.user.id, &pr.id, pr.expires);
                     match s2.repo.read_blob(&pr.id) {

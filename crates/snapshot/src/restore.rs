@@ -519,6 +519,11 @@ impl<'a> Runs<'a> {
             return Some(self.repo.decode_blob(&id, sealed, l.raw_length));
         }
         let first = *self.ids.get(self.next)?;
+        if self.repo.is_remote() {
+            // A company server serves chunks, not pack ranges.
+            self.next += 1;
+            return Some(self.repo.read_blob(&first));
+        }
         let loc = match self.repo.blob_location(&first) {
             Ok(Some(l)) => l,
             // read_blob produces the precise error (missing, or the cache's).

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-struct Running {
-    child: Child,
-    ready: serde_json::Value,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) ready: serde_json::Value,
 }
 
 impl Drop for Running {
@@ -20,17 +20,18 @@ impl Drop for Running {
     }
 }
 
-fn start(work: &Path, data: &Path, extra: &[&str]) -> Running {
+pub(super) fn start(work: &Path, data: &Path, extra: &[&str]) -> Running {
     let mut args = vec![
         "--json",
         "server",
         "--data",
         data.to_str().expect("utf-8 path"),
-        "--listen",
-        "127.0.0.1:0",
         "--kdf-memory",
         "256",
     ];
+    if !extra.contains(&"--listen") {
+        args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    }
     args.extend_from_slice(extra);
     let mut child = tidemark(work)
         .command(&args)
@@ -47,7 +48,7 @@ fn start(work: &Path, data: &Path, extra: &[&str]) -> Running {
     Running { child, ready }
 }
 
-fn curl(args: &[&str]) -> (bool, String) {
+pub(super) fn curl(args: &[&str]) -> (bool, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)
@@ -153,7 +154,7 @@ fn plain_http_is_refused_off_loopback() {
 }
 
 /// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
