@@ -423,7 +423,7 @@ async fn put_pack(
         let known = ids.iter().all(|i| s2.repo.has_blob(i));
         if !known {
             s2.repo
-                .store_verified_pack(&id, storage::Bytes::from(body.to_vec()), blobs)
+                .store_verified_pack(&id, body, blobs)
                 .map_err(ApiError::internal)?;
         }
         s2.meta.grant(p.user.id, &ids)?;
