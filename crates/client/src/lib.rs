@@ -145,7 +145,10 @@ impl ServerClient {
                 req = req.bearer_auth(t);
             }
             match req.send() {
-                Ok(resp) if resp.status().is_server_error() && attempt < ATTEMPTS => {
+                Ok(resp)
+                    if (resp.status().is_server_error() || resp.status().as_u16() == 429)
+                        && attempt < ATTEMPTS =>
+                {
                     last = format!("{}", resp.status());
                 }
                 Ok(resp) if resp.status().is_success() => return Ok(resp),

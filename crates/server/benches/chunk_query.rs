@@ -31,18 +31,34 @@ async fn post(app: &axum::Router, path: &str, token: Option<&str>, body: Vec<u8>
         .await
         .expect("response");
     assert!(resp.status().is_success(), "{}", resp.status());
-    resp.into_body().collect().await.expect("body").to_bytes().to_vec()
+    resp.into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec()
 }
 
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kdf = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
+    let kdf = KdfParams {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
     let opened = Server::open(dir.path(), Some(kdf)).expect("open");
     let srv = opened.server.clone();
     let app = server::app(opened.server, Limits::default());
     let code = opened.first_admin_code.expect("code");
     let e: serde_json::Value = serde_json::from_slice(
-        &post(&app, "/v1/enroll", None, serde_json::to_vec(&serde_json::json!({"code": code, "device_name": "bench"})).expect("json")).await,
+        &post(
+            &app,
+            "/v1/enroll",
+            None,
+            serde_json::to_vec(&serde_json::json!({"code": code, "device_name": "bench"}))
+                .expect("json"),
+        )
+        .await,
     )
     .expect("json");
     let token = e["token"].as_str().expect("token").to_string();
@@ -57,7 +73,9 @@ async fn run() {
         let mut rates = Vec::new();
         for r in 0..ROUNDS {
             let start = (r * BATCH) % (set.len() - BATCH);
-            let body = serde_json::to_vec(&serde_json::json!({ "ids": &set[start..start + BATCH] })).expect("json");
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "ids": &set[start..start + BATCH] }))
+                    .expect("json");
             let t = Instant::now();
             post(&app, "/v1/chunks/query", Some(&token), body).await;
             rates.push(BATCH as f64 / t.elapsed().as_secs_f64());

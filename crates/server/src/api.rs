@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_pack: usize,
     /// Bytes of a sealed snapshot object.
     pub max_snapshot: usize,
+    /// Sustained requests per second per device, and the burst above it.
+    pub device_rps: u32,
+    pub device_burst: u32,
 }
 
 impl Default for Limits {
@@ -42,12 +45,25 @@ impl Default for Limits {
             max_json: 2 << 20,
             max_pack: 64 << 20,
             max_snapshot: 4 << 20,
+            // A backup makes a few requests per 16 MiB of new data; 50/s
+            // with bursts of 200 never slows a real client, and stops a
+            // runaway or hostile one from starving the others.
+            device_rps: 50,
+            device_burst: 200,
         }
     }
 }
 
+type DeviceLimiter = governor::DefaultKeyedRateLimiter<i64>;
+
 pub fn app(server: Arc<Server>, limits: Limits) -> Router {
     let json_limit = DefaultBodyLimit::max(limits.max_json);
+    let per_second =
+        std::num::NonZeroU32::new(limits.device_rps).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(limits.device_burst).unwrap_or(per_second);
+    let limiter: Arc<DeviceLimiter> = Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(per_second).allow_burst(burst),
+    ));
     Router::new()
         .route("/v1/enroll", post(enroll))
         .route("/v1/whoami", get(whoami))
@@ -90,6 +106,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         ))
         .with_state(AppState::clone(&server))
         .layer(axum::Extension(limits))
+        .layer(axum::Extension(limiter))
 }
 
 async fn count_requests(
@@ -140,8 +157,18 @@ impl FromRequestParts<AppState> for Device {
             .ok_or_else(ApiError::unauthorized)?;
         let hash = s.hash_secret(b"token", token.trim());
         let meta = s.meta.clone();
-        let p = blocking(move || Ok(meta.authenticate(&hash, now())?)).await?;
-        p.map(Device).ok_or_else(ApiError::unauthorized)
+        let p = blocking(move || Ok(meta.authenticate(&hash, now())?))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        if let Some(limiter) = parts.extensions.get::<Arc<DeviceLimiter>>() {
+            if limiter.check_key(&p.device_id).is_err() {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests from this device; slow down and try again in a moment",
+                ));
+            }
+        }
+        Ok(Device(p))
     }
 }
 
@@ -409,10 +436,16 @@ async fn put_pack(
             Ok(b) => b,
             Err(e) => {
                 s2.metrics.packs_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = p.device_id, pack = %id, error = %e, "pack rejected");
+                tracing::info!(device = p.device_id, pack = %id, error = %e, "pack rejected");
+                // The repository's own advice (run verify) is for its owner,
+                // not for a client whose upload was bad.
+                let why = match e {
+                    repository::RepoError::Corrupt { what, reason } => format!("{what}: {reason}"),
+                    other => other.to_string(),
+                };
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("pack rejected: {e}; nothing of it was stored"),
+                    format!("pack rejected ({why}); nothing of it was stored, upload it again"),
                 ));
             }
         };

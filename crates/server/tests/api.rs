@@ -747,3 +747,27 @@ async fn a_restart_keeps_everything_committed() {
     .await;
     assert_eq!(b.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_device_that_floods_the_server_is_slowed_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Server::open(dir.path(), fast_kdf()).unwrap();
+    let limits = Limits {
+        device_rps: 1,
+        device_burst: 3,
+        ..Limits::default()
+    };
+    let app = server::app(opened.server, limits);
+    let a = admin(&app, opened.first_admin_code.as_deref().unwrap()).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(call(&app, Method::GET, "/v1/whoami", Some(&a.token), vec![]).await);
+    }
+    assert!(statuses[..3].iter().all(|r| r.status == StatusCode::OK));
+    let limited = statuses.last().unwrap();
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("slow down"));
+}
