@@ -25,6 +25,10 @@ pub struct Global {
     /// Folder for local caches (index files, snapshots).
     #[arg(long, env = "TIDEMARK_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// On a company server, as an administrator: read this user's backups
+    /// (snapshots, ls, find, restore; read-only, recorded in the audit log).
+    #[arg(long, global = true)]
+    pub as_user: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -130,7 +130,11 @@ fn open(g: &Global) -> Result<Repository> {
         return Ok(with_catalog(device::open_repository(
             &loc,
             &open_options(g),
+            g.as_user.clone(),
         )?));
+    }
+    if g.as_user.is_some() {
+        bail!("--as-user is for company servers (--repo https://…)");
     }
     let storage = open_storage(&loc)?;
     let pw = password::existing(g.password_file.as_deref(), &storage.location())?;

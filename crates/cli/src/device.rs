@@ -157,8 +157,17 @@ pub fn client(url: &str) -> Result<(ServerClient, DeviceInfo)> {
 pub fn open_repository(
     url: &str,
     open: &repository::OpenOptions,
+    as_user: Option<String>,
 ) -> Result<repository::Repository> {
     let (c, info) = client(url)?;
+    let c = match as_user {
+        Some(_) if !info.admin => bail!(
+            "--as-user needs an administrator's device; this one is enrolled as {}",
+            info.user
+        ),
+        Some(u) => c.on_behalf_of(u),
+        None => c,
+    };
     let secret = load_secret(url)?;
     let keys = server_keys(&secret.keys)?;
     let local_dir = state_dir(url)?.join("local");

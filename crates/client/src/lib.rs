@@ -61,6 +61,8 @@ pub struct ServerClient {
     http: reqwest::blocking::Client,
     token: Option<String>,
     seen: pin::Seen,
+    /// An administrator reading another user's backups (audited by the server).
+    as_user: Option<String>,
 }
 
 impl std::fmt::Debug for ServerClient {
@@ -121,7 +123,24 @@ impl ServerClient {
             http,
             token,
             seen,
+            as_user: None,
         })
+    }
+
+    /// Reads (never writes) the backups of `user` instead of one's own; needs
+    /// an administrator's token, and the server records it in the audit log.
+    pub fn on_behalf_of(mut self, user: String) -> Self {
+        self.as_user = Some(user);
+        self
+    }
+
+    fn read_only(&self) -> Result<(), RemoteError> {
+        match &self.as_user {
+            Some(u) => Err(RemoteError(format!(
+                "reading {u}'s backups on their behalf is read-only: nothing can be backed up or changed in this mode"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The fingerprint of the certificate the server presented last.
@@ -277,6 +296,7 @@ impl ServerClient {
 
 impl Remote for ServerClient {
     fn dedup(&self, blobs: &[(Id, &[u8])]) -> Result<Vec<bool>, RemoteError> {
+        self.read_only()?;
         let mut out = Vec::with_capacity(blobs.len());
         for part in blobs.chunks(IDS_PER_REQUEST) {
             out.extend(self.dedup_batch(part)?);
@@ -285,13 +305,17 @@ impl Remote for ServerClient {
     }
 
     fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> Result<(), RemoteError> {
+        self.read_only()?;
         let url = format!("{}/v1/packs/{id}", self.base);
         self.send(|| self.http.put(&url).body(bytes.clone()))?;
         Ok(())
     }
 
     fn get_blob(&self, id: &Id) -> Result<Option<(Vec<u8>, u32)>, RemoteError> {
-        let url = format!("{}/v1/blobs/{id}", self.base);
+        let url = match &self.as_user {
+            Some(u) => format!("{}/v1/admin/users/{u}/blobs/{id}", self.base),
+            None => format!("{}/v1/blobs/{id}", self.base),
+        };
         let resp = match self.send(|| self.http.get(&url)) {
             Ok(r) => r,
             Err(ClientError::Server { status: 404, .. }) => return Ok(None),
@@ -310,6 +334,7 @@ impl Remote for ServerClient {
     }
 
     fn commit_snapshot(&self, sealed: &[u8]) -> Result<Id, RemoteError> {
+        self.read_only()?;
         let url = format!("{}/v1/snapshots", self.base);
         let body = sealed.to_vec();
         let r = self.send(|| self.http.post(&url).body(body.clone()))?;
@@ -319,7 +344,10 @@ impl Remote for ServerClient {
     }
 
     fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>, RemoteError> {
-        let url = format!("{}/v1/snapshots", self.base);
+        let url = match &self.as_user {
+            Some(u) => format!("{}/v1/admin/users/{u}/snapshots", self.base),
+            None => format!("{}/v1/snapshots", self.base),
+        };
         let r = self.send(|| self.http.get(&url))?;
         let items: Vec<SnapshotItem> = self.json(r)?;
         Ok(items.into_iter().map(|i| (i.id, i.snapshot)).collect())

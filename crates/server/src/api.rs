@@ -97,6 +97,11 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
             axum::routing::delete(admin_delete_snapshot),
         )
         .route("/v1/admin/audit", get(admin_audit))
+        .route(
+            "/v1/admin/users/{user}/snapshots",
+            get(admin_user_snapshots),
+        )
+        .route("/v1/admin/users/{user}/blobs/{id}", get(admin_user_blob))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(json_limit)
@@ -801,6 +806,44 @@ async fn admin_delete_snapshot(
         Ok(Json(serde_json::json!({ "deleted": id })))
     })
     .await
+}
+
+fn user_id(s: &Server, name: &str) -> ApiResult<i64> {
+    Ok(s.meta
+        .user_by_name(name)?
+        .ok_or_else(|| ApiError::not_found("user"))?
+        .id)
+}
+
+/// The first step of a restore on a user's behalf; it is audited.
+async fn admin_user_snapshots(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Vec<SnapshotItem>>> {
+    let s2 = s.clone();
+    blocking(move || {
+        let uid = user_id(&s2, &user)?;
+        s2.meta.audit(
+            now(),
+            &a.user.name,
+            "restore on behalf",
+            &format!("opened the snapshots of {user}"),
+        )?;
+        let rows = s2.meta.snapshots(Some(uid))?;
+        Ok(Json(load_items(&s2, rows)?))
+    })
+    .await
+}
+
+async fn admin_user_blob(
+    State(s): State<AppState>,
+    Admin(_): Admin,
+    Path((user, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    let uid = user_id(&s, &user)?;
+    read_blob_for(s, uid, id).await
 }
 
 async fn admin_audit(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {

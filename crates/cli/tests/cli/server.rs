@@ -282,6 +282,51 @@ fn fleet_of_five_sends_the_common_part_once() {
         total_sent <= stored + stored / 20,
         "sent {total_sent} B, stored {stored} B"
     );
+    // The administrator restores user2's laptop on their behalf; it is
+    // read-only and lands in the audit log. Nobody else may do it.
+    let files2 = work.path().join("laptop2/files");
+    let target = work.path().join("admin/restore-user2");
+    admin.ok(&[
+        "--as-user",
+        "user2",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert_same_tree(
+        &files2,
+        &target.join(files2.strip_prefix("/").expect("absolute")),
+        &CompareOptions::default(),
+    );
+    let audit = admin.json(&["admin", "audit"]);
+    assert!(
+        audit
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["action"] == "restore on behalf"
+                && e["detail"].as_str().is_some_and(|d| d.contains("user2"))),
+        "{audit}"
+    );
+    let refused = laptop("laptop1").run(&["--as-user", "user2", "snapshots"]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("administrator"),
+        "{}",
+        refused.stderr
+    );
+    let backup_as = admin.run(&[
+        "--as-user",
+        "user2",
+        "backup",
+        files2.to_str().expect("utf-8"),
+    ]);
+    assert_ne!(
+        backup_as.code,
+        Some(0),
+        "on-behalf access must be read-only"
+    );
     for (n, b) in sent.iter().enumerate().skip(1) {
         assert!(
             *b <= (own_bytes + own_bytes / 5) as u64,
