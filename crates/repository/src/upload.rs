@@ -141,8 +141,10 @@ impl Shared {
 pub struct Uploader {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
-    /// With a company server: blobs waiting to be asked about in one request.
+    /// With a company server: blobs waiting to be asked about in one request,
+    /// and the queue to the thread that asks, so reading goes on meanwhile.
     batch: Mutex<Vec<Job>>,
+    batches: Option<Sender<Vec<Job>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -185,6 +187,19 @@ impl Uploader {
                 Box::new(move || packer(&sh, &sealed_rx, &pack_tx)),
             )?);
         }
+        let batches = match repo.remote() {
+            Some(_) => {
+                // One batch in flight and one waiting: up to 2 x 16 MiB held.
+                let (tx, rx) = bounded::<Vec<Job>>(1);
+                let (jobs, sh) = (job_tx.clone(), Arc::clone(&shared));
+                threads.push(spawn(
+                    "dedup".into(),
+                    Box::new(move || dedup_worker(&sh, &rx, &jobs)),
+                )?);
+                Some(tx)
+            }
+            None => None,
+        };
         for i in 0..opts.uploaders.max(1) {
             let (rx, sh) = (pack_rx.clone(), Arc::clone(&shared));
             threads.push(spawn(
@@ -196,6 +211,7 @@ impl Uploader {
             shared,
             jobs: Some(job_tx),
             batch: Mutex::new(Vec::new()),
+            batches,
             threads,
         })
     }
@@ -250,34 +266,19 @@ impl Uploader {
         Ok(())
     }
 
-    /// Asks the server about the batched blobs in one request: the ones the
-    /// organisation has are proved and granted, only the rest are packed.
+    /// Hands the batched blobs to the dedup thread (see [`dedup_worker`]).
     fn flush_batch(&self) -> Result<()> {
-        let Some(remote) = self.shared.repo.remote() else {
+        let Some(tx) = &self.batches else {
             return Ok(());
         };
         let jobs = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|p| p.into_inner()));
         if jobs.is_empty() {
             return Ok(());
         }
-        let asked: Vec<(Id, &[u8])> = jobs.iter().map(|j| (j.id, &j.raw[..])).collect();
-        let needed = remote.dedup(&asked)?;
-        if needed.len() != jobs.len() {
-            return Err(RepoError::Remote(
-                "the server answered for a different number of chunks than asked".into(),
-            ));
-        }
-        for (job, need) in jobs.into_iter().zip(needed) {
-            if need {
-                self.send(job)?;
-            } else {
-                self.shared.repo.grant([job.id]);
-                self.shared.queued().remove(&job.id);
-                self.shared
-                    .counters
-                    .blobs_known
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        if tx.send(jobs).is_err() || self.shared.failed() {
+            return Err(self
+                .take_error()
+                .unwrap_or_else(|| RepoError::Pipeline("upload stopped".into())));
         }
         Ok(())
     }
@@ -299,6 +300,7 @@ impl Uploader {
     /// snapshot that references the blobs be written.
     pub fn finish(mut self) -> Result<UploadStats> {
         self.flush_batch()?;
+        self.batches.take();
         self.jobs.take();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -324,6 +326,7 @@ impl Uploader {
 impl Drop for Uploader {
     fn drop(&mut self) {
         // Abandoned without finish (an error upstream): stop the threads.
+        self.batches.take();
         self.jobs.take();
         self.shared
             .fail(RepoError::Pipeline("upload abandoned".into()));
@@ -356,6 +359,46 @@ fn seal_worker(sh: &Shared, rx: &Receiver<Job>, tx: &Sender<Sealed>) {
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// Asks the company server about each batch in one request: the blobs the
+/// organisation has are proved and granted, only the rest go on to be
+/// sealed and packed. Runs beside the reader, so a round trip to the server
+/// never stalls reading.
+fn dedup_worker(sh: &Shared, rx: &Receiver<Vec<Job>>, tx: &Sender<Job>) {
+    let Some(remote) = sh.repo.remote() else {
+        return;
+    };
+    for jobs in rx {
+        if sh.failed() {
+            continue; // drain so flush_batch never blocks forever
+        }
+        let asked: Vec<(Id, &[u8])> = jobs.iter().map(|j| (j.id, &j.raw[..])).collect();
+        let needed = match remote.dedup(&asked) {
+            Ok(n) if n.len() == jobs.len() => n,
+            Ok(_) => {
+                sh.fail(RepoError::Remote(
+                    "the server answered for a different number of chunks than asked".into(),
+                ));
+                continue;
+            }
+            Err(e) => {
+                sh.fail(e.into());
+                continue;
+            }
+        };
+        for (job, need) in jobs.into_iter().zip(needed) {
+            if need {
+                if tx.send(job).is_err() {
+                    return;
+                }
+            } else {
+                sh.repo.grant([job.id]);
+                sh.queued().remove(&job.id);
+                sh.counters.blobs_known.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
