@@ -460,6 +460,7 @@ async fn put_pack(
         // upload of a stored pack just grants ownership again.
         let known = ids.iter().all(|i| s2.repo.has_blob(i));
         if !known {
+            s2.meta.add_uploaded(p.device_id, body.len() as u64)?;
             s2.repo
                 .store_verified_pack(&id, body, blobs)
                 .map_err(ApiError::internal)?;

@@ -34,6 +34,8 @@ pub struct Device {
     pub created: i64,
     pub last_seen: Option<i64>,
     pub last_backup: Option<i64>,
+    /// Bytes of packs this device uploaded (what it added to the store).
+    pub stored_bytes: u64,
 }
 
 /// An authenticated device with its user.
@@ -90,6 +92,7 @@ pub trait Meta: Send + Sync {
     fn authenticate(&self, token_hash: &[u8; 32], now: i64) -> MetaResult<Option<Principal>>;
     fn devices(&self) -> MetaResult<Vec<Device>>;
     fn revoke_device(&self, device_id: i64) -> MetaResult<bool>;
+    fn add_uploaded(&self, device_id: i64, bytes: u64) -> MetaResult<()>;
     /// Of `ids`, the ones `user_id` owns.
     fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>>;
     fn grant(&self, user_id: i64, ids: &[Id]) -> MetaResult<()>;
@@ -138,7 +141,8 @@ impl SqliteMeta {
                  revoked INTEGER NOT NULL DEFAULT 0,
                  created INTEGER NOT NULL,
                  last_seen INTEGER,
-                 last_backup INTEGER
+                 last_backup INTEGER,
+                 stored_bytes INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS owners (
                  chunk BLOB NOT NULL,
@@ -318,7 +322,7 @@ impl Meta for SqliteMeta {
         self.with(|db| {
             let mut st = db.prepare(
                 "SELECT d.id, d.user_id, u.name, d.name, d.revoked, d.created, d.last_seen,
-                        (SELECT max(time) FROM snapshots s WHERE s.device_id = d.id)
+                        (SELECT max(time) FROM snapshots s WHERE s.device_id = d.id), d.stored_bytes
                  FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.id",
             )?;
             let rows = st.query_map([], |r| {
@@ -331,6 +335,7 @@ impl Meta for SqliteMeta {
                     created: r.get(5)?,
                     last_seen: r.get(6)?,
                     last_backup: r.get(7)?,
+                    stored_bytes: r.get::<_, i64>(8)? as u64,
                 })
             })?;
             rows.collect()
@@ -340,6 +345,16 @@ impl Meta for SqliteMeta {
     fn revoke_device(&self, device_id: i64) -> MetaResult<bool> {
         self.with(|db| {
             Ok(db.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id])? > 0)
+        })
+    }
+
+    fn add_uploaded(&self, device_id: i64, bytes: u64) -> MetaResult<()> {
+        self.with(|db| {
+            db.execute(
+                "UPDATE devices SET stored_bytes = stored_bytes + ?1 WHERE id = ?2",
+                params![bytes as i64, device_id],
+            )
+            .map(|_| ())
         })
     }
 

@@ -659,6 +659,23 @@ async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
     .await
     .json();
     assert_eq!(usage["unique_chunks"], json!(1));
+    // The device is credited once for what it added, not for the retry.
+    let devices = call(
+        &h.app,
+        Method::GET,
+        "/v1/admin/devices",
+        Some(&a.token),
+        vec![],
+    )
+    .await
+    .json();
+    let dave = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["user"] == "dave")
+        .unwrap();
+    assert_eq!(dave["stored_bytes"], json!(bytes.len()));
 }
 
 #[tokio::test]
