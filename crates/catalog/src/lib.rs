@@ -152,14 +152,13 @@ fn kind_code(k: BlobKind) -> i64 {
 }
 
 fn id_from(bytes: Vec<u8>) -> rusqlite::Result<Id> {
-    let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+    Id::from_slice(&bytes).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
-            b.len(),
+            bytes.len(),
             rusqlite::types::Type::Blob,
             "an id is 32 bytes".into(),
         )
-    })?;
-    Ok(Id(arr))
+    })
 }
 
 fn u32_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u32> {

@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-pub use pin::fingerprint_of_der;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the server at {url}: {message}")]

@@ -10,15 +10,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
-pub fn fingerprint_of_der(der: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The last fingerprint seen and whether it failed the pin, shared with the
 /// verifier so errors can say what happened.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +48,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = fingerprint_of_der(end_entity);
+        let got = crypto::cert_fingerprint(end_entity);
         let mut g = self.seen.0.lock().unwrap_or_else(|p| p.into_inner());
         g.0 = Some(got.clone());
         match &self.trust {

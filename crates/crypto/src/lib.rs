@@ -48,6 +48,11 @@ impl Id {
         Ok(Id(out))
     }
 
+    /// An id stored as raw bytes (a database column); `None` unless 32 bytes.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        b.try_into().ok().map(Id)
+    }
+
     /// Unkeyed hash, for names of objects whose bytes storage already sees
     /// (pack files, index files, snapshots): it reveals nothing new.
     pub fn hash_public(data: &[u8]) -> Self {
@@ -253,6 +258,17 @@ pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Key
     Ok(k)
 }
 
+/// The SHA-256 fingerprint of a certificate (DER) as colon-separated hex,
+/// the form people compare by eye and `openssl x509 -fingerprint` prints.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Proof of ownership: a keyed hash of a chunk's plaintext under a fresh
 /// server nonce. Only a holder of the data can compute it; knowing the
 /// chunk's id (or any old proof) does not help with a new nonce.
@@ -352,5 +368,18 @@ mod tests {
         let p = ownership_proof(&[1; 32], b"chunk");
         assert_ne!(p, ownership_proof(&[2; 32], b"chunk"));
         assert_ne!(p, ownership_proof(&[1; 32], b"chunK"));
+    }
+
+    #[test]
+    fn cert_fingerprint_is_sha256_in_colon_hex() {
+        // SHA-256("abc") from FIPS 180-2.
+        assert!(cert_fingerprint(b"abc").starts_with("BA:78:16:BF:8F:01:CF:EA"));
+        assert_eq!(cert_fingerprint(b"abc").len(), 95);
+    }
+
+    #[test]
+    fn ids_from_slices_must_be_32_bytes() {
+        assert_eq!(Id::from_slice(&[7; 32]), Some(Id([7; 32])));
+        assert_eq!(Id::from_slice(&[7; 31]), None);
     }
 }

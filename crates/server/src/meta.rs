@@ -178,14 +178,13 @@ impl SqliteMeta {
 
 fn id_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Id> {
     let b: Vec<u8> = row.get(i)?;
-    let arr: [u8; 32] = b.try_into().map_err(|b: Vec<u8>| {
+    Id::from_slice(&b).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             b.len(),
             rusqlite::types::Type::Blob,
             "an id is 32 bytes".into(),
         )
-    })?;
-    Ok(Id(arr))
+    })
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {

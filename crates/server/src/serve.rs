@@ -75,16 +75,7 @@ pub fn fingerprint_of_pem(pem: &[u8]) -> Option<String> {
     let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .next()?
         .ok()?;
-    Some(fingerprint_of_der(&der))
-}
-
-pub fn fingerprint_of_der(der: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    Some(crypto::cert_fingerprint(&der))
 }
 
 /// Serves until the process ends. `on_ready` is told the bound address and

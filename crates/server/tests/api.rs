@@ -84,6 +84,14 @@ async fn call(
     Reply { status, body }
 }
 
+async fn get(app: &axum::Router, path: &str, token: &str) -> Reply {
+    call(app, Method::GET, path, Some(token), vec![]).await
+}
+
+async fn delete(app: &axum::Router, path: &str, token: &str) -> Reply {
+    call(app, Method::DELETE, path, Some(token), vec![]).await
+}
+
 async fn post_json(app: &axum::Router, path: &str, token: Option<&str>, v: Value) -> Reply {
     call(
         app,
@@ -302,7 +310,7 @@ async fn first_admin_code_is_single_use_and_bad_codes_are_refused() {
         .clone()
         .expect("first start prints an admin code");
     let a = admin(&h.app, &code).await;
-    let me = call(&h.app, Method::GET, "/v1/whoami", Some(&a.token), vec![]).await;
+    let me = get(&h.app, "/v1/whoami", &a.token).await;
     assert_eq!(me.json()["admin"], json!(true));
     let again = post_json(
         &h.app,
@@ -335,41 +343,18 @@ async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
     assert!(sent_alice > 0);
 
     // Bob knows only the ids: no chunk, no snapshot, identical 404s.
-    let theirs = call(
-        &h.app,
-        Method::GET,
-        &format!("/v1/blobs/{}", ids[0]),
-        Some(&bob.token),
-        vec![],
-    )
-    .await;
-    let random = call(
-        &h.app,
-        Method::GET,
-        &format!("/v1/blobs/{}", Id([9; 32])),
-        Some(&bob.token),
-        vec![],
-    )
-    .await;
+    let theirs = get(&h.app, &format!("/v1/blobs/{}", ids[0]), &bob.token).await;
+    let random = get(&h.app, &format!("/v1/blobs/{}", Id([9; 32])), &bob.token).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     assert_eq!(
         (theirs.status, theirs.body.clone()),
         (random.status, random.body)
     );
-    let snap = call(
+    let snap = get(&h.app, &format!("/v1/snapshots/{alice_snap}"), &bob.token).await;
+    let none = get(
         &h.app,
-        Method::GET,
-        &format!("/v1/snapshots/{alice_snap}"),
-        Some(&bob.token),
-        vec![],
-    )
-    .await;
-    let none = call(
-        &h.app,
-        Method::GET,
         &format!("/v1/snapshots/{}", Id([8; 32])),
-        Some(&bob.token),
-        vec![],
+        &bob.token,
     )
     .await;
     assert_eq!(snap.status, StatusCode::NOT_FOUND);
@@ -427,14 +412,7 @@ async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
         sent_bob, 0,
         "a chunk the organisation has never crosses the network again"
     );
-    let mine = call(
-        &h.app,
-        Method::GET,
-        &format!("/v1/blobs/{}", ids[0]),
-        Some(&bob.token),
-        vec![],
-    )
-    .await;
+    let mine = get(&h.app, &format!("/v1/blobs/{}", ids[0]), &bob.token).await;
     assert_eq!(mine.status, StatusCode::OK);
     let raw_len: u32 = 200_000;
     let plain = bob
@@ -444,15 +422,7 @@ async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
     assert_eq!(plain, shared);
 
     // Each sees only their own snapshots.
-    let list = call(
-        &h.app,
-        Method::GET,
-        "/v1/snapshots",
-        Some(&bob.token),
-        vec![],
-    )
-    .await
-    .json();
+    let list = get(&h.app, "/v1/snapshots", &bob.token).await.json();
     let listed: Vec<String> = list
         .as_array()
         .unwrap()
@@ -468,50 +438,22 @@ async fn devices_cannot_delete_and_revoked_tokens_stop_at_once() {
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
     let carol = user(&h.app, &a, "carol").await;
     let (snap, _, _) = backup(&h.app, &carol, &data(1, 5000)).await;
-    let del = call(
-        &h.app,
-        Method::DELETE,
-        &format!("/v1/snapshots/{snap}"),
-        Some(&carol.token),
-        vec![],
-    )
-    .await;
+    let del = delete(&h.app, &format!("/v1/snapshots/{snap}"), &carol.token).await;
     assert_eq!(del.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        call(
-            &h.app,
-            Method::GET,
-            "/v1/snapshots",
-            Some(&carol.token),
-            vec![]
-        )
-        .await
-        .json()
-        .as_array()
-        .unwrap()
-        .len(),
+        get(&h.app, "/v1/snapshots", &carol.token)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
     // Admin endpoints are not for ordinary devices.
-    let r = call(
-        &h.app,
-        Method::GET,
-        "/v1/admin/devices",
-        Some(&carol.token),
-        vec![],
-    )
-    .await;
+    let r = get(&h.app, "/v1/admin/devices", &carol.token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    let devices = call(
-        &h.app,
-        Method::GET,
-        "/v1/admin/devices",
-        Some(&a.token),
-        vec![],
-    )
-    .await
-    .json();
+    let devices = get(&h.app, "/v1/admin/devices", &a.token).await.json();
     let carol_dev = devices
         .as_array()
         .unwrap()
@@ -529,35 +471,13 @@ async fn devices_cannot_delete_and_revoked_tokens_stop_at_once() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = call(
-        &h.app,
-        Method::GET,
-        "/v1/snapshots",
-        Some(&carol.token),
-        vec![],
-    )
-    .await;
+    let r = get(&h.app, "/v1/snapshots", &carol.token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // The admin can delete, and it is audited.
-    let r = call(
-        &h.app,
-        Method::DELETE,
-        &format!("/v1/admin/snapshots/{snap}"),
-        Some(&a.token),
-        vec![],
-    )
-    .await;
+    let r = delete(&h.app, &format!("/v1/admin/snapshots/{snap}"), &a.token).await;
     assert_eq!(r.status, StatusCode::OK);
-    let audit = call(
-        &h.app,
-        Method::GET,
-        "/v1/admin/audit",
-        Some(&a.token),
-        vec![],
-    )
-    .await
-    .json();
+    let audit = get(&h.app, "/v1/admin/audit", &a.token).await.json();
     assert!(audit
         .as_array()
         .unwrap()
@@ -649,26 +569,10 @@ async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
         .await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
-    let usage = call(
-        &h.app,
-        Method::GET,
-        "/v1/admin/usage",
-        Some(&a.token),
-        vec![],
-    )
-    .await
-    .json();
+    let usage = get(&h.app, "/v1/admin/usage", &a.token).await.json();
     assert_eq!(usage["unique_chunks"], json!(1));
     // The device is credited once for what it added, not for the retry.
-    let devices = call(
-        &h.app,
-        Method::GET,
-        "/v1/admin/devices",
-        Some(&a.token),
-        vec![],
-    )
-    .await
-    .json();
+    let devices = get(&h.app, "/v1/admin/devices", &a.token).await.json();
     let dave = devices
         .as_array()
         .unwrap()
@@ -750,18 +654,9 @@ async fn a_restart_keeps_everything_committed() {
     );
     assert_eq!(o.server.org_keys(), keys.to_bytes());
     let app = server::app(o.server, Limits::default());
-    let list = call(&app, Method::GET, "/v1/snapshots", Some(&token), vec![])
-        .await
-        .json();
+    let list = get(&app, "/v1/snapshots", &token).await.json();
     assert_eq!(list[0]["id"].as_str().unwrap(), snap.to_hex());
-    let b = call(
-        &app,
-        Method::GET,
-        &format!("/v1/blobs/{}", ids[0]),
-        Some(&token),
-        vec![],
-    )
-    .await;
+    let b = get(&app, &format!("/v1/blobs/{}", ids[0]), &token).await;
     assert_eq!(b.status, StatusCode::OK);
 }
 
@@ -778,7 +673,7 @@ async fn a_device_that_floods_the_server_is_slowed_down() {
     let a = admin(&app, opened.first_admin_code.as_deref().unwrap()).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(call(&app, Method::GET, "/v1/whoami", Some(&a.token), vec![]).await);
+        statuses.push(get(&app, "/v1/whoami", &a.token).await);
     }
     assert!(statuses[..3].iter().all(|r| r.status == StatusCode::OK));
     let limited = statuses.last().unwrap();

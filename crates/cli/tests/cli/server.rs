@@ -13,6 +13,16 @@ pub(super) struct Running {
     pub(super) ready: serde_json::Value,
 }
 
+impl Running {
+    /// The address the server printed, e.g. `https://127.0.0.1:41234`.
+    pub(super) fn url(&self) -> String {
+        self.ready["listening"]
+            .as_str()
+            .expect("the server prints where it listens")
+            .to_string()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -65,10 +75,7 @@ fn https_server_starts_prints_its_code_and_survives_kill_9() {
     let work = workdir();
     let data = work.path().join("server");
     let s = start(work.path(), &data, &[]);
-    let url = s.ready["listening"]
-        .as_str()
-        .expect("listening")
-        .to_string();
+    let url = s.url();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let fp = s.ready["fingerprint"]
         .as_str()
@@ -184,10 +191,7 @@ fn fleet_of_five_sends_the_common_part_once() {
     let work = workdir();
     let data = work.path().join("server");
     let s = start(work.path(), &data, &[]);
-    let url = s.ready["listening"]
-        .as_str()
-        .expect("listening")
-        .to_string();
+    let url = s.url();
     let ca = data.join("tls/cert.pem");
     let metrics = || {
         let (ok, body) = curl(&[

@@ -99,7 +99,7 @@ fn twenty_devices_at_once_under_a_storm_of_malformed_requests() {
     let work = workdir();
     let data = work.path().join("server");
     let mut s = start(work.path(), &data, &[]);
-    let url = s.ready["listening"].as_str().expect("url").to_string();
+    let url = s.url();
     let admin = device(work.path(), "admin", &url);
     admin.ok(&[
         "enroll",
@@ -199,7 +199,7 @@ fn kill_9_during_uploads_loses_nothing_committed() {
         .expect("a free port")
         .to_string();
     let s = start(work.path(), &data, &["--listen", &listen]);
-    let url = s.ready["listening"].as_str().expect("url").to_string();
+    let url = s.url();
     let dev = device(work.path(), "laptop", &url);
     dev.ok(&[
         "enroll",
