@@ -294,4 +294,10 @@ pub enum AdminCommand {
     },
     /// Show the audit log.
     Audit,
+    /// Apply the organisation's retention policy now (the server also runs it hourly).
+    Retention {
+        /// Show what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

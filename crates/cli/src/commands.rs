@@ -934,6 +934,10 @@ fn admin(g: &Global, cmd: AdminCommand) -> Result<i32> {
             None => c.get("/v1/admin/snapshots")?,
         },
         AdminCommand::Audit => c.get("/v1/admin/audit")?,
+        AdminCommand::Retention { dry_run } => c.post(
+            "/v1/admin/retention",
+            &serde_json::json!({ "dry_run": dry_run }),
+        )?,
     };
     emit(g, &v, || {
         serde_json::to_string_pretty(&v).unwrap_or_default()

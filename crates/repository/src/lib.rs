@@ -16,6 +16,7 @@ mod lock;
 mod packfile;
 mod prune;
 mod remote;
+pub mod retention;
 mod upload;
 mod verify;
 

@@ -97,6 +97,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
             axum::routing::delete(admin_delete_snapshot),
         )
         .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/admin/retention", post(admin_retention))
         .route(
             "/v1/admin/users/{user}/snapshots",
             get(admin_user_snapshots),
@@ -845,6 +846,42 @@ async fn admin_user_blob(
     let id = parse_id(&id)?;
     let uid = user_id(&s, &user)?;
     read_blob_for(s, uid, id).await
+}
+
+#[derive(Deserialize)]
+struct RetentionRequest {
+    /// The policy to apply; absent: the organisation's `"retention"`.
+    policy: Option<crate::retention::RetentionPolicy>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn admin_retention(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    JsonBody(r): JsonBody<RetentionRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let s2 = s.clone();
+    blocking(move || {
+        let policy = match r.policy {
+            Some(p) => p,
+            None => {
+                crate::retention::RetentionPolicy::from_org(s2.meta.as_ref()).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "the organisation policy sets no \"retention\"; give one in this request",
+                    )
+                })?
+            }
+        };
+        match crate::retention::run(&s2, &policy, r.dry_run, &a.user.name) {
+            Ok(report) => Ok(Json(report)),
+            Err(crate::retention::RetentionError::Empty) => Err(ApiError::bad_request(
+                crate::retention::RetentionError::Empty.to_string(),
+            )),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    })
+    .await
 }
 
 async fn admin_audit(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {

@@ -19,6 +19,7 @@
 mod api;
 mod error;
 pub mod meta;
+pub mod retention;
 pub mod serve;
 
 pub use api::{app, Limits};

@@ -87,6 +87,7 @@ pub async fn serve(
     tls: Tls,
     on_ready: impl FnOnce(SocketAddr, Option<&Certificate>),
 ) -> Result<(), ServerError> {
+    let server_for_retention = server.clone();
     let app = crate::app(server, Limits::default());
     let io = |e: std::io::Error| tls_err(dir, format!("cannot listen on {listen}: {e}"));
     let listener = std::net::TcpListener::bind(listen).map_err(io)?;
@@ -106,6 +107,7 @@ pub async fn serve(
         Tls::Files { cert, key } => Some(load(&cert, &key)?),
     };
     on_ready(bound, cert.as_ref());
+    spawn_retention(server_for_retention);
     let service = app.into_make_service();
     match cert {
         None => axum_server::from_tcp(listener)
@@ -126,4 +128,29 @@ pub async fn serve(
                 .map_err(io)
         }
     }
+}
+
+/// Applies the organisation's retention policy, if it sets one, every hour.
+fn spawn_retention(server: Arc<Server>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let s = server.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                crate::retention::RetentionPolicy::from_org(s.meta.as_ref())
+                    .map(|p| crate::retention::run(&s, &p, false, "server retention"))
+            })
+            .await;
+            match outcome {
+                Ok(Some(Ok(r))) if !r.removed.is_empty() => {
+                    tracing::info!(removed = r.removed.len(), kept = r.kept, "retention ran")
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "retention failed; will retry in an hour")
+                }
+                _ => {}
+            }
+        }
+    });
 }

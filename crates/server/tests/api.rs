@@ -170,8 +170,12 @@ impl Client {
     }
 
     fn seal_snapshot(&self, tree: Id) -> Vec<u8> {
+        self.seal_snapshot_at(tree, "2026-11-25T10:00:00Z")
+    }
+
+    fn seal_snapshot_at(&self, tree: Id, time: &str) -> Vec<u8> {
         let snap: Snapshot = serde_json::from_value(json!({
-            "version": 1, "time": "2026-11-25T10:00:00Z", "hostname": "laptop",
+            "version": 1, "time": time, "hostname": "laptop",
             "username": "u", "paths": ["/home/u"], "tree": tree, "parent": null,
             "tags": [], "summary": serde_json::to_value(format::SnapshotSummary::default()).unwrap()
         }))
@@ -682,4 +686,81 @@ async fn a_device_that_floods_the_server_is_slowed_down() {
         .as_str()
         .unwrap()
         .contains("slow down"));
+}
+
+#[tokio::test]
+async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let erin = user(&h.app, &a, "erin").await;
+    let (_, ids, _) = backup(&h.app, &erin, &data(4, 9000)).await;
+    for time in ["2026-11-24T10:00:00Z", "2026-11-23T10:00:00Z"] {
+        let r = call(
+            &h.app,
+            Method::POST,
+            "/v1/snapshots",
+            Some(&erin.token),
+            erin.seal_snapshot_at(ids[1], time),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let count = |v: Value| v.as_array().unwrap().len();
+    assert_eq!(
+        count(get(&h.app, "/v1/snapshots", &erin.token).await.json()),
+        3
+    );
+
+    // Without a policy in the request or the organisation's: refused.
+    let r = post_json(&h.app, "/v1/admin/retention", Some(&a.token), json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A policy that keeps nothing is refused rather than deleting everything.
+    let r = post_json(
+        &h.app,
+        "/v1/admin/retention",
+        Some(&a.token),
+        json!({"policy": {}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Devices cannot run it.
+    let r = post_json(&h.app, "/v1/admin/retention", Some(&erin.token), json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The organisation's policy: keep the newest one.
+    let r = call(
+        &h.app,
+        Method::PUT,
+        "/v1/admin/policy",
+        Some(&a.token),
+        serde_json::to_vec(&json!({"retention": {"keep_last": 1}})).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let dry = post_json(
+        &h.app,
+        "/v1/admin/retention",
+        Some(&a.token),
+        json!({"dry_run": true}),
+    )
+    .await
+    .json();
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        count(get(&h.app, "/v1/snapshots", &erin.token).await.json()),
+        3
+    );
+    let run = post_json(&h.app, "/v1/admin/retention", Some(&a.token), json!({}))
+        .await
+        .json();
+    assert_eq!(run["removed"].as_array().unwrap().len(), 2);
+    let left = get(&h.app, "/v1/snapshots", &erin.token).await.json();
+    assert_eq!(count(left.clone()), 1);
+    assert_eq!(left[0]["snapshot"]["time"], json!("2026-11-25T10:00:00Z"));
+    let audit = get(&h.app, "/v1/admin/audit", &a.token).await.json();
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "retention"));
 }

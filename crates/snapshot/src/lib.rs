@@ -15,7 +15,9 @@ mod node;
 mod prefetch;
 mod progress;
 mod restore;
-pub mod retention;
+/// Retention is about snapshot objects, not files, so it lives in `repository`
+/// (where the company server can use it too); re-exported for callers here.
+pub use repository::retention;
 mod trees;
 
 pub use backup::{backup, scan, BackupOptions, BackupReport};

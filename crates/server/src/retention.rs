@@ -1,0 +1,119 @@
+//! Server-side retention: the only way, besides an administrator, that
+//! snapshots leave the server (devices cannot delete). The policy is the
+//! organisation's (`"retention"` in the policy devices fetch) or one given
+//! to a single admin run; it applies per user, per host and set of paths.
+//!
+//! Deleting snapshots frees no data by itself. Pruning the chunks they
+//! alone used is not done while the server runs: a device may have uploaded
+//! chunks for a snapshot it has not committed yet, and a prune without a
+//! grace period would delete them. See docs/server.md.
+
+use crate::meta::Meta;
+use crate::Server;
+use chrono::{Duration, Utc};
+use repository::retention::{self, Policy};
+use serde::{Deserialize, Serialize};
+
+/// A retention policy as JSON (the org policy's `"retention"` object).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within_hours: Option<u32>,
+}
+
+impl RetentionPolicy {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self
+                .keep_within_hours
+                .map(|h| Duration::hours(i64::from(h))),
+        }
+    }
+
+    /// The organisation's policy, if it sets a retention.
+    pub fn from_org(meta: &dyn Meta) -> Option<Self> {
+        let json = meta.policy().ok()??;
+        let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+        serde_json::from_value(v.get("retention")?.clone()).ok()
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RetentionReport {
+    pub dry_run: bool,
+    pub kept: usize,
+    pub removed: Vec<crypto::Id>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("a retention policy must keep something: set at least one keep_* rule")]
+    Empty,
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Repo(#[from] repository::RepoError),
+}
+
+/// Applies `policy` to every user's snapshots; `actor` is written to the
+/// audit log with what was removed.
+pub fn run(
+    s: &Server,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+    actor: &str,
+) -> Result<RetentionReport, RetentionError> {
+    let policy = policy.to_policy();
+    if policy.is_empty() {
+        return Err(RetentionError::Empty);
+    }
+    let mut report = RetentionReport {
+        dry_run,
+        ..Default::default()
+    };
+    for user in s.meta.users()? {
+        let rows = s.meta.snapshots(Some(user.id))?;
+        let mut snaps = Vec::with_capacity(rows.len());
+        for r in rows {
+            snaps.push((r.id, s.repo.load_snapshot(&r.id)?));
+        }
+        for d in retention::apply(&snaps, &policy, Utc::now()) {
+            if d.keep {
+                report.kept += 1;
+                continue;
+            }
+            if !dry_run {
+                // Metadata first: once it is gone no device can see the
+                // snapshot, and a crash before the object is deleted leaves
+                // only an unlisted object behind.
+                s.meta.delete_snapshot(&d.id)?;
+                s.repo.delete_snapshot(&d.id)?;
+            }
+            report.removed.push(d.id);
+        }
+    }
+    if !dry_run && !report.removed.is_empty() {
+        s.meta.audit(
+            Utc::now().timestamp(),
+            actor,
+            "retention",
+            &format!(
+                "removed {} snapshot(s), kept {}",
+                report.removed.len(),
+                report.kept
+            ),
+        )?;
+    }
+    Ok(report)
+}
