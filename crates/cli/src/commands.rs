@@ -301,7 +301,16 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
                 snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes))
             });
         }
-        snapshot::backup(&repo, &opts, &bar)
+        match snapshot::backup(&repo, &opts, &bar) {
+            // The server pruned data this device uploaded long ago and
+            // still believed stored: forget that, and send what is missing.
+            Err(snapshot::SnapshotError::Repo(repository::RepoError::RemoteMissingChunks(m))) => {
+                tracing::warn!("{m}; asking the server about every chunk and backing up again");
+                repo.forget_local_index()?;
+                snapshot::backup(&repo, &opts, &bar)
+            }
+            other => other,
+        }
     });
     bar.finish();
     let r = report?;

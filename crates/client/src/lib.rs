@@ -29,7 +29,7 @@ pub enum ClientError {
 
 impl From<ClientError> for RemoteError {
     fn from(e: ClientError) -> Self {
-        RemoteError(e.to_string())
+        RemoteError::Failed(e.to_string())
     }
 }
 
@@ -134,7 +134,7 @@ impl ServerClient {
 
     fn read_only(&self) -> Result<(), RemoteError> {
         match &self.as_user {
-            Some(u) => Err(RemoteError(format!(
+            Some(u) => Err(RemoteError::Failed(format!(
                 "reading {u}'s backups on their behalf is read-only: nothing can be backed up or changed in this mode"
             ))),
             None => Ok(()),
@@ -335,10 +335,17 @@ impl Remote for ServerClient {
         self.read_only()?;
         let url = format!("{}/v1/snapshots", self.base);
         let body = sealed.to_vec();
-        let r = self.send(|| self.http.post(&url).body(body.clone()))?;
+        let r = match self.send(|| self.http.post(&url).body(body.clone())) {
+            Ok(r) => r,
+            Err(ClientError::Server {
+                status: 409,
+                message,
+            }) => return Err(RemoteError::MissingChunks(message)),
+            Err(e) => return Err(e.into()),
+        };
         let v: serde_json::Value = self.json(r)?;
         serde_json::from_value(v["id"].clone())
-            .map_err(|e| RemoteError(format!("the server's commit answer has no id: {e}")))
+            .map_err(|e| RemoteError::Failed(format!("the server's commit answer has no id: {e}")))
     }
 
     fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>, RemoteError> {

@@ -43,6 +43,9 @@ pub enum RepoError {
     #[error("company server: {0}")]
     Remote(String),
 
+    #[error("company server: {0}")]
+    RemoteMissingChunks(String),
+
     #[error("the upload pipeline stopped: {0}")]
     Pipeline(String),
 }

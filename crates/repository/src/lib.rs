@@ -244,6 +244,28 @@ impl Repository {
         self
     }
 
+    /// Forgets what this device believed the company server stores (its
+    /// local index files and index cache), so the next backup asks the
+    /// server about every chunk. For when the server pruned data this
+    /// device once uploaded.
+    pub fn forget_local_index(&self) -> Result<()> {
+        if self.remote.is_none() {
+            return Err(RepoError::Remote(
+                "only a company-server repository keeps a disposable local index".into(),
+            ));
+        }
+        for e in self.storage.list(layout::INDEX)? {
+            self.storage.delete(&e.key)?;
+        }
+        self.index.clear()?;
+        *self.overlay.write().unwrap_or_else(|p| p.into_inner()) = Overlay::default();
+        self.granted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
     /// Whether data lives on a company server (then blobs are read one by
     /// one through it, never from this repository's storage).
     pub fn is_remote(&self) -> bool {

@@ -11,12 +11,22 @@ use format::Snapshot;
 /// A failure talking to the server; the message says what happened and
 /// what the user can do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RemoteError(pub String);
+pub enum RemoteError {
+    #[error("{0}")]
+    Failed(String),
+    /// A snapshot was refused because chunks this device believed stored
+    /// are gone from the server (pruned after retention): its local
+    /// knowledge is stale, see [`crate::Repository::forget_local_index`].
+    #[error("{0}")]
+    MissingChunks(String),
+}
 
 impl From<RemoteError> for RepoError {
     fn from(e: RemoteError) -> Self {
-        RepoError::Remote(e.0)
+        match e {
+            RemoteError::Failed(m) => RepoError::Remote(m),
+            RemoteError::MissingChunks(m) => RepoError::RemoteMissingChunks(m),
+        }
     }
 }
 

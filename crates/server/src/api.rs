@@ -339,7 +339,9 @@ async fn query_chunks(
             challenges: Vec::new(),
         };
         for (id, mine) in r.ids.into_iter().zip(owned) {
-            if mine {
+            // Ownership outlives a chunk removed by a prune; the chunk must
+            // still be stored, or the device would reference a hole.
+            if mine && s2.repo.has_blob(&id) {
                 out.owned.push(id);
             } else {
                 out.challenges.push(Challenge {
@@ -525,7 +527,7 @@ fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> 
         if !seen.insert(tree_id) {
             continue;
         }
-        if !s.meta.owned(user_id, &[tree_id])?[0] {
+        if !s.meta.owned(user_id, &[tree_id])?[0] || !s.repo.has_blob(&tree_id) {
             missing.push(tree_id);
             continue;
         }
@@ -539,7 +541,7 @@ fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> 
                     node.content
                         .iter()
                         .zip(owned)
-                        .filter(|(_, o)| !o)
+                        .filter(|(i, o)| !o || !s.repo.has_blob(i))
                         .map(|(i, _)| *i),
                 );
             }

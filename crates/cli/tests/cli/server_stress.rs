@@ -248,3 +248,63 @@ fn kill_9_during_uploads_loses_nothing_committed() {
     drop(s);
     verify_server_repository(work.path(), &data);
 }
+
+/// Retention removes a snapshot, an offline prune (server stopped, as the
+/// docs say) frees its data, and a device that backs the same file up
+/// again must send it again: the server no longer has it, whatever the
+/// ownership table remembers.
+#[test]
+fn data_pruned_after_retention_is_sent_again_not_referenced() {
+    let work = workdir();
+    let data = work.path().join("server");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let s = start(work.path(), &data, &["--listen", &listen]);
+    let url = s.url();
+    let dev = device(work.path(), "laptop", &url);
+    dev.ok(&[
+        "enroll",
+        &url,
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+    let files = work.path().join("laptop/files");
+    write_tree(&files, 1, &noise(3, 200_000));
+    let gone = noise(77, 1_500_000);
+    std::fs::write(files.join("gone.bin"), &gone).expect("write");
+    dev.backup(&[&files], &[]);
+    std::fs::remove_file(files.join("gone.bin")).expect("remove");
+    dev.backup(&[&files], &[]);
+
+    let policy = work.path().join("policy.json");
+    std::fs::write(&policy, r#"{"retention": {"keep_last": 1}}"#).expect("write");
+    dev.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
+    let r = dev.json(&["admin", "retention"]);
+    assert_eq!(r["removed"].as_array().expect("removed").len(), 1, "{r}");
+    drop(s);
+
+    let server_repo = tidemark(work.path())
+        .with_repo(data.join("repository"))
+        .with_password(None)
+        .with_env("TIDEMARK_PASSWORD_FILE", data.join("server.secret"));
+    server_repo.ok(&["prune", "--max-unused", "0"]);
+
+    let s = start(work.path(), &data, &["--listen", &listen]);
+    std::fs::write(files.join("gone.bin"), &gone).expect("write");
+    dev.backup(&[&files], &[]);
+    let target = work.path().join("laptop/restore");
+    dev.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert_same_tree(
+        &files,
+        &target.join(files.strip_prefix("/").expect("absolute")),
+        &CompareOptions::default(),
+    );
+    drop(s);
+    verify_server_repository(work.path(), &data);
+}
