@@ -189,24 +189,33 @@ fn twenty_devices_at_once_under_a_storm_of_malformed_requests() {
     verify_server_repository(work.path(), &data);
 }
 
-#[test]
-fn kill_9_during_uploads_loses_nothing_committed() {
-    let work = workdir();
-    let data = work.path().join("server");
-    // The same address across the restart, so the enrolment stays valid.
+/// A server on a fixed free port (so a restart keeps the enrolment valid)
+/// and one enrolled laptop; returns the address, the server, the laptop and
+/// the laptop's folder to back up.
+fn restartable_server_and_laptop(
+    work: &Path,
+    data: &Path,
+) -> (String, super::server::Running, Tidemark, std::path::PathBuf) {
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .to_string();
-    let s = start(work.path(), &data, &["--listen", &listen]);
+    let s = start(work, data, &["--listen", &listen]);
     let url = s.url();
-    let dev = device(work.path(), "laptop", &url);
+    let dev = device(work, "laptop", &url);
     dev.ok(&[
         "enroll",
         &url,
         s.ready["admin_code"].as_str().expect("code"),
     ]);
-    let files = work.path().join("laptop/files");
+    (listen, s, dev, work.join("laptop/files"))
+}
+
+#[test]
+fn kill_9_during_uploads_loses_nothing_committed() {
+    let work = workdir();
+    let data = work.path().join("server");
+    let (listen, s, dev, files) = restartable_server_and_laptop(work.path(), &data);
     write_tree(&files, 1, &noise(9, 300_000));
     dev.backup(&[&files], &[]);
     let first = dev.snapshots();
@@ -226,7 +235,7 @@ fn kill_9_during_uploads_loses_nothing_committed() {
     // Restarted on the same data: the committed snapshot is intact, the
     // next backup completes, and everything restores and verifies.
     let s = start(work.path(), &data, &["--listen", &listen]);
-    assert_eq!(s.ready["listening"].as_str(), Some(url.as_str()));
+    assert_eq!(s.url(), format!("https://{listen}"));
     let snaps = dev.snapshots();
     assert!(
         snaps.iter().any(|v| v["id"] == first[0]["id"]),
@@ -257,19 +266,7 @@ fn kill_9_during_uploads_loses_nothing_committed() {
 fn data_pruned_after_retention_is_sent_again_not_referenced() {
     let work = workdir();
     let data = work.path().join("server");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
-    let s = start(work.path(), &data, &["--listen", &listen]);
-    let url = s.url();
-    let dev = device(work.path(), "laptop", &url);
-    dev.ok(&[
-        "enroll",
-        &url,
-        s.ready["admin_code"].as_str().expect("code"),
-    ]);
-    let files = work.path().join("laptop/files");
+    let (listen, s, dev, files) = restartable_server_and_laptop(work.path(), &data);
     write_tree(&files, 1, &noise(3, 200_000));
     let gone = noise(77, 1_500_000);
     std::fs::write(files.join("gone.bin"), &gone).expect("write");
