@@ -211,6 +211,32 @@ fn restartable_server_and_laptop(
     (listen, s, dev, work.join("laptop/files"))
 }
 
+/// One more backup of `files`, a restore that must match it, then the
+/// server is stopped and its repository must pass `verify --read-data`.
+fn backup_restore_and_verify(
+    work: &Path,
+    data: &Path,
+    server: super::server::Running,
+    dev: &Tidemark,
+    files: &Path,
+) {
+    dev.backup(&[files], &[]);
+    let target = work.join("laptop/restore");
+    dev.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert_same_tree(
+        files,
+        &target.join(files.strip_prefix("/").expect("absolute")),
+        &CompareOptions::default(),
+    );
+    drop(server);
+    verify_server_repository(work, data);
+}
+
 #[test]
 fn kill_9_during_uploads_loses_nothing_committed() {
     let work = workdir();
@@ -241,21 +267,7 @@ fn kill_9_during_uploads_loses_nothing_committed() {
         snaps.iter().any(|v| v["id"] == first[0]["id"]),
         "the committed snapshot is gone"
     );
-    dev.backup(&[&files], &[]);
-    let target = work.path().join("laptop/restore");
-    dev.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf-8"),
-    ]);
-    assert_same_tree(
-        &files,
-        &target.join(files.strip_prefix("/").expect("absolute")),
-        &CompareOptions::default(),
-    );
-    drop(s);
-    verify_server_repository(work.path(), &data);
+    backup_restore_and_verify(work.path(), &data, s, &dev, &files);
 }
 
 /// Retention removes a snapshot, an offline prune (server stopped, as the
@@ -289,19 +301,5 @@ fn data_pruned_after_retention_is_sent_again_not_referenced() {
 
     let s = start(work.path(), &data, &["--listen", &listen]);
     std::fs::write(files.join("gone.bin"), &gone).expect("write");
-    dev.backup(&[&files], &[]);
-    let target = work.path().join("laptop/restore");
-    dev.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf-8"),
-    ]);
-    assert_same_tree(
-        &files,
-        &target.join(files.strip_prefix("/").expect("absolute")),
-        &CompareOptions::default(),
-    );
-    drop(s);
-    verify_server_repository(work.path(), &data);
+    backup_restore_and_verify(work.path(), &data, s, &dev, &files);
 }
