@@ -307,7 +307,12 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             Err(snapshot::SnapshotError::Repo(repository::RepoError::RemoteMissingChunks(m))) => {
                 tracing::warn!("{m}; asking the server about every chunk and backing up again");
                 repo.forget_local_index()?;
-                snapshot::backup(&repo, &opts, &bar)
+                // Trust nothing of the parent either: read every file.
+                let again = snapshot::BackupOptions {
+                    force: true,
+                    ..opts.clone()
+                };
+                snapshot::backup(&repo, &again, &bar)
             }
             other => other,
         }

@@ -271,6 +271,20 @@ fn fleet_of_five_sends_the_common_part_once() {
         let restored = target.join(files.strip_prefix("/").expect("absolute"));
         assert_same_tree(&files, &restored, &CompareOptions::default());
     }
+    // A second backup of an unchanged laptop reads nothing and sends
+    // nothing, though most of its chunks were granted by proof, not sent.
+    let again = laptop("laptop1").backup(&[&work.path().join("laptop1/files")], &[]);
+    assert_eq!(
+        again["summary"]["bytes_read"],
+        serde_json::json!(0),
+        "{again}"
+    );
+    let after = counter(&metrics(), "tidemark_pack_bytes_received_total");
+    assert!(
+        after - sent_before < 4096,
+        "an unchanged laptop sent {} B",
+        after - sent_before
+    );
     let usage = admin.json(&["admin", "usage"]);
     let stored = usage["stored_bytes"].as_u64().expect("stored_bytes");
     let total_sent: u64 = sent.iter().sum();
