@@ -250,6 +250,13 @@ impl IndexStore for Catalog {
         })
     }
 
+    fn contains_many(&self, ids: &[Id]) -> StoreResult<Vec<bool>> {
+        self.with(|db| {
+            let mut st = db.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
+            ids.iter().map(|id| st.exists([&id.0[..]])).collect()
+        })
+    }
+
     fn has_pack(&self, id: &Id) -> StoreResult<bool> {
         self.with(|db| {
             let mut st = db.prepare_cached("SELECT 1 FROM packs WHERE id = ?1")?;

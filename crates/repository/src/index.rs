@@ -67,6 +67,11 @@ pub trait IndexStore: Send + Sync {
     /// indexed keeps the first location.
     fn add_file(&self, file: &LoadedFile, packs: &[IndexPack]) -> StoreResult<()>;
     fn lookup(&self, id: &Id) -> StoreResult<Option<Location>>;
+    /// Which of `ids` are indexed; one call for a batch, since the company
+    /// server asks this for thousands of ids per request.
+    fn contains_many(&self, ids: &[Id]) -> StoreResult<Vec<bool>> {
+        ids.iter().map(|i| Ok(self.lookup(i)?.is_some())).collect()
+    }
     fn has_pack(&self, id: &Id) -> StoreResult<bool>;
     /// Every indexed pack with its size.
     fn packs(&self) -> StoreResult<Vec<(Id, u64)>>;

@@ -7,6 +7,9 @@ use crate::{blob, Repository};
 use crypto::Id;
 use format::{layout, BlobEntry, IndexFile, IndexPack, Snapshot, FORMAT_VERSION};
 
+/// Packs per index file written for ingested packs.
+pub const INGEST_INDEX_EVERY: usize = 16;
+
 impl Repository {
     /// Checks a whole pack as received: its name is the hash of its bytes,
     /// its tail and trailer decode, the entries lie inside the blob area
@@ -59,9 +62,16 @@ impl Repository {
         Ok(entries)
     }
 
-    /// Stores a pack checked by [`Repository::verify_pack_bytes`] and lists
-    /// it in a new index file, so it is durable and indexed before anyone is
-    /// told it exists.
+    /// Stores a pack checked by [`Repository::verify_pack_bytes`]: once this
+    /// returns, the pack is durable and its blobs are found by lookups.
+    ///
+    /// Its index file is written with the next [`INGEST_INDEX_EVERY`] packs
+    /// (or by [`Repository::flush_ingested`]) rather than at once: one small
+    /// durable write per 16 MiB pack cost the server about as much as the
+    /// pack itself. Nothing is lost by waiting: a pack stored but not yet
+    /// listed is found and indexed from its own trailer by
+    /// [`Repository::recover_unindexed_packs`] when the server starts again.
+    /// Callers flush before committing a snapshot that uses the packs.
     pub fn store_verified_pack(
         &self,
         pack: &Id,
@@ -70,15 +80,38 @@ impl Repository {
     ) -> Result<()> {
         let size = bytes.len() as u64;
         self.storage().put_shared(&layout::pack(pack), bytes)?;
-        self.write_index_file(&IndexFile {
+        let ip = IndexPack {
+            id: *pack,
+            size,
+            blobs,
+        };
+        self.index_add(&ip);
+        let full = {
+            let mut pending = self.ingested();
+            pending.push(ip);
+            pending.len() >= INGEST_INDEX_EVERY
+        };
+        if full {
+            self.flush_ingested()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index file for the packs stored since the last one.
+    pub fn flush_ingested(&self) -> Result<()> {
+        let packs = std::mem::take(&mut *self.ingested());
+        if packs.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.write_index_file(&IndexFile {
             version: FORMAT_VERSION,
-            packs: vec![IndexPack {
-                id: *pack,
-                size,
-                blobs,
-            }],
+            packs: packs.clone(),
             supersedes: vec![],
-        })?;
+        }) {
+            // Keep them for the next try; they stay found meanwhile.
+            self.ingested().extend(packs);
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -90,6 +90,9 @@ pub struct Repository {
     index: Arc<dyn IndexStore>,
     /// Packs this process stored whose index file is not written yet.
     overlay: RwLock<Overlay>,
+    /// Packs accepted by [`Repository::store_verified_pack`] whose index
+    /// file is not written yet (see `ingest.rs`).
+    ingested: std::sync::Mutex<Vec<IndexPack>>,
     cache: ObjectCache,
     tree_cache: Option<Arc<dyn BlobCache>>,
     remote: Option<Arc<dyn Remote>>,
@@ -230,6 +233,7 @@ impl Repository {
             key_id,
             index: Arc::new(MemoryIndex::default()),
             overlay: RwLock::new(Overlay::default()),
+            ingested: std::sync::Mutex::new(Vec::new()),
             cache,
             tree_cache: None,
             remote: None,
@@ -327,6 +331,10 @@ impl Repository {
     }
 
     /// Makes a pack this process just stored known to lookups.
+    pub(crate) fn ingested(&self) -> std::sync::MutexGuard<'_, Vec<IndexPack>> {
+        self.ingested.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn index_add(&self, p: &IndexPack) {
         self.overlay
             .write()
@@ -569,6 +577,17 @@ impl Repository {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(id)
+    }
+
+    /// Which of `ids` the index knows, in one pass (see [`Repository::has_blob`]).
+    pub fn has_blobs(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let mut out = self.index.contains_many(ids)?;
+        self.overlay(|o| {
+            for (known, id) in out.iter_mut().zip(ids) {
+                *known = *known || o.lookup(id).is_some();
+            }
+        });
+        Ok(out)
     }
 
     pub fn blob_location(&self, id: &Id) -> Result<Option<Location>> {

@@ -333,15 +333,16 @@ async fn query_chunks(
     let s2 = s.clone();
     blocking(move || {
         let owned = s2.meta.owned(p.user.id, &r.ids)?;
+        let stored = s2.repo.has_blobs(&r.ids).map_err(ApiError::internal)?;
         let expires = now() + CHALLENGE_SECONDS;
         let mut out = QueryResponse {
             owned: Vec::new(),
             challenges: Vec::new(),
         };
-        for (id, mine) in r.ids.into_iter().zip(owned) {
+        for ((id, mine), stored) in r.ids.into_iter().zip(owned).zip(stored) {
             // Ownership outlives a chunk removed by a prune; the chunk must
             // still be stored, or the device would reference a hole.
-            if mine && s2.repo.has_blob(&id) {
+            if mine && stored {
                 out.owned.push(id);
             } else {
                 out.challenges.push(Challenge {
@@ -570,6 +571,10 @@ async fn commit_snapshot(
                 format!("snapshot rejected: {e}"),
             )
         })?;
+        // Every pack a committed snapshot uses is listed in an index file
+        // first, so the repository is complete for any reader (verify,
+        // prune, a restore straight from the data folder) even after a kill.
+        s2.repo.flush_ingested().map_err(ApiError::internal)?;
         let missing = unowned_references(&s2, p.user.id, snap.tree)?;
         if !missing.is_empty() {
             s2.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);

@@ -107,6 +107,7 @@ pub async fn serve(
         Tls::Files { cert, key } => Some(load(&cert, &key)?),
     };
     on_ready(bound, cert.as_ref());
+    spawn_index_flush(server_for_retention.clone());
     spawn_retention(server_for_retention);
     let service = app.into_make_service();
     match cert {
@@ -150,6 +151,21 @@ fn spawn_retention(server: Arc<Server>) {
                     tracing::warn!(error = %e, "retention failed; will retry in an hour")
                 }
                 _ => {}
+            }
+        }
+    });
+}
+
+/// Lists received packs in an index file within two seconds, so a restart
+/// rarely has to recover packs from their trailers (it would lose nothing).
+fn spawn_index_flush(server: Arc<Server>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let s = server.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.repo.flush_ingested()).await {
+                tracing::warn!(error = %e, "could not write an index file; retrying");
             }
         }
     });
