@@ -271,6 +271,25 @@ fn fleet_of_five_sends_the_common_part_once() {
         let restored = target.join(files.strip_prefix("/").expect("absolute"));
         assert_same_tree(&files, &restored, &CompareOptions::default());
     }
+    // Browsing works against the server as against own storage.
+    let lap0 = laptop("laptop0");
+    let found = lap0.json(&["find", "lib3.so"]);
+    assert!(found.to_string().contains("system/lib3.so"), "{found}");
+    let listed = lap0.run(&["ls", "latest"]).ok().stdout;
+    assert!(listed.contains("home/doc2.bin"), "{listed}");
+    let cat = lap0
+        .command(&[
+            "cat",
+            &format!(
+                "latest:{}",
+                work.path().join("laptop0/files/system/lib1.so").display()
+            ),
+        ])
+        .output()
+        .expect("run cat");
+    assert!(cat.status.success());
+    assert!(cat.stdout == common[1].1, "cat prints the file's bytes");
+
     // A second backup of an unchanged laptop reads nothing and sends
     // nothing, though most of its chunks were granted by proof, not sent.
     let again = laptop("laptop1").backup(&[&work.path().join("laptop1/files")], &[]);
