@@ -332,17 +332,14 @@ async fn query_chunks(
         .fetch_add(r.ids.len() as u64, Ordering::Relaxed);
     let s2 = s.clone();
     blocking(move || {
-        let owned = s2.meta.owned(p.user.id, &r.ids)?;
-        let stored = s2.repo.has_blobs(&r.ids).map_err(ApiError::internal)?;
+        let usable = owned_and_stored(&s2, p.user.id, &r.ids)?;
         let expires = now() + CHALLENGE_SECONDS;
         let mut out = QueryResponse {
             owned: Vec::new(),
             challenges: Vec::new(),
         };
-        for ((id, mine), stored) in r.ids.into_iter().zip(owned).zip(stored) {
-            // Ownership outlives a chunk removed by a prune; the chunk must
-            // still be stored, or the device would reference a hole.
-            if mine && stored {
+        for (id, usable) in r.ids.into_iter().zip(usable) {
+            if usable {
                 out.owned.push(id);
             } else {
                 out.challenges.push(Challenge {
@@ -462,7 +459,12 @@ async fn put_pack(
         let n = ids.len();
         // Only blobs the index does not know yet need this pack; a retried
         // upload of a stored pack just grants ownership again.
-        let known = ids.iter().all(|i| s2.repo.has_blob(i));
+        let known = s2
+            .repo
+            .has_blobs(&ids)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .all(|k| k);
         if !known {
             s2.meta.add_uploaded(p.device_id, body.len() as u64)?;
             s2.repo
@@ -518,6 +520,18 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
 
 // ---- snapshots ---------------------------------------------------------
 
+/// Which of `ids` the user may reference: owned, and still stored (ownership
+/// outlives a chunk removed by a prune, and referencing it would leave a hole).
+fn owned_and_stored(s: &Server, user_id: i64, ids: &[Id]) -> ApiResult<Vec<bool>> {
+    let owned = s.meta.owned(user_id, ids)?;
+    let stored = s.repo.has_blobs(ids).map_err(ApiError::internal)?;
+    Ok(owned
+        .into_iter()
+        .zip(stored)
+        .map(|(o, st)| o && st)
+        .collect())
+}
+
 /// Checks that every tree and chunk the snapshot reaches is owned by the
 /// user, reading the trees. Returns the first few that are not.
 fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> {
@@ -528,7 +542,7 @@ fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> 
         if !seen.insert(tree_id) {
             continue;
         }
-        if !s.meta.owned(user_id, &[tree_id])?[0] || !s.repo.has_blob(&tree_id) {
+        if !owned_and_stored(s, user_id, &[tree_id])?[0] {
             missing.push(tree_id);
             continue;
         }
@@ -537,12 +551,12 @@ fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> 
             .map_err(|e| ApiError::bad_request(format!("tree {tree_id} is malformed: {e}")))?;
         for node in &tree.nodes {
             if !node.content.is_empty() {
-                let owned = s.meta.owned(user_id, &node.content)?;
+                let usable = owned_and_stored(s, user_id, &node.content)?;
                 missing.extend(
                     node.content
                         .iter()
-                        .zip(owned)
-                        .filter(|(i, o)| !o || !s.repo.has_blob(i))
+                        .zip(usable)
+                        .filter(|(_, u)| !u)
                         .map(|(i, _)| *i),
                 );
             }
@@ -858,7 +872,7 @@ async fn admin_user_blob(
 #[derive(Deserialize)]
 struct RetentionRequest {
     /// The policy to apply; absent: the organisation's `"retention"`.
-    policy: Option<crate::retention::RetentionPolicy>,
+    policy: Option<repository::retention::Policy>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -872,13 +886,11 @@ async fn admin_retention(
     blocking(move || {
         let policy = match r.policy {
             Some(p) => p,
-            None => {
-                crate::retention::RetentionPolicy::from_org(s2.meta.as_ref()).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "the organisation policy sets no \"retention\"; give one in this request",
-                    )
-                })?
-            }
+            None => crate::retention::org_policy(s2.meta.as_ref()).ok_or_else(|| {
+                ApiError::bad_request(
+                    "the organisation policy sets no \"retention\"; give one in this request",
+                )
+            })?,
         };
         match crate::retention::run(&s2, &policy, r.dry_run, &a.user.name) {
             Ok(report) => Ok(Json(report)),
