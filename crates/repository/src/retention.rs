@@ -9,7 +9,10 @@ use crypto::Id;
 use format::Snapshot;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Also the `"retention"` object of a company server's policy (JSON), where
+/// `keep_within` is given in whole hours as `keep_within_hours`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct Policy {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -17,7 +20,13 @@ pub struct Policy {
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
+    #[serde(rename = "keep_within_hours", deserialize_with = "hours")]
     pub keep_within: Option<Duration>,
+}
+
+fn hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let h: Option<u32> = serde::Deserialize::deserialize(d)?;
+    Ok(h.map(|h| Duration::hours(i64::from(h))))
 }
 
 impl Policy {
@@ -122,6 +131,23 @@ pub fn apply(snapshots: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_read_from_json_with_hours_for_within() {
+        let p: Policy =
+            serde_json::from_str(r#"{"keep_daily": 3, "keep_within_hours": 24, "other": 1}"#)
+                .expect("json");
+        assert_eq!(
+            p,
+            Policy {
+                keep_daily: Some(3),
+                keep_within: Some(Duration::hours(24)),
+                ..Default::default()
+            }
+        );
+        let empty: Policy = serde_json::from_str("{}").expect("json");
+        assert!(empty.is_empty());
+    }
     use chrono::TimeZone;
 
     fn snap(t: DateTime<Utc>) -> (Id, Snapshot) {

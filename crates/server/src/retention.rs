@@ -10,43 +10,15 @@
 
 use crate::meta::Meta;
 use crate::Server;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use repository::retention::{self, Policy};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// A retention policy as JSON (the org policy's `"retention"` object).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct RetentionPolicy {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    pub keep_within_hours: Option<u32>,
-}
-
-impl RetentionPolicy {
-    pub fn to_policy(&self) -> Policy {
-        Policy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within: self
-                .keep_within_hours
-                .map(|h| Duration::hours(i64::from(h))),
-        }
-    }
-
-    /// The organisation's policy, if it sets a retention.
-    pub fn from_org(meta: &dyn Meta) -> Option<Self> {
-        let json = meta.policy().ok()??;
-        let v: serde_json::Value = serde_json::from_str(&json).ok()?;
-        serde_json::from_value(v.get("retention")?.clone()).ok()
-    }
+/// The organisation's retention policy (its policy's `"retention"`), if set.
+pub fn org_policy(meta: &dyn Meta) -> Option<Policy> {
+    let json = meta.policy().ok()??;
+    let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+    serde_json::from_value(v.get("retention")?.clone()).ok()
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -70,11 +42,10 @@ pub enum RetentionError {
 /// audit log with what was removed.
 pub fn run(
     s: &Server,
-    policy: &RetentionPolicy,
+    policy: &Policy,
     dry_run: bool,
     actor: &str,
 ) -> Result<RetentionReport, RetentionError> {
-    let policy = policy.to_policy();
     if policy.is_empty() {
         return Err(RetentionError::Empty);
     }
@@ -88,7 +59,7 @@ pub fn run(
         for r in rows {
             snaps.push((r.id, s.repo.load_snapshot(&r.id)?));
         }
-        for d in retention::apply(&snaps, &policy, Utc::now()) {
+        for d in retention::apply(&snaps, policy, Utc::now()) {
             if d.keep {
                 report.kept += 1;
                 continue;

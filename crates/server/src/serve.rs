@@ -139,7 +139,7 @@ fn spawn_retention(server: Arc<Server>) {
             tick.tick().await;
             let s = server.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                crate::retention::RetentionPolicy::from_org(s.meta.as_ref())
+                crate::retention::org_policy(s.meta.as_ref())
                     .map(|p| crate::retention::run(&s, &p, false, "server retention"))
             })
             .await;
