@@ -141,6 +141,12 @@ pub fn enroll(
 
 /// An authenticated client for `url`.
 pub fn client(url: &str) -> Result<(ServerClient, DeviceInfo)> {
+    let (c, info, _) = connect(url)?;
+    Ok((c, info))
+}
+
+/// The client, the public enrolment record and the secret, each read once.
+fn connect(url: &str) -> Result<(ServerClient, DeviceInfo, DeviceSecret)> {
     let info = load_info(url)?;
     let secret = load_secret(url)?;
     let trust = match &info.fingerprint {
@@ -148,8 +154,8 @@ pub fn client(url: &str) -> Result<(ServerClient, DeviceInfo)> {
         None if info.url.starts_with("http://") => Trust::FirstUse,
         None => bail!("no certificate fingerprint was pinned for {url}; enrol again"),
     };
-    let c = ServerClient::new(&info.url, trust, Some(secret.token))?;
-    Ok((c, info))
+    let c = ServerClient::new(&info.url, trust, Some(secret.token.clone()))?;
+    Ok((c, info, secret))
 }
 
 /// The server repository: local index and locks in this device's state
@@ -159,7 +165,7 @@ pub fn open_repository(
     open: &repository::OpenOptions,
     as_user: Option<String>,
 ) -> Result<repository::Repository> {
-    let (c, info) = client(url)?;
+    let (c, info, secret) = connect(url)?;
     let c = match as_user {
         Some(_) if !info.admin => bail!(
             "--as-user needs an administrator's device; this one is enrolled as {}",
@@ -168,7 +174,6 @@ pub fn open_repository(
         Some(u) => c.on_behalf_of(u),
         None => c,
     };
-    let secret = load_secret(url)?;
     let keys = server_keys(&secret.keys)?;
     let local_dir = state_dir(url)?.join("local");
     std::fs::create_dir_all(&local_dir)?;
