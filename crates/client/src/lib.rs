@@ -9,8 +9,8 @@
 mod pin;
 
 use crypto::Id;
-use format::{RepoConfig, Snapshot};
-use repository::{Remote, RemoteError};
+use format::{BlobKind, RepoConfig, Snapshot};
+use repository::{Remote, RemoteBlob, RemoteError};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -309,7 +309,7 @@ impl Remote for ServerClient {
         Ok(())
     }
 
-    fn get_blob(&self, id: &Id) -> Result<Option<(Vec<u8>, u32)>, RemoteError> {
+    fn get_blob(&self, id: &Id) -> Result<Option<RemoteBlob>, RemoteError> {
         let url = match &self.as_user {
             Some(u) => format!("{}/v1/admin/users/{u}/blobs/{id}", self.base),
             None => format!("{}/v1/blobs/{id}", self.base),
@@ -319,16 +319,30 @@ impl Remote for ServerClient {
             Err(ClientError::Server { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let raw_length = resp
-            .headers()
-            .get("x-raw-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| ClientError::Protocol("a blob without x-raw-length".into()))?;
-        let bytes = resp
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| ClientError::Protocol(format!("a blob without {name}")))
+        };
+        let raw_length = header("x-raw-length")?
+            .parse()
+            .map_err(|_| ClientError::Protocol("x-raw-length is not a number".into()))?;
+        let kind = match header("x-blob-kind")?.as_str() {
+            "tree" => BlobKind::Tree,
+            "data" => BlobKind::Data,
+            other => return Err(ClientError::Protocol(format!("unknown blob kind {other}")).into()),
+        };
+        let sealed = resp
             .bytes()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Some((bytes.to_vec(), raw_length)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_vec();
+        Ok(Some(RemoteBlob {
+            sealed,
+            raw_length,
+            kind,
+        }))
     }
 
     fn commit_snapshot(&self, sealed: &[u8]) -> Result<Id, RemoteError> {
@@ -346,6 +360,24 @@ impl Remote for ServerClient {
         let v: serde_json::Value = self.json(r)?;
         serde_json::from_value(v["id"].clone())
             .map_err(|e| RemoteError::Failed(format!("the server's commit answer has no id: {e}")))
+    }
+
+    fn load_snapshot(&self, id: &Id) -> Result<Option<Snapshot>, RemoteError> {
+        if self.as_user.is_some() {
+            // The admin API lists a user's snapshots (and audits that); it
+            // has no single-snapshot read.
+            return Ok(self
+                .list_snapshots()?
+                .into_iter()
+                .find(|(i, _)| i == id)
+                .map(|(_, s)| s));
+        }
+        let url = format!("{}/v1/snapshots/{id}", self.base);
+        match self.send(|| self.http.get(&url)) {
+            Ok(r) => Ok(Some(self.json::<SnapshotItem>(r)?.snapshot)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>, RemoteError> {

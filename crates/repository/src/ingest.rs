@@ -117,7 +117,7 @@ impl Repository {
 
     /// The stored (encrypted) bytes of one blob, for a client that holds the
     /// keys and checks the blob itself.
-    pub fn read_sealed_blob(&self, id: &Id) -> Result<(Vec<u8>, u32)> {
+    pub fn read_sealed_blob(&self, id: &Id) -> Result<(Vec<u8>, crate::index::Location)> {
         let loc = self
             .blob_location(id)?
             .ok_or(RepoError::BlobNotFound(*id))?;
@@ -126,7 +126,7 @@ impl Repository {
             u64::from(loc.offset),
             u64::from(loc.length),
         )?;
-        Ok((sealed, loc.raw_length))
+        Ok((sealed, loc))
     }
 
     /// Opens a snapshot object sealed by a client, as it would be stored.

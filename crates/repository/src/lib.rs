@@ -24,7 +24,7 @@ pub use cache::ObjectCache;
 pub use error::{RepoError, Result};
 pub use lock::{hostname, LockGuard};
 pub use prune::{PruneOptions, PruneReport};
-pub use remote::{Remote, RemoteError};
+pub use remote::{Remote, RemoteBlob, RemoteError};
 pub use upload::{UploadOptions, UploadStats, Uploader};
 pub use verify::{Problem, VerifyOptions, VerifyReport};
 
@@ -610,12 +610,10 @@ impl Repository {
                     return Ok(raw);
                 }
             }
-            let (sealed, raw_length) = remote.get_blob(id)?.ok_or(RepoError::BlobNotFound(*id))?;
-            let raw = blob::decode(&self.keys, id, &sealed, raw_length)?;
-            if let Some(c) = &self.tree_cache {
-                if format::from_json::<format::Tree>("tree", &raw).is_ok() {
-                    c.put(id, &sealed);
-                }
+            let b = remote.get_blob(id)?.ok_or(RepoError::BlobNotFound(*id))?;
+            let raw = blob::decode(&self.keys, id, &b.sealed, b.raw_length)?;
+            if b.kind == BlobKind::Tree {
+                self.cache_tree(id, &b.sealed);
             }
             return Ok(raw);
         }
@@ -676,8 +674,8 @@ impl Repository {
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         if let Some(remote) = &self.remote {
-            return match remote.list_snapshots()?.into_iter().find(|(i, _)| i == id) {
-                Some((_, s)) => Ok(s),
+            return match remote.load_snapshot(id)? {
+                Some(s) => Ok(s),
                 None => remote::not_found(id),
             };
         }

@@ -30,6 +30,15 @@ impl From<RemoteError> for RepoError {
     }
 }
 
+/// A blob as the server sends it: sealed, with what the reader needs to
+/// decode it and to decide whether to cache it.
+#[derive(Debug, Clone)]
+pub struct RemoteBlob {
+    pub sealed: Vec<u8>,
+    pub raw_length: u32,
+    pub kind: format::BlobKind,
+}
+
 /// The company server as the repository sees it.
 pub trait Remote: Send + Sync {
     /// For each blob (id and plaintext), whether the server needs it sent
@@ -37,13 +46,15 @@ pub trait Remote: Send + Sync {
     fn dedup(&self, blobs: &[(Id, &[u8])]) -> std::result::Result<Vec<bool>, RemoteError>;
     /// Uploads a pack; the server verifies it before indexing. Idempotent.
     fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> std::result::Result<(), RemoteError>;
-    /// The sealed bytes and raw length of a blob this user owns.
-    fn get_blob(&self, id: &Id) -> std::result::Result<Option<(Vec<u8>, u32)>, RemoteError>;
+    /// A blob this user owns, sealed as stored.
+    fn get_blob(&self, id: &Id) -> std::result::Result<Option<RemoteBlob>, RemoteError>;
     /// Commits a sealed snapshot object; refused unless every blob it
     /// reaches is owned by the user.
     fn commit_snapshot(&self, sealed: &[u8]) -> std::result::Result<Id, RemoteError>;
     /// This user's snapshots.
     fn list_snapshots(&self) -> std::result::Result<Vec<(Id, Snapshot)>, RemoteError>;
+    /// One of this user's snapshots; `None` when they have none with this id.
+    fn load_snapshot(&self, id: &Id) -> std::result::Result<Option<Snapshot>, RemoteError>;
 }
 
 /// What the server does instead of a device, with the reason.

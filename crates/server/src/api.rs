@@ -500,7 +500,7 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
         {
             return Err(ApiError::not_found("chunk"));
         }
-        let (sealed, raw_length) = match s.repo.read_sealed_blob(&id) {
+        let (sealed, loc) = match s.repo.read_sealed_blob(&id) {
             Ok(x) => x,
             Err(repository::RepoError::BlobNotFound(_)) => {
                 return Err(ApiError::not_found("chunk"))
@@ -512,7 +512,14 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/octet-stream"),
         );
-        h.insert("x-raw-length", header::HeaderValue::from(raw_length));
+        h.insert("x-raw-length", header::HeaderValue::from(loc.raw_length));
+        h.insert(
+            "x-blob-kind",
+            header::HeaderValue::from_static(match loc.kind {
+                format::BlobKind::Tree => "tree",
+                format::BlobKind::Data => "data",
+            }),
+        );
         Ok((h, sealed))
     })
     .await
