@@ -5,6 +5,7 @@ use crate::{Limits, Server, ServerError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub enum Tls {
     /// `DIR/tls/cert.pem` and `key.pem`, made on the first start.
@@ -131,27 +132,31 @@ pub async fn serve(
     }
 }
 
-/// Applies the organisation's retention policy, if it sets one, every hour.
-fn spawn_retention(server: Arc<Server>) {
+/// Runs blocking `job` on the server every `period`, off the async threads.
+fn every(server: Arc<Server>, period: Duration, job: fn(&Server)) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             let s = server.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                crate::retention::org_policy(s.meta.as_ref())
-                    .map(|p| crate::retention::run(&s, &p, false, "server retention"))
-            })
-            .await;
-            match outcome {
-                Ok(Some(Ok(r))) if !r.removed.is_empty() => {
-                    tracing::info!(removed = r.removed.len(), kept = r.kept, "retention ran")
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "retention failed; will retry in an hour")
-                }
-                _ => {}
+            // A panicking job is reported by tokio and retried next period.
+            let _ = tokio::task::spawn_blocking(move || job(&s)).await;
+        }
+    });
+}
+
+/// Applies the organisation's retention policy, if it sets one, every hour.
+fn spawn_retention(server: Arc<Server>) {
+    every(server, Duration::from_secs(3600), |s| {
+        let Some(policy) = crate::retention::org_policy(s.meta.as_ref()) else {
+            return;
+        };
+        match crate::retention::run(s, &policy, false, "server retention") {
+            Ok(r) if !r.removed.is_empty() => {
+                tracing::info!(removed = r.removed.len(), kept = r.kept, "retention ran")
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed; will retry in an hour"),
         }
     });
 }
@@ -159,14 +164,9 @@ fn spawn_retention(server: Arc<Server>) {
 /// Lists received packs in an index file within two seconds, so a restart
 /// rarely has to recover packs from their trailers (it would lose nothing).
 fn spawn_index_flush(server: Arc<Server>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            let s = server.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.repo.flush_ingested()).await {
-                tracing::warn!(error = %e, "could not write an index file; retrying");
-            }
+    every(server, Duration::from_secs(2), |s| {
+        if let Err(e) = s.repo.flush_ingested() {
+            tracing::warn!(error = %e, "could not write an index file; retrying");
         }
     });
 }
