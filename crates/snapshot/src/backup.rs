@@ -253,7 +253,7 @@ impl Walker<'_> {
             let node = if child.target {
                 self.entry(
                     &full,
-                    EntryName::new(name.clone()),
+                    from_metadata(EntryName::new(name.clone()), &md),
                     &md,
                     prev.as_ref(),
                     md.dev(),
@@ -268,15 +268,15 @@ impl Walker<'_> {
         self.store_tree(tree)
     }
 
+    /// `node` is `md` as a tree entry (see `from_metadata`).
     fn entry(
         &mut self,
         path: &Path,
-        name: EntryName,
+        mut node: Node,
         md: &Metadata,
         prev: Option<&Node>,
         dev: u64,
     ) -> Result<Option<Node>> {
-        let mut node = from_metadata(name, md);
         match node.kind {
             NodeKind::Dir => {
                 let prev_sub = prev
@@ -340,24 +340,24 @@ impl Walker<'_> {
             if self.opts.excludes.is_excluded(&full, md.is_dir()) {
                 continue;
             }
-            entries.push((name, full, md));
+            let node = from_metadata(EntryName::new(name), &md);
+            entries.push((full, md, node));
         }
         // Name the files about to be read, so the disk works ahead of us.
-        for (name, full, md) in &entries {
+        for (full, md, node) in &entries {
             if md.is_dir() {
                 self.prefetch.hint(Hint::Dir(full.clone()));
             } else if md.is_file() && md.len() > 0 {
-                let prev = ptree.as_ref().and_then(|t| t.find(name));
-                let node = from_metadata(EntryName::new(name.clone()), md);
-                if self.opts.force || !prev.is_some_and(|p| unchanged(p, &node)) {
+                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
+                if self.opts.force || !prev.is_some_and(|p| unchanged(p, node)) {
                     self.prefetch.hint(Hint::File(full.clone()));
                 }
             }
         }
         let mut tree = Tree::default();
-        for (name, full, md) in entries {
-            let prev = ptree.as_ref().and_then(|t| t.find(&name));
-            if let Some(node) = self.entry(&full, EntryName::new(name), &md, prev, dev)? {
+        for (full, md, node) in entries {
+            let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
+            if let Some(node) = self.entry(&full, node, &md, prev, dev)? {
                 tree.nodes.push(node);
             }
         }
