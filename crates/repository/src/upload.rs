@@ -73,6 +73,13 @@ pub struct UploadStats {
     pub blobs_known: u64,
 }
 
+/// Blobs waiting for one dedup request, and their total size.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    bytes: usize,
+}
+
 struct Job {
     kind: BlobKind,
     id: Id,
@@ -143,7 +150,7 @@ pub struct Uploader {
     jobs: Option<Sender<Job>>,
     /// With a company server: blobs waiting to be asked about in one request,
     /// and the queue to the thread that asks, so reading goes on meanwhile.
-    batch: Mutex<Vec<Job>>,
+    batch: Mutex<Batch>,
     batches: Option<Sender<Vec<Job>>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -210,7 +217,7 @@ impl Uploader {
         Ok(Uploader {
             shared,
             jobs: Some(job_tx),
-            batch: Mutex::new(Vec::new()),
+            batch: Mutex::new(Batch::default()),
             batches,
             threads,
         })
@@ -243,9 +250,9 @@ impl Uploader {
         if self.shared.repo.remote().is_some() {
             let full = {
                 let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-                batch.push(Job { kind, id, raw });
-                batch.len() >= BATCH_IDS
-                    || batch.iter().map(|j| j.raw.len()).sum::<usize>() >= BATCH_BYTES
+                batch.bytes += raw.len();
+                batch.jobs.push(Job { kind, id, raw });
+                batch.jobs.len() >= BATCH_IDS || batch.bytes >= BATCH_BYTES
             };
             if full {
                 self.flush_batch()?;
@@ -271,7 +278,7 @@ impl Uploader {
         let Some(tx) = &self.batches else {
             return Ok(());
         };
-        let jobs = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|p| p.into_inner()));
+        let jobs = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|p| p.into_inner())).jobs;
         if jobs.is_empty() {
             return Ok(());
         }
