@@ -13,7 +13,7 @@
 //! the repository's own in-memory overlay until their index file is written,
 //! so a crash never leaves the local cache believing in unindexed packs.
 
-use format::{BlobEntry, BlobKind, Id, IndexPack};
+use format::{BlobKind, Id, IndexPack};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -25,18 +25,6 @@ pub struct Location {
     pub length: u32,
     pub raw_length: u32,
     pub kind: BlobKind,
-}
-
-impl Location {
-    pub fn entry(&self, id: Id) -> BlobEntry {
-        BlobEntry {
-            id,
-            kind: self.kind,
-            offset: self.offset,
-            length: self.length,
-            raw_length: self.raw_length,
-        }
-    }
 }
 
 /// A failure of the local index store (not of the repository): the message
@@ -252,6 +240,7 @@ pub(crate) fn plan_sync(listed: &HashSet<Id>, loaded: &[LoadedFile]) -> SyncPlan
 #[cfg(test)]
 mod tests {
     use super::*;
+    use format::BlobEntry;
 
     fn id(n: u8) -> Id {
         Id([n; 32])

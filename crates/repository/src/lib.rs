@@ -597,10 +597,6 @@ impl Repository {
         Ok(self.index.lookup(id)?)
     }
 
-    pub fn blob_kind(&self, id: &Id) -> Result<Option<BlobKind>> {
-        Ok(self.blob_location(id)?.map(|l| l.kind))
-    }
-
     /// Reads, decrypts, decompresses and checks one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         if let Some(remote) = &self.remote {
