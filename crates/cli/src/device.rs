@@ -174,17 +174,12 @@ pub fn open_repository(
         Some(u) => c.on_behalf_of(u),
         None => c,
     };
-    let keys = server_keys(&secret.keys)?;
+    let keys = crypto::MasterKeys::from_hex(&secret.keys).map_err(|e| {
+        anyhow::anyhow!("the stored organisation keys are damaged ({e}); enrol again")
+    })?;
     let local_dir = state_dir(url)?.join("local");
     std::fs::create_dir_all(&local_dir)?;
     let local = storage::open(&local_dir.to_string_lossy())?;
     let repo = repository::Repository::with_keys(local, keys, info.repository, open);
     Ok(repo.with_remote(std::sync::Arc::new(c)))
-}
-
-fn server_keys(hex_keys: &str) -> Result<crypto::MasterKeys> {
-    let bytes =
-        hex::decode(hex_keys).context("the stored organisation keys are damaged; enrol again")?;
-    crypto::MasterKeys::from_bytes(&bytes)
-        .map_err(|e| anyhow::anyhow!("the stored organisation keys are damaged ({e}); enrol again"))
 }

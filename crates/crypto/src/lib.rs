@@ -205,6 +205,16 @@ impl MasterKeys {
         v
     }
 
+    /// The keys as hex, the form a company server hands to a device.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
+        let b = hex::decode(s).map_err(|_| CryptoError::Malformed("master keys are not hex"))?;
+        Self::from_bytes(&b)
+    }
+
     pub fn from_bytes(b: &[u8]) -> Result<Self, CryptoError> {
         if b.len() != 3 * KEY_LEN {
             return Err(CryptoError::Malformed("master key blob is not 96 bytes"));
@@ -381,5 +391,14 @@ mod tests {
     fn ids_from_slices_must_be_32_bytes() {
         assert_eq!(Id::from_slice(&[7; 32]), Some(Id([7; 32])));
         assert_eq!(Id::from_slice(&[7; 31]), None);
+    }
+
+    #[test]
+    fn master_keys_round_trip_through_hex() {
+        let k = MasterKeys::random();
+        let back = MasterKeys::from_hex(&k.to_hex()).expect("hex");
+        assert_eq!(back.to_bytes(), k.to_bytes());
+        assert!(MasterKeys::from_hex("zz").is_err());
+        assert!(MasterKeys::from_hex(&k.to_hex()[2..]).is_err());
     }
 }

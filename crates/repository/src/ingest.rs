@@ -141,8 +141,8 @@ impl Repository {
     }
 
     /// The master keys, for the company server to provision enrolled devices.
-    pub fn export_keys(&self) -> Vec<u8> {
-        self.keys().to_bytes()
+    pub fn export_keys(&self) -> String {
+        self.keys().to_hex()
     }
 
     /// Stores an already sealed snapshot object under its name.

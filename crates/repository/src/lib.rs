@@ -778,10 +778,6 @@ impl Repository {
         Ok(out)
     }
 
-    pub fn current_key(&self) -> Id {
-        self.key_id
-    }
-
     /// Removes a key. The key this session opened with cannot be removed
     /// (that would lock the user out mid-session); use `passwd` instead.
     pub fn remove_key(&self, id: &Id) -> Result<()> {

@@ -266,7 +266,7 @@ async fn enroll(
             device_id,
             user: user.name,
             admin: user.admin,
-            keys: hex::encode(s2.org_keys()),
+            keys: s2.org_keys().to_string(),
             repository: s2.repo.config().clone(),
         }))
     })

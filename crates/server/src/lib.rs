@@ -26,7 +26,7 @@ pub use api::{app, Limits};
 pub use error::ApiError;
 
 use chrono::Utc;
-use crypto::{Id, MasterKeys};
+use crypto::Id;
 use meta::{Meta, SqliteMeta};
 use repository::{InitOptions, OpenOptions, Repository};
 use std::path::{Path, PathBuf};
@@ -66,7 +66,8 @@ pub struct Server {
     pub meta: Arc<dyn Meta>,
     /// Keys tokens, enrolment codes and challenges; never leaves the server.
     mac_key: [u8; 32],
-    keys: Vec<u8>,
+    /// The organisation's master keys, hex, as sent to enrolled devices.
+    keys: String,
     pub metrics: Metrics,
 }
 
@@ -207,7 +208,7 @@ impl Server {
     }
 
     /// The organisation keys, as provisioned to enrolled devices.
-    pub fn org_keys(&self) -> &[u8] {
+    pub fn org_keys(&self) -> &str {
         &self.keys
     }
 }
@@ -230,9 +231,4 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
-}
-
-/// The organisation keys as sent to an enrolled device.
-pub fn decode_org_keys(hex_keys: &str) -> Option<MasterKeys> {
-    MasterKeys::from_bytes(&hex::decode(hex_keys).ok()?).ok()
 }

@@ -128,7 +128,7 @@ async fn enroll(app: &axum::Router, code: &str, name: &str) -> Client {
     let v = r.json();
     Client {
         token: v["token"].as_str().unwrap().to_string(),
-        keys: server::decode_org_keys(v["keys"].as_str().unwrap()).expect("keys"),
+        keys: MasterKeys::from_hex(v["keys"].as_str().unwrap()).expect("keys"),
         config: serde_json::from_value(v["repository"].clone()).unwrap(),
     }
 }
@@ -656,7 +656,7 @@ async fn a_restart_keeps_everything_committed() {
         o.first_admin_code.is_none(),
         "no new admin code on a restart"
     );
-    assert_eq!(o.server.org_keys(), keys.to_bytes());
+    assert_eq!(o.server.org_keys(), keys.to_hex());
     let app = server::app(o.server, Limits::default());
     let list = get(&app, "/v1/snapshots", &token).await.json();
     assert_eq!(list[0]["id"].as_str().unwrap(), snap.to_hex());
