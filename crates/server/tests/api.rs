@@ -92,6 +92,22 @@ async fn delete(app: &axum::Router, path: &str, token: &str) -> Reply {
     call(app, Method::DELETE, path, Some(token), vec![]).await
 }
 
+async fn put_pack(
+    app: &axum::Router,
+    token: &str,
+    id: impl std::fmt::Display,
+    bytes: Vec<u8>,
+) -> Reply {
+    call(
+        app,
+        Method::PUT,
+        &format!("/v1/packs/{id}"),
+        Some(token),
+        bytes,
+    )
+    .await
+}
+
 async fn post_json(app: &axum::Router, path: &str, token: Option<&str>, v: Value) -> Reply {
     call(
         app,
@@ -272,14 +288,7 @@ async fn backup(app: &axum::Router, c: &Client, file: &[u8]) -> (Id, Vec<Id>, us
             .collect();
         for (pid, bytes) in c.build_packs(&blobs) {
             sent += bytes.len();
-            let r = call(
-                app,
-                Method::PUT,
-                &format!("/v1/packs/{pid}"),
-                Some(&c.token),
-                bytes,
-            )
-            .await;
+            let r = put_pack(app, &c.token, pid, bytes).await;
             assert_eq!(
                 r.status,
                 StatusCode::CREATED,
@@ -500,24 +509,10 @@ async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
     // Flipped byte: the name no longer matches.
     let mut bad = bytes.clone();
     bad[10] ^= 1;
-    let r = call(
-        &h.app,
-        Method::PUT,
-        &format!("/v1/packs/{pid}"),
-        Some(&d.token),
-        bad.clone(),
-    )
-    .await;
+    let r = put_pack(&h.app, &d.token, pid, bad.clone()).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     // Renamed to match: the blob no longer decrypts.
-    let r = call(
-        &h.app,
-        Method::PUT,
-        &format!("/v1/packs/{}", Id::hash_public(&bad)),
-        Some(&d.token),
-        bad,
-    )
-    .await;
+    let r = put_pack(&h.app, &d.token, Id::hash_public(&bad), bad).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     // A pack sealed with other keys (another organisation) is refused too.
     let stranger = Client {
@@ -528,49 +523,21 @@ async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
     let (spid, sbytes) = stranger
         .build_packs(&[(BlobKind::Data, file.clone())])
         .remove(0);
-    let r = call(
-        &h.app,
-        Method::PUT,
-        &format!("/v1/packs/{spid}"),
-        Some(&d.token),
-        sbytes,
-    )
-    .await;
+    let r = put_pack(&h.app, &d.token, spid, sbytes).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.json()["error"]
         .as_str()
         .unwrap()
         .contains("nothing of it was stored"));
     // Truncated.
-    let r = call(
-        &h.app,
-        Method::PUT,
-        &format!("/v1/packs/{pid}"),
-        Some(&d.token),
-        bytes[..bytes.len() / 2].to_vec(),
-    )
-    .await;
+    let r = put_pack(&h.app, &d.token, pid, bytes[..bytes.len() / 2].to_vec()).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     // Nothing was granted or stored: the chunk is still unknown.
-    let g = call(
-        &h.app,
-        Method::GET,
-        &format!("/v1/blobs/{}", d.id(&file)),
-        Some(&d.token),
-        vec![],
-    )
-    .await;
+    let g = get(&h.app, &format!("/v1/blobs/{}", d.id(&file)), &d.token).await;
     assert_eq!(g.status, StatusCode::NOT_FOUND);
     // The real pack goes in, and a retried upload is harmless.
     for _ in 0..2 {
-        let r = call(
-            &h.app,
-            Method::PUT,
-            &format!("/v1/packs/{pid}"),
-            Some(&d.token),
-            bytes.clone(),
-        )
-        .await;
+        let r = put_pack(&h.app, &d.token, pid, bytes.clone()).await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
     let usage = get(&h.app, "/v1/admin/usage", &a.token).await.json();
