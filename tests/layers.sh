@@ -24,5 +24,7 @@ check snapshot catalog server tidemark-cli $UI
 check catalog snapshot server tidemark-cli tauri clap indicatif axum keyring
 check server snapshot client tidemark-cli tauri clap indicatif keyring
 check client snapshot server tidemark-cli tauri clap indicatif keyring axum rusqlite
+# The agent is every front end's library: no UI toolkit, terminal or HTTP server in it.
+check agent server tidemark-cli tauri tidemark-app clap indicatif axum
 [ $fail -eq 0 ] && echo "layers: ok"
 exit $fail

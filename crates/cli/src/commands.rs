@@ -4,9 +4,9 @@
 use crate::args::{
     AdminCommand, BackupArgs, Cli, Command, ConflictArg, ForgetArgs, Global, KeyCommand,
 };
-use crate::device;
 use crate::password;
 use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
+use agent::device;
 use anyhow::{bail, Context, Result};
 use crypto::{Id, KdfParams};
 use repository::{InitOptions, OpenOptions, Repository, VerifyOptions};
@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             fingerprint,
         } => {
             let name = device_name.unwrap_or_else(hostname);
-            let v = device::enroll(&url, &code, &name, fingerprint)?;
+            let v = to_json(&device::enroll(&paths()?, &url, &code, &name, fingerprint)?);
             emit(g, &v, || {
                 format!(
                     "enrolled as {} (device {}) with {}\n  server certificate fingerprint (SHA-256): {}\n  compare it with the one your administrator's server printed\n  the device token is stored in {}\n  back up with: tidemark --repo {} backup PATH",
@@ -93,17 +93,15 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+fn paths() -> Result<agent::Paths> {
+    Ok(agent::Paths::for_user()?)
+}
+
 fn location(g: &Global) -> Result<String> {
     if let Some(r) = &g.repo {
         return Ok(r.clone());
     }
-    let dirs = directories::ProjectDirs::from("org", "Tidemark", "tidemark")
-        .context("cannot find your data folder; give --repo")?;
-    Ok(dirs
-        .data_dir()
-        .join("repository")
-        .to_string_lossy()
-        .into_owned())
+    Ok(paths()?.default_repository().to_string_lossy().into_owned())
 }
 
 fn open_options(g: &Global) -> OpenOptions {
@@ -114,20 +112,11 @@ fn open_options(g: &Global) -> OpenOptions {
     OpenOptions { cache_dir }
 }
 
-/// The backend for `loc`, retrying transient failures (a dropped connection,
-/// a server restart) so one hiccup does not fail a whole backup.
-fn open_storage(loc: &str) -> Result<storage::DynStorage> {
-    let inner = storage::open(loc)?;
-    Ok(std::sync::Arc::new(storage::RetryStorage::new(
-        inner,
-        storage::RetryPolicy::default(),
-    )))
-}
-
 fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
     if device::is_server(&loc) {
-        return Ok(with_catalog(device::open_repository(
+        return Ok(agent::open::with_catalog(device::open_repository(
+            &paths()?,
             &loc,
             &open_options(g),
             g.as_user.clone(),
@@ -136,29 +125,10 @@ fn open(g: &Global) -> Result<Repository> {
     if g.as_user.is_some() {
         bail!("--as-user is for company servers (--repo https://…)");
     }
-    let storage = open_storage(&loc)?;
+    let storage = agent::open::open_storage(&loc)?;
     let pw = password::existing(g.password_file.as_deref(), &storage.location())?;
     let repo = Repository::open(storage, pw.bytes(), &open_options(g))?;
-    Ok(with_catalog(repo))
-}
-
-/// Keeps the chunk index and the trees in the local SQLite catalog. Without
-/// one (no cache folder, or it cannot be opened) everything still works,
-/// with the index in memory and trees read from the repository.
-fn with_catalog(repo: Repository) -> Repository {
-    let Some(dir) = repo.cache_dir().map(|d| d.to_path_buf()) else {
-        return repo;
-    };
-    match catalog::Catalog::open(&dir) {
-        Ok(c) => {
-            let c = std::sync::Arc::new(c);
-            repo.with_index_store(c.clone()).with_tree_cache(c)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "working without the local catalog");
-            repo
-        }
-    }
+    Ok(agent::open::with_catalog(repo))
 }
 
 fn hostname() -> String {
@@ -198,7 +168,7 @@ fn init(
     if device::is_server(&loc) {
         bail!("a company server's repository is made by the server; enrol this device with `tidemark enroll {loc} CODE`");
     }
-    let storage = open_storage(&loc)?;
+    let storage = agent::open::open_storage(&loc)?;
     let shown = storage.location();
     if if_missing && storage.size(format::layout::CONFIG)?.is_some() {
         emit(
@@ -285,6 +255,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         parent,
         force: a.force,
         upload: Default::default(),
+        cancel: None,
     };
     let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
     let report = std::thread::scope(|s| {
@@ -301,21 +272,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
                 snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes))
             });
         }
-        match snapshot::backup(&repo, &opts, &bar) {
-            // The server pruned data this device uploaded long ago and
-            // still believed stored: forget that, and send what is missing.
-            Err(snapshot::SnapshotError::Repo(repository::RepoError::RemoteMissingChunks(m))) => {
-                tracing::warn!("{m}; asking the server about every chunk and backing up again");
-                repo.forget_local_index()?;
-                // Trust nothing of the parent either: read every file.
-                let again = snapshot::BackupOptions {
-                    force: true,
-                    ..opts.clone()
-                };
-                snapshot::backup(&repo, &again, &bar)
-            }
-            other => other,
-        }
+        agent::jobs::backup(&repo, &opts, &bar)
     });
     bar.finish();
     let r = report?;
@@ -912,7 +869,7 @@ fn admin(g: &Global, cmd: AdminCommand) -> Result<i32> {
     if !device::is_server(&loc) {
         bail!("admin commands talk to a company server: give its address with --repo https://…");
     }
-    let (c, info) = device::client(&loc)?;
+    let (c, info) = device::client(&paths()?, &loc)?;
     if !info.admin {
         bail!(
             "this device is enrolled as {}, who is not an administrator",

@@ -10,7 +10,6 @@
 
 mod args;
 mod commands;
-mod device;
 mod password;
 mod progress;
 
@@ -59,6 +58,11 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     let repo = e
         .chain()
         .find_map(|c| c.downcast_ref::<RepoError>())
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<agent::AgentError>())
+                .and_then(agent::AgentError::repo_error)
+        })
         .or_else(|| {
             e.chain()
                 .find_map(|c| c.downcast_ref::<snapshot::SnapshotError>())

@@ -8,8 +8,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 pub use zeroize_shim::Secret;
 
-const SERVICE: &str = "tidemark";
-
 /// A password that is wiped from memory when dropped.
 mod zeroize_shim {
     pub struct Secret(pub Vec<u8>);
@@ -34,10 +32,6 @@ impl Password {
     }
 }
 
-fn keyring_entry(location: &str) -> Option<keyring::Entry> {
-    keyring::Entry::new(SERVICE, &format!("repository:{location}")).ok()
-}
-
 fn from_file(p: &Path) -> Result<Secret> {
     let text = std::fs::read_to_string(p)
         .with_context(|| format!("cannot read the password file {}", p.display()))?;
@@ -60,9 +54,9 @@ pub fn existing(file: Option<&Path>, location: &str) -> Result<Password> {
             secret: Secret(p.into_bytes()),
         });
     }
-    if let Some(pw) = keyring_entry(location).and_then(|e| e.get_password().ok()) {
+    if let Some(pw) = agent::secrets::stored_password(location) {
         return Ok(Password {
-            secret: Secret(pw.into_bytes()),
+            secret: Secret(pw.to_vec()),
         });
     }
     if std::io::stdin().is_terminal() {
@@ -104,9 +98,7 @@ pub fn new(file: Option<&Path>, env_file: &str, env_value: &str, what: &str) -> 
     Ok(Secret(a.into_bytes()))
 }
 
-/// Saves the password in the OS keyring; says where it went or why not.
+/// Saves the password in the OS keyring; says why not when it cannot.
 pub fn remember(location: &str, secret: &[u8]) -> std::result::Result<(), String> {
-    let entry = keyring_entry(location).ok_or("no keyring is available")?;
-    let text = std::str::from_utf8(secret).map_err(|_| "the password is not UTF-8")?;
-    entry.set_password(text).map_err(|e| e.to_string())
+    agent::secrets::remember_password(location, secret).map_err(|e| e.to_string())
 }

@@ -23,6 +23,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +41,9 @@ pub struct BackupOptions {
     /// Read every file even when its metadata says it is unchanged.
     pub force: bool,
     pub upload: UploadOptions,
+    /// Set from another thread to stop the backup soon (a pause from the
+    /// tray). Packs already stored stay, so the next backup resumes there.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -116,6 +120,9 @@ pub fn backup(
             })?
     });
     let (root, errors, mut summary) = walked?;
+    if cancelled(opts) {
+        return Err(SnapshotError::Cancelled);
+    }
     let stats = uploader.finish()?;
     summary.chunks_new = stats.blobs_new;
     summary.bytes_new_raw = stats.bytes_new_raw;
@@ -139,6 +146,12 @@ pub fn backup(
         snapshot,
         errors,
     })
+}
+
+fn cancelled(opts: &BackupOptions) -> bool {
+    opts.cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
 }
 
 /// Makes paths absolute and lexically clean, checks they exist, and drops
@@ -365,6 +378,9 @@ impl Walker<'_> {
     }
 
     fn file(&mut self, path: &Path, mut node: Node, prev: Option<&Node>) -> Result<Option<Node>> {
+        if cancelled(self.opts) {
+            return Err(SnapshotError::Cancelled);
+        }
         self.summary.total_files += 1;
         if let Some(p) = prev {
             if !self.opts.force
@@ -508,6 +524,13 @@ impl Walker<'_> {
                 fastcdc::v2020::Error::IoError(io) => ChunkError::Io(io),
                 other => ChunkError::Io(std::io::Error::other(other.to_string())),
             })?;
+            if cancelled(self.opts) {
+                // Reported against this file; the walk stops at the next one.
+                return Err(ChunkError::Io(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the backup was stopped",
+                )));
+            }
             let len = chunk.length as u64;
             total += len;
             let id = self.repo.content_id(&chunk.data);

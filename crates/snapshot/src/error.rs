@@ -34,6 +34,9 @@ pub enum SnapshotError {
 
     #[error("{0}")]
     Io(#[from] std::io::Error),
+
+    #[error("the backup was stopped before it finished; the next one continues where it left off")]
+    Cancelled,
 }
 
 /// A file or folder the backup could not read as it wanted: reported and

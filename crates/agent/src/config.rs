@@ -1,0 +1,219 @@
+//! The agent's settings: TOML in the OS config folder, written atomically.
+//! Secrets never go here (see `secrets`).
+
+use crate::error::{AgentError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where backups go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Destination {
+    /// A local folder or a removable disk.
+    Folder { path: String },
+    /// S3-compatible storage, SFTP or WebDAV, as an OpenDAL URL
+    /// (`s3://bucket/prefix?endpoint=…`, `sftp://user@host/path`, `webdav://…`).
+    /// Credentials come from the environment or the keyring, never from here.
+    Remote { url: String },
+    /// The company's Tidemark server this device is enrolled with.
+    Server { url: String },
+}
+
+impl Destination {
+    /// The location string the storage layer understands.
+    pub fn location(&self) -> &str {
+        match self {
+            Destination::Folder { path } => path,
+            Destination::Remote { url } | Destination::Server { url } => url,
+        }
+    }
+}
+
+/// How many snapshots to keep; the defaults thin like a timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(default)]
+pub struct Retention {
+    /// Keep every snapshot younger than this many hours.
+    pub within_hours: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            within_hours: 24,
+            hourly: 24 * 7,
+            daily: 30,
+            weekly: 52,
+            monthly: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(default)]
+pub struct Config {
+    pub destination: Option<Destination>,
+    /// Folders to back up (absolute paths).
+    pub folders: Vec<String>,
+    /// Exclusion patterns: a bare name matches at any depth, a pattern with
+    /// a `/` matches whole paths.
+    pub excludes: Vec<String>,
+    /// Skip folders holding a `CACHEDIR.TAG`.
+    pub exclude_caches: bool,
+    /// Minutes between scheduled backups; 0 means on demand only.
+    pub every_minutes: u32,
+    pub retention: Retention,
+    /// A password file the user chose because no keyring is reachable.
+    pub password_file: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            destination: None,
+            folders: default_folders(),
+            excludes: default_excludes(),
+            exclude_caches: true,
+            every_minutes: 60,
+            retention: Retention::default(),
+            password_file: None,
+        }
+    }
+}
+
+/// The user's documents, desktop and pictures, where they exist.
+pub fn default_folders() -> Vec<String> {
+    let Some(u) = directories::UserDirs::new() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = [u.document_dir(), u.desktop_dir(), u.picture_dir()]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_dir())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Caches, build output, trash and editors' scratch files: nothing a user
+/// would want back, and the bulk of churn on a developer's laptop.
+pub fn default_excludes() -> Vec<String> {
+    [
+        ".cache",
+        "node_modules",
+        "__pycache__",
+        ".Trash",
+        ".Trash-*",
+        ".local/share/Trash",
+        "*.tmp",
+        "*.swp",
+        "~$*",
+        ".~lock.*#",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+impl Config {
+    /// Reads the settings; a missing file means the defaults (not set up).
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| AgentError::BadConfig {
+                path: path.into(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(AgentError::io(path, e)),
+        }
+    }
+
+    /// Writes the settings through a temporary file and a rename, so a
+    /// crash leaves the old or the new file, never half of one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.validate()?;
+        let text = toml::to_string_pretty(self).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| AgentError::Invalid("the settings path has no folder".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(|e| AgentError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| AgentError::io(path, e))
+    }
+
+    /// Rejects settings that would fail later in a confusing way.
+    pub fn validate(&self) -> Result<()> {
+        for f in &self.folders {
+            if !Path::new(f).is_absolute() {
+                return Err(AgentError::Invalid(format!(
+                    "folders to back up must be absolute paths, not {f}"
+                )));
+            }
+        }
+        snapshot::Excludes::new(&self.excludes, self.exclude_caches)?;
+        if let Some(Destination::Folder { path }) = &self.destination {
+            if !Path::new(path).is_absolute() {
+                return Err(AgentError::Invalid(format!(
+                    "the backup folder must be an absolute path, not {path}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn excludes(&self) -> Result<snapshot::Excludes> {
+        Ok(snapshot::Excludes::new(
+            &self.excludes,
+            self.exclude_caches,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_missing_means_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cfg/agent.toml");
+        assert_eq!(Config::load(&p).unwrap(), Config::default());
+        let c = Config {
+            destination: Some(Destination::Folder {
+                path: "/media/usb/backup".into(),
+            }),
+            folders: vec!["/home/a/Documents".into()],
+            every_minutes: 15,
+            ..Config::default()
+        };
+        c.save(&p).unwrap();
+        assert_eq!(Config::load(&p).unwrap(), c);
+        assert!(!p.with_extension("toml.tmp").exists());
+    }
+
+    #[test]
+    fn damaged_or_invalid_settings_are_refused_clearly() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.toml");
+        std::fs::write(&p, "every_minutes = \"soon\"").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert_eq!(e.code(), "bad_config");
+        assert!(e.to_string().contains("agent.toml"), "{e}");
+        let bad = Config {
+            folders: vec!["relative/path".into()],
+            ..Config::default()
+        };
+        assert!(bad.save(&p).is_err());
+        // The damaged file was not replaced by the refused settings.
+        assert!(std::fs::read_to_string(&p).unwrap().contains("soon"));
+    }
+}

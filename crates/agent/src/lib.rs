@@ -1,0 +1,29 @@
+//! The agent: everything a front end needs to run Tidemark in the
+//! background and browse its backups. It owns the settings (TOML in the OS
+//! config folder), secrets (the OS keyring, or a 0600 file the user chose),
+//! the schedule with pause and retry, the backup and restore jobs, the
+//! timeline queries and a typed event stream.
+//!
+//! The desktop app and the CLI are thin shells over this crate. It must not
+//! know about Tauri, windows, trays or terminals: it reports typed values
+//! and leaves every label to the front end.
+
+mod config;
+pub mod device;
+mod error;
+pub mod jobs;
+pub mod open;
+mod paths;
+pub mod schedule;
+pub mod secrets;
+mod service;
+mod status;
+pub mod timeline;
+
+pub use config::{default_excludes, default_folders, Config, Destination, Retention};
+pub use error::{AgentError, Result};
+pub use paths::Paths;
+pub use service::{
+    Agent, Conflict, Overview, OwnStorageSetup, RestoreRequest, RestoreTarget, SetupDone, Timing,
+};
+pub use status::{BackupDone, Event, EventSink, Progress, Status};

@@ -1,0 +1,403 @@
+//! What the timeline window asks: the snapshots along time, a folder as it
+//! was at one of them (optionally with the files deleted since earlier
+//! snapshots), every version of a file, search by name across all versions,
+//! and a preview. Read-only; restore is in `jobs`.
+//!
+//! Identical subtrees have identical ids, so walks over many snapshots
+//! memoize by tree id and cost what changed, not snapshots × files.
+
+use crate::error::{AgentError, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use crypto::Id;
+use format::{Node, NodeKind, Snapshot};
+use repository::Repository;
+use serde::{Deserialize, Serialize};
+use snapshot::TreeLoader;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub hostname: String,
+    pub paths: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl From<NodeKind> for EntryKind {
+    fn from(k: NodeKind) -> Self {
+        match k {
+            NodeKind::File => EntryKind::File,
+            NodeKind::Dir => EntryKind::Dir,
+            NodeKind::Symlink => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct DirEntry {
+    pub name: String,
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+    /// Not in the chosen snapshot, but in an earlier one: a deleted file.
+    pub deleted: bool,
+    /// For deleted entries, the last snapshot that still had it (restore
+    /// from there).
+    pub last_seen_in: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// One distinct version of a file: its content as first seen at `time`
+/// and still the same up to `last_seen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct Version {
+    pub snapshot: String,
+    pub time: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct SearchHit {
+    pub path: String,
+    pub name: String,
+    pub kind: EntryKind,
+    /// Size in the newest snapshot that has it.
+    pub size: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The newest snapshot that has it (open the timeline there).
+    pub last_snapshot: String,
+    /// Snapshots that hold it.
+    pub snapshots: u32,
+    /// Gone from the newest snapshot: deleted since.
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Preview {
+    Text {
+        text: String,
+        truncated: bool,
+    },
+    Image {
+        mime: String,
+        base64: String,
+    },
+    /// Not text, not an image the window can show.
+    Binary {
+        size: u64,
+    },
+    /// Larger than a preview should read.
+    TooLarge {
+        size: u64,
+    },
+}
+
+/// Text previews read at most this much.
+const TEXT_PREVIEW: usize = 64 * 1024;
+/// Images up to this size are previewed (phone photos fit).
+const IMAGE_PREVIEW: u64 = 16 << 20;
+/// Search stops after this many distinct paths; the UI says "more".
+pub const SEARCH_LIMIT: usize = 500;
+
+fn mtime(ns: i64) -> DateTime<Utc> {
+    Utc.timestamp_nanos(ns)
+}
+
+/// Snapshots, oldest first; `host` keeps those of one machine.
+pub fn snapshots(repo: &Repository, host: Option<&str>) -> Result<Vec<(Id, Snapshot)>> {
+    let (snaps, _) = repo.list_snapshots()?;
+    Ok(snaps
+        .into_iter()
+        .filter(|(_, s)| host.is_none_or(|h| s.hostname == h))
+        .collect())
+}
+
+pub fn infos(snaps: &[(Id, Snapshot)]) -> Vec<SnapshotInfo> {
+    snaps
+        .iter()
+        .map(|(id, s)| SnapshotInfo {
+            id: id.to_hex(),
+            time: s.time,
+            hostname: s.hostname.clone(),
+            paths: s.paths.clone(),
+            files: s.summary.total_files,
+            bytes: s.summary.total_bytes,
+        })
+        .collect()
+}
+
+fn find<'a>(snaps: &'a [(Id, Snapshot)], id: &str) -> Result<(usize, &'a Snapshot)> {
+    snaps
+        .iter()
+        .position(|(i, _)| i.to_hex() == id)
+        .map(|at| (at, &snaps[at].1))
+        .ok_or_else(|| {
+            AgentError::Invalid(format!("no snapshot {id} (it may have been thinned out)"))
+        })
+}
+
+fn entries_of(loader: &TreeLoader<'_>, root: &Id, path: &str) -> Option<Vec<Node>> {
+    let node = loader.resolve(root, path).ok()?;
+    match (node.kind, node.subtree) {
+        (NodeKind::Dir, Some(sub)) => loader.load(&sub).ok().map(|t| t.nodes.clone()),
+        _ => None,
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A folder as it was in snapshot `id`. With `deleted`, entries that some
+/// earlier snapshot had in this folder and `id` has not are added, marked
+/// deleted, with the last snapshot that had them.
+pub fn list_dir(
+    repo: &Repository,
+    snaps: &[(Id, Snapshot)],
+    id: &str,
+    path: &str,
+    deleted: bool,
+) -> Result<Vec<DirEntry>> {
+    let (at, snap) = find(snaps, id)?;
+    let loader = TreeLoader::new(repo);
+    let node = loader.resolve(&snap.tree, path)?;
+    if node.kind != NodeKind::Dir {
+        return Err(AgentError::Invalid(format!("{path} is not a folder")));
+    }
+    let now = entries_of(&loader, &snap.tree, path).unwrap_or_default();
+    let mut out: BTreeMap<String, DirEntry> = now
+        .iter()
+        .map(|n| {
+            let name = n.name.to_string_lossy();
+            (
+                name.clone(),
+                DirEntry {
+                    path: join(path, &name),
+                    name,
+                    kind: n.kind.into(),
+                    size: n.size,
+                    mtime: mtime(n.mtime_ns),
+                    deleted: false,
+                    last_seen_in: None,
+                    last_seen: None,
+                },
+            )
+        })
+        .collect();
+    if deleted {
+        // Newest first, so each deleted entry records where it was last.
+        let mut seen_dirs: HashMap<Id, ()> = HashMap::new();
+        for (sid, s) in snaps[..at].iter().rev() {
+            let Ok(n) = loader.resolve(&s.tree, path) else {
+                continue;
+            };
+            let Some(sub) = n.subtree else { continue };
+            if seen_dirs.insert(sub, ()).is_some() {
+                continue;
+            }
+            let Ok(t) = loader.load(&sub) else { continue };
+            for n in &t.nodes {
+                let name = n.name.to_string_lossy();
+                out.entry(name.clone()).or_insert_with(|| DirEntry {
+                    path: join(path, &name),
+                    name,
+                    kind: n.kind.into(),
+                    size: n.size,
+                    mtime: mtime(n.mtime_ns),
+                    deleted: true,
+                    last_seen_in: Some(sid.to_hex()),
+                    last_seen: Some(s.time),
+                });
+            }
+        }
+    }
+    let mut v: Vec<DirEntry> = out.into_values().collect();
+    // Folders first, then by name, the way file managers show them.
+    v.sort_by(|a, b| {
+        (b.kind == EntryKind::Dir)
+            .cmp(&(a.kind == EntryKind::Dir))
+            .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
+    });
+    Ok(v)
+}
+
+/// Every distinct version of the file at `path`, oldest first. A version
+/// is new when the content changes (not merely the metadata).
+pub fn versions(repo: &Repository, snaps: &[(Id, Snapshot)], path: &str) -> Result<Vec<Version>> {
+    let loader = TreeLoader::new(repo);
+    let mut out: Vec<(Vec<Id>, Version)> = Vec::new();
+    for (sid, s) in snaps {
+        let Ok(n) = loader.resolve(&s.tree, path) else {
+            continue;
+        };
+        if n.kind != NodeKind::File {
+            continue;
+        }
+        match out.last_mut() {
+            Some((content, v)) if *content == n.content && v.size == n.size => v.last_seen = s.time,
+            _ => out.push((
+                n.content.clone(),
+                Version {
+                    snapshot: sid.to_hex(),
+                    time: s.time,
+                    last_seen: s.time,
+                    size: n.size,
+                    mtime: mtime(n.mtime_ns),
+                },
+            )),
+        }
+    }
+    Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Paths whose name contains `query` (case-insensitive; `*` and `?` work as
+/// wildcards) in any snapshot, newest sightings first.
+pub fn search(repo: &Repository, snaps: &[(Id, Snapshot)], query: &str) -> Result<Vec<SearchHit>> {
+    let q = query.trim();
+    if q.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pattern = if q.contains('*') || q.contains('?') {
+        q.to_string()
+    } else {
+        // Escape glob syntax the user typed literally.
+        let lit: String = q
+            .chars()
+            .map(|c| match c {
+                '[' | ']' | '{' | '}' | '\\' => format!("[{c}]"),
+                c => c.to_string(),
+            })
+            .collect();
+        format!("*{lit}*")
+    };
+    let loader = TreeLoader::new(repo);
+    let newest = snaps.last().map(|(id, _)| *id);
+    let mut hits: HashMap<String, SearchHit> = HashMap::new();
+    snapshot::find(&loader, snaps, &pattern, &mut |f| {
+        let e = hits.entry(f.path.clone()).or_insert_with(|| SearchHit {
+            name: f.path.rsplit('/').next().unwrap_or("").to_string(),
+            path: f.path.clone(),
+            kind: f.kind.into(),
+            size: f.size,
+            first_seen: f.time,
+            last_seen: f.time,
+            last_snapshot: f.snapshot.to_hex(),
+            snapshots: 0,
+            deleted: true,
+        });
+        e.snapshots += 1;
+        if f.time >= e.last_seen {
+            e.last_seen = f.time;
+            e.size = f.size;
+            e.last_snapshot = f.snapshot.to_hex();
+        }
+        e.first_seen = e.first_seen.min(f.time);
+        if Some(f.snapshot) == newest {
+            e.deleted = false;
+        }
+    })?;
+    let mut v: Vec<SearchHit> = hits.into_values().collect();
+    v.sort_by(|a, b| {
+        b.last_seen
+            .cmp(&a.last_seen)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    v.truncate(SEARCH_LIMIT);
+    Ok(v)
+}
+
+fn image_mime(path: &str) -> Option<&'static str> {
+    let ext = path.rsplit('.').next()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "svg" => "image/svg+xml",
+        _ => return None,
+    })
+}
+
+/// A preview of one file of a snapshot: text (the start of it), an image,
+/// or just what it is.
+pub fn preview(
+    repo: &Repository,
+    snaps: &[(Id, Snapshot)],
+    id: &str,
+    path: &str,
+) -> Result<Preview> {
+    let (_, snap) = find(snaps, id)?;
+    let loader = TreeLoader::new(repo);
+    let node = loader.resolve(&snap.tree, path)?;
+    if node.kind != NodeKind::File {
+        return Err(AgentError::Invalid(format!("{path} is not a file")));
+    }
+    if let Some(mime) = image_mime(path) {
+        if node.size > IMAGE_PREVIEW {
+            return Ok(Preview::TooLarge { size: node.size });
+        }
+        let mut buf = Vec::with_capacity(node.size as usize);
+        snapshot::cat(&loader, &snap.tree, path, &mut buf)?;
+        return Ok(Preview::Image {
+            mime: mime.into(),
+            base64: base64(&buf),
+        });
+    }
+    let mut head = Vec::new();
+    for chunk in &node.content {
+        if head.len() >= TEXT_PREVIEW {
+            break;
+        }
+        head.extend_from_slice(&repo.read_blob(chunk)?);
+    }
+    let truncated = head.len() > TEXT_PREVIEW || (head.len() as u64) < node.size;
+    head.truncate(TEXT_PREVIEW);
+    // A cut in the middle of a UTF-8 sequence is not binary: trim it.
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return Ok(Preview::Binary { size: node.size }),
+    };
+    if text.contains('\0') {
+        return Ok(Preview::Binary { size: node.size });
+    }
+    Ok(Preview::Text {
+        text: text.to_string(),
+        truncated,
+    })
+}
+
+fn base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}

@@ -1,0 +1,335 @@
+//! The agent driven as the app drives it, without a GUI: set up own
+//! storage, back up on demand, browse the timeline, restore an old version,
+//! pause a running backup and resume it, and wait out a missing disk.
+
+// Test helpers outside #[test] functions: a failed setup step should panic.
+#![allow(clippy::unwrap_used)]
+
+use agent::{
+    Agent, Config, Conflict, Destination, Event, OwnStorageSetup, Paths, RestoreRequest,
+    RestoreTarget, Status, Timing,
+};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    repo: PathBuf,
+    agent: Agent,
+    events: Receiver<Event>,
+}
+
+fn bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let data = root.join("home/Documents");
+    std::fs::create_dir_all(&data).unwrap();
+    let (tx, rx) = channel();
+    let tx = std::sync::Mutex::new(tx);
+    let agent = Agent::start_with(
+        Paths::under(&root.join("agent")),
+        Arc::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+        Timing {
+            destination_retry: chrono::Duration::milliseconds(500),
+            tick: Duration::from_millis(200),
+        },
+    )
+    .unwrap();
+    Bed {
+        repo: root.join("usb/backup"),
+        _dir: dir,
+        root,
+        data,
+        agent,
+        events: rx,
+    }
+}
+
+impl Bed {
+    fn setup(&self, recovery: bool) -> agent::SetupDone {
+        let done = self
+            .agent
+            .setup_own_storage(OwnStorageSetup {
+                destination: Destination::Folder {
+                    path: self.repo.to_string_lossy().into(),
+                },
+                password: "correct horse battery".into(),
+                create: true,
+                recovery_key: recovery,
+                password_file: Some(self.root.join("pw").to_string_lossy().into()),
+            })
+            .unwrap();
+        let mut c = self.agent.config();
+        c.folders = vec![self.data.to_string_lossy().into()];
+        // On demand only, so every backup in these tests is one we asked for.
+        c.every_minutes = 0;
+        self.agent.set_config(c).unwrap();
+        done
+    }
+
+    /// Waits for the first event `f` accepts.
+    fn wait<T>(&self, what: &str, secs: u64, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(e) => {
+                    if let Event::BackupFailed { message, .. } = &e {
+                        eprintln!("backup failed: {message}");
+                    }
+                    if let Some(v) = f(&e) {
+                        return v;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "timed out after {secs} s waiting for {what}; status {:?}",
+            self.agent.status()
+        );
+    }
+
+    fn backup(&self) -> agent::BackupDone {
+        self.agent.backup_now();
+        self.wait("a finished backup", 120, |e| match e {
+            Event::BackupFinished { done } => Some(done.clone()),
+            _ => None,
+        })
+    }
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+#[test]
+fn backs_up_on_demand_browses_versions_and_restores_an_old_one() {
+    let b = bed();
+    assert_eq!(b.agent.status(), Status::NotConfigured);
+    let setup = b.setup(true);
+    let report = b.data.join("work/report.txt");
+    write(&report, b"first draft\n");
+    write(&b.data.join("work/notes.md"), b"# notes\n");
+    write(&b.data.join("photo.png"), b"\x89PNG\r\n\x1a\nnot really");
+    let first = b.backup();
+    assert_eq!(first.files, 3);
+
+    write(&report, b"second draft, much longer than the first\n");
+    std::fs::remove_file(b.data.join("work/notes.md")).unwrap();
+    let second = b.backup();
+    assert_ne!(first.snapshot, second.snapshot);
+
+    let snaps = b.agent.snapshots().unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert!(snaps[0].time <= snaps[1].time);
+
+    // The folder as it is now, then with what was deleted since.
+    let work = b.data.join("work").to_string_lossy().into_owned();
+    let now = b.agent.list_dir(&second.snapshot, &work, false).unwrap();
+    assert_eq!(
+        now.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["report.txt"]
+    );
+    let all = b.agent.list_dir(&second.snapshot, &work, true).unwrap();
+    let notes = all
+        .iter()
+        .find(|e| e.name == "notes.md")
+        .expect("deleted file listed");
+    assert!(notes.deleted);
+    assert_eq!(notes.last_seen_in.as_deref(), Some(first.snapshot.as_str()));
+
+    let path = report.to_string_lossy().into_owned();
+    let versions = b.agent.versions(&path).unwrap();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[0].size, 12);
+
+    let hits = b.agent.search("NOTES").unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(hits[0].deleted);
+    assert_eq!(hits[0].snapshots, 1);
+
+    match b.agent.preview(&versions[0].snapshot, &path).unwrap() {
+        agent::timeline::Preview::Text { text, truncated } => {
+            assert_eq!(text, "first draft\n");
+            assert!(!truncated);
+        }
+        other => panic!("expected text, got {other:?}"),
+    }
+    let png = b.data.join("photo.png").to_string_lossy().into_owned();
+    assert!(matches!(
+        b.agent.preview(&second.snapshot, &png).unwrap(),
+        agent::timeline::Preview::Image { .. }
+    ));
+
+    // Restore the first version to a new folder, byte for byte.
+    let target = b.root.join("restored");
+    b.agent
+        .restore(RestoreRequest {
+            snapshot: versions[0].snapshot.clone(),
+            path: path.clone(),
+            target: RestoreTarget::Folder {
+                path: target.to_string_lossy().into(),
+            },
+            conflict: Conflict::KeepBoth,
+        })
+        .unwrap();
+    let files = b.wait("the restore", 60, |e| match e {
+        Event::RestoreFinished { files, .. } => Some(*files),
+        Event::RestoreFailed { message } => panic!("restore failed: {message}"),
+        _ => None,
+    });
+    assert_eq!(files, 1);
+    let restored = target.join(report.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(restored).unwrap(), b"first draft\n");
+
+    // Restoring to the original place keeps both when the file is there.
+    b.agent
+        .restore(RestoreRequest {
+            snapshot: versions[0].snapshot.clone(),
+            path: path.clone(),
+            target: RestoreTarget::Original,
+            conflict: Conflict::KeepBoth,
+        })
+        .unwrap();
+    b.wait("the restore in place", 60, |e| match e {
+        Event::RestoreFinished { .. } => Some(()),
+        Event::RestoreFailed { message } => panic!("restore failed: {message}"),
+        _ => None,
+    });
+    assert_eq!(
+        std::fs::read(&report).unwrap(),
+        b"second draft, much longer than the first\n"
+    );
+    let beside: Vec<_> = std::fs::read_dir(report.parent().unwrap())
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        beside.contains(&b"first draft\n".to_vec()),
+        "old version kept beside the new"
+    );
+
+    // The recovery key opens the repository on its own.
+    let key = setup.recovery_key.expect("a recovery key was asked for");
+    let storage = agent::open::open_storage(&b.repo.to_string_lossy()).unwrap();
+    repository::Repository::open(storage, key.as_bytes(), &Default::default())
+        .expect("the recovery key opens the backups");
+
+    let o = b.agent.overview().unwrap();
+    assert_eq!(o.snapshots, 2);
+    assert!(o.bytes_stored > 0 && o.bytes_protected > 0);
+}
+
+#[test]
+fn settings_survive_a_restart_and_a_wrong_password_saves_nothing() {
+    let b = bed();
+    let wrong = b.agent.setup_own_storage(OwnStorageSetup {
+        destination: Destination::Folder {
+            path: b.root.join("nothing-here").to_string_lossy().into(),
+        },
+        password: "correct horse battery".into(),
+        create: false,
+        recovery_key: false,
+        password_file: None,
+    });
+    assert!(wrong.is_err());
+    assert_eq!(b.agent.config().destination, None);
+    b.setup(false);
+    let again = b.agent.setup_own_storage(OwnStorageSetup {
+        destination: Destination::Folder {
+            path: b.repo.to_string_lossy().into(),
+        },
+        password: "not the password".into(),
+        create: false,
+        recovery_key: false,
+        password_file: None,
+    });
+    assert_eq!(again.unwrap_err().code(), "wrong_password");
+    let saved = Config::load(&b.agent.paths().config_file()).unwrap();
+    assert_eq!(saved, b.agent.config());
+    assert!(matches!(
+        saved.destination,
+        Some(Destination::Folder { .. })
+    ));
+    let text = std::fs::read_to_string(b.agent.paths().config_file()).unwrap();
+    assert!(
+        !text.contains("correct horse"),
+        "no password in the settings file"
+    );
+}
+
+#[test]
+fn pause_stops_a_running_backup_and_resume_completes_it() {
+    let b = bed();
+    b.setup(false);
+    // Enough incompressible data that the backup is still running when the
+    // first progress event arrives.
+    let mut seed = 7u64;
+    for i in 0..48 {
+        let mut buf = vec![0u8; 2 << 20];
+        for x in buf.chunks_mut(8) {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x.copy_from_slice(&seed.to_le_bytes()[..x.len()]);
+        }
+        write(&b.data.join(format!("big/{i}.bin")), &buf);
+    }
+    b.agent.backup_now();
+    b.wait("backup progress", 60, |e| match e {
+        Event::Status {
+            status: Status::BackingUp { progress },
+        } if progress.bytes_done > 0 => Some(()),
+        Event::BackupFinished { .. } => panic!("the backup finished before it could be paused"),
+        _ => None,
+    });
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    b.agent.pause(until);
+    let paused = b.wait("the paused status", 60, |e| match e {
+        Event::Status {
+            status: Status::Paused { until: u, .. },
+        } => Some(*u),
+        Event::BackupFinished { .. } => panic!("a paused backup must stop, not finish"),
+        _ => None,
+    });
+    assert_eq!(paused, until);
+    assert!(b.agent.snapshots().unwrap().is_empty());
+    b.agent.resume();
+    let done = b.backup();
+    assert_eq!(done.files, 48);
+    assert_eq!(b.agent.snapshots().unwrap().len(), 1);
+}
+
+#[test]
+fn a_missing_disk_is_waited_for_and_the_backup_runs_when_it_returns() {
+    let b = bed();
+    b.setup(false);
+    write(&b.data.join("a.txt"), b"hello");
+    let unplugged = b.root.join("usb-away");
+    std::fs::rename(b.root.join("usb"), &unplugged).unwrap();
+    b.agent.backup_now();
+    let message = b.wait("the waiting-for-destination status", 60, |e| match e {
+        Event::Status {
+            status: Status::WaitingForDestination { message, .. },
+        } => Some(message.clone()),
+        _ => None,
+    });
+    assert!(message.contains("not available"), "{message}");
+    // Still waiting after a few retries, and no repository was created at
+    // the missing place.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!b.repo.exists());
+    std::fs::rename(&unplugged, b.root.join("usb")).unwrap();
+    let done = b.wait("the backup after plugging in", 60, |e| match e {
+        Event::BackupFinished { done } => Some(done.clone()),
+        _ => None,
+    });
+    assert_eq!(done.files, 1);
+}
