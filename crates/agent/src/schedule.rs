@@ -39,6 +39,8 @@ pub struct RunState {
     pub pause: Option<Pause>,
     /// "Back up now" was asked and not yet done (kept across a restart).
     pub requested: bool,
+    /// When unused data was last deleted from own storage.
+    pub last_prune: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

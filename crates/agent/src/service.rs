@@ -748,7 +748,48 @@ fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Resu
             Err(e)
         }
         Err(e) => Err(e),
-        Ok(r) => Ok(done(&r.id, &r.snapshot)),
+        Ok(r) => {
+            // A company server thins by its own policy; devices may not delete.
+            if !device::is_server(&repo_location(config)) {
+                keep_tidy(s, &repo, config);
+            }
+            Ok(done(&r.id, &r.snapshot))
+        }
+    }
+}
+
+fn repo_location(config: &Config) -> String {
+    config
+        .destination
+        .as_ref()
+        .map(|d| d.location().to_string())
+        .unwrap_or_default()
+}
+
+/// How often unused data is deleted from own storage: pruning reads every
+/// tree, so once a day, not after every backup.
+const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
+
+/// Applies the retention policy after a backup and prunes once a day. A
+/// failure here is logged, not reported as a failed backup: the backup
+/// itself is saved, and the next run tries again.
+fn keep_tidy(s: &Arc<Shared>, repo: &Repository, config: &Config) {
+    match jobs::thin(repo, &s.hostname, &config.retention.policy()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "thinned old snapshots"),
+        Err(e) => tracing::warn!(error = %e, "cannot thin old snapshots"),
+    }
+    let last = lock(&s.inner).run.last_prune;
+    let now = Utc::now();
+    if last.is_some_and(|t| now - t < PRUNE_EVERY) {
+        return;
+    }
+    match jobs::prune(repo, &Default::default()) {
+        Ok(r) => {
+            tracing::info!(deleted = r.packs_deleted, "pruned unused data");
+            lock(&s.inner).run.last_prune = Some(now);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot prune unused data"),
     }
 }
 

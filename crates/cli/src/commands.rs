@@ -677,13 +677,6 @@ fn prune_repo(
     dry_run: bool,
     max_unused: Option<String>,
 ) -> Result<i32> {
-    repo.load_index()?;
-    let (snaps, problems) = repo.list_snapshots()?;
-    if let Some(p) = problems.first() {
-        bail!("snapshot {} is unreadable ({}); prune would delete its data, so it stops. Run `tidemark verify`", p.object, p.message);
-    }
-    let loader = TreeLoader::new(repo);
-    let used = snapshot::used_blobs(&loader, &snaps)?;
     let mut opts = repository::PruneOptions {
         dry_run,
         ..Default::default()
@@ -691,7 +684,7 @@ fn prune_repo(
     if let Some(m) = max_unused {
         opts.max_unused = parse_percent(&m)?;
     }
-    let r = repo.prune(&used, &opts)?;
+    let r = agent::jobs::prune(repo, &opts)?;
     emit(g, &to_json(&r), || {
         format!(
             "{}deleted {} pack(s), rewrote {}, kept {}; {} -> {}",

@@ -1,0 +1,127 @@
+//! The tray icon: its picture and tooltip follow the agent's status; its
+//! menu is the app's quick controls.
+
+use crate::{show, Page};
+use agent::{Event, Status};
+use chrono::{DateTime, Local, Utc};
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuBuilder, MenuItem, MenuItemBuilder};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Manager, Wry};
+
+const TRAY: &str = "tidemark";
+
+/// The menu item whose text shows the status line.
+struct StatusLine(MenuItem<Wry>);
+
+fn icon(status: &Status) -> Option<Image<'static>> {
+    let bytes: &'static [u8] = match status {
+        Status::BackingUp { .. } | Status::Restoring { .. } => {
+            include_bytes!("../../icons/tray-busy.png")
+        }
+        Status::Paused { .. } => include_bytes!("../../icons/tray-paused.png"),
+        Status::Attention { .. } | Status::WaitingForDestination { .. } | Status::NotConfigured => {
+            include_bytes!("../../icons/tray-attention.png")
+        }
+        Status::Idle { .. } => include_bytes!("../../icons/tray-idle.png"),
+    };
+    Image::from_bytes(bytes).ok()
+}
+
+fn when(t: &DateTime<Utc>) -> String {
+    let local = t.with_timezone(&Local);
+    if local.date_naive() == Local::now().date_naive() {
+        local.format("today %H:%M").to_string()
+    } else {
+        local.format("%a %d %b %H:%M").to_string()
+    }
+}
+
+fn last(t: &Option<DateTime<Utc>>) -> String {
+    t.as_ref().map_or("no backup yet".into(), |t| {
+        format!("last backup {}", when(t))
+    })
+}
+
+/// The one line that says what is going on (tooltip and menu).
+pub fn describe(status: &Status) -> String {
+    match status {
+        Status::NotConfigured => "Tidemark is not set up yet".into(),
+        Status::Idle { last_backup, .. } => format!("Up to date: {}", last(last_backup)),
+        Status::BackingUp { progress } => match progress.bytes_total {
+            Some(t) if t > 0 => format!("Backing up: {}%", (progress.bytes_done.min(t) * 100 / t)),
+            _ => format!("Backing up: {} files", progress.files_done),
+        },
+        Status::Restoring { progress } => format!("Restoring: {} files", progress.files_done),
+        Status::Paused { until, .. } => format!("Paused until {}", when(until)),
+        Status::WaitingForDestination { last_backup, .. } => {
+            format!(
+                "Waiting for the backup disk or network ({})",
+                last(last_backup)
+            )
+        }
+        Status::Attention { message, .. } => format!("Needs attention: {message}"),
+    }
+}
+
+fn menu(app: &AppHandle, line: &MenuItem<Wry>) -> tauri::Result<Menu<Wry>> {
+    MenuBuilder::new(app)
+        .item(line)
+        .separator()
+        .item(&MenuItemBuilder::with_id("backup", "Back up now").build(app)?)
+        .item(&MenuItemBuilder::with_id("pause_hour", "Pause for 1 hour").build(app)?)
+        .item(&MenuItemBuilder::with_id("pause_tomorrow", "Pause until tomorrow").build(app)?)
+        .item(&MenuItemBuilder::with_id("resume", "Resume").build(app)?)
+        .separator()
+        .item(&MenuItemBuilder::with_id("timeline", "Open timeline").build(app)?)
+        .item(&MenuItemBuilder::with_id("settings", "Settings").build(app)?)
+        .separator()
+        .item(&MenuItemBuilder::with_id("quit", "Quit Tidemark").build(app)?)
+        .build()
+}
+
+pub fn create(app: &AppHandle) -> tauri::Result<()> {
+    let agent = app.state::<crate::commands::Shared>();
+    let status = agent.status();
+    let line = MenuItemBuilder::with_id("status", describe(&status))
+        .enabled(false)
+        .build(app)?;
+    let m = menu(app, &line)?;
+    app.manage(StatusLine(line));
+    let mut b = TrayIconBuilder::with_id(TRAY)
+        .menu(&m)
+        .tooltip(describe(&status))
+        .on_menu_event(|app, ev| {
+            let agent = app.state::<crate::commands::Shared>();
+            let now = Utc::now();
+            match ev.id().as_ref() {
+                "backup" => agent.backup_now(),
+                "pause_hour" => agent.pause(now + chrono::Duration::hours(1)),
+                "pause_tomorrow" => agent.pause(agent::schedule::until_tomorrow(now)),
+                "resume" => agent.resume(),
+                "timeline" => show(app, Page::Timeline),
+                "settings" => show(app, Page::Settings),
+                "quit" => app.exit(0),
+                _ => {}
+            }
+        });
+    if let Some(i) = icon(&status) {
+        b = b.icon(i);
+    }
+    b.build(app)?;
+    Ok(())
+}
+
+pub fn update(app: &AppHandle, ev: &Event) {
+    let Event::Status { status } = ev else {
+        return;
+    };
+    let text = describe(status);
+    if let Some(t) = app.tray_by_id(TRAY) {
+        let _ = t.set_tooltip(Some(&text));
+        let _ = t.set_icon(icon(status));
+    }
+    if let Some(line) = app.try_state::<StatusLine>() {
+        let _ = line.0.set_text(&text);
+    }
+}

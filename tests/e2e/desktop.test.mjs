@@ -1,0 +1,185 @@
+// The built desktop app, driven through its own webview (tauri-driver +
+// WebKitWebDriver) under Xvfb; started by tests/e2e/run.sh, which sets up
+// the display, the tray host, a session keyring and a throwaway HOME.
+//
+// The scenario a person follows: complete the setup with a folder
+// destination, back up a folder, change a file, back up again, open the
+// timeline, move the slider to the first backup, restore that version of
+// the file to a new folder, and check the restored bytes. Screenshots of
+// the wizard, the timeline and the tray menu go to docs/screenshots/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { Session, sleep } from "./webdriver.mjs";
+
+const WORK = process.env.E2E_WORK;
+const APP = process.env.E2E_APP;
+const SHOTS = process.env.E2E_SHOTS;
+const HOME = process.env.HOME;
+const DOCS = join(HOME, "Documents");
+const REPO = join(WORK, "usb", "backup");
+const RESTORED = join(WORK, "restored");
+const KEY = { home: "\uE011", end: "\uE010", left: "\uE012", right: "\uE014", down: "\uE015", enter: "\uE007" };
+let s;
+
+async function shot(name) {
+  mkdirSync(SHOTS, { recursive: true });
+  writeFileSync(join(SHOTS, name), Buffer.from(await s.screenshot(), "base64"));
+}
+
+/** Calls an app command from inside the webview, as the UI does. */
+async function invoke(cmd, args = {}) {
+  return s.scriptAsync(
+    `const done = arguments[arguments.length - 1];
+     window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(done, (e) => done({ failed: e }));`,
+    [cmd, args],
+  );
+}
+
+async function until(what, f, timeoutMs = 120_000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; page says: ${(await s.text()).slice(0, 500)}`);
+    await sleep(300);
+  }
+}
+
+before(async () => {
+  assert.ok(WORK && APP && SHOTS, "run through tests/e2e/run.sh");
+  mkdirSync(join(DOCS, "work"), { recursive: true });
+  mkdirSync(join(WORK, "usb"), { recursive: true });
+  writeFileSync(join(DOCS, "work", "report.txt"), "Quarterly report, first draft\n");
+  writeFileSync(join(DOCS, "notes.md"), "# Notes\n\n- call the bank\n");
+  s = await Session.start("http://127.0.0.1:4444", APP);
+});
+
+after(async () => {
+  await s?.end();
+});
+
+test("set up, back up twice, restore the first version from the timeline", async () => {
+  // First run: nothing is set up, so the setup opens by itself.
+  await s.findText("h1", "Set up Tidemark");
+  await shot("wizard-start.png");
+  await s.clickText("button", "My own storage");
+  await s.type(await s.find("#where"), REPO);
+  await s.type(await s.find("#password"), "correct horse battery");
+  await s.type(await s.find("#repeat"), "correct horse battery");
+  await s.clickText("label", "lost password means lost backups");
+  await shot("wizard-storage.png");
+  await s.clickText("button", "Continue");
+  await s.findText("h2", "Your recovery key", 60_000);
+  const key = await s.script("return document.querySelector('.key code').textContent");
+  assert.match(key, /^[0-9a-f]{4}(-[0-9a-f]{4}){7}$/);
+  await s.clickText("label", "I have saved the recovery key");
+  await s.clickText("button", "Continue");
+  await s.findText("h2", "What to back up");
+  // The suggested folder is the user's Documents, ticked.
+  await s.findText("label", DOCS);
+  await shot("wizard-folders.png");
+  await s.clickText("button", "Start the first backup");
+  await s.findText("h2", "Your first backup is running");
+  await s.findText("p", "Your files are protected", 120_000);
+  assert.ok(existsSync(join(REPO, "config")), "the repository was created where the user said");
+
+  const first = await until("one backup", async () => {
+    const r = await invoke("snapshots");
+    return Array.isArray(r) && r.length === 1 && r;
+  });
+
+  // Change the file and back up again from the status line's button.
+  writeFileSync(join(DOCS, "work", "report.txt"), "Quarterly report, final version with figures\n");
+  await s.script("window.location.hash = '#/timeline'");
+  await s.clickText("button", "Back up now");
+  await until("a second backup", async () => {
+    const r = await invoke("snapshots");
+    return Array.isArray(r) && r.length === 2;
+  });
+
+  // The timeline, reloaded, opens on the newest backup.
+  await s.script("window.location.reload()");
+  const slider = await s.find("input[type=range]");
+  await s.findText("button.entry", "work");
+  await shot("timeline.png");
+  // Move the slider to the first backup with the keyboard, as a person would.
+  await s.click(slider);
+  await s.keys(slider, KEY.home);
+  await until("the first backup selected", async () =>
+    (await s.script("return document.querySelector('input[type=range]').dataset.snapshot")) === first[0].id);
+  await s.clickText("button.entry", "work");
+  await s.clickText("button.entry", "report.txt");
+  await s.findText("[role=option]", "first version");
+  await s.findText("pre.preview", "first draft");
+  await shot("timeline-versions.png");
+  await s.clickText("button", "Restore this version");
+  await s.clickText("dialog label", "Another folder");
+  await s.type(await s.find("#restore-folder"), RESTORED);
+  await shot("restore-dialog.png");
+  await s.clickText("dialog button", "Restore");
+  await s.findText("[role=status]", "Restored 1 file(s)", 60_000);
+  const restored = join(RESTORED, DOCS.slice(1), "work", "report.txt");
+  assert.equal(readFileSync(restored, "utf8"), "Quarterly report, first draft\n");
+  assert.equal(readFileSync(join(DOCS, "work", "report.txt"), "utf8"), "Quarterly report, final version with figures\n");
+  assert.equal(first[0].files, 2);
+});
+
+test("after a restart in the background, a click on the tray icon opens its menu", async () => {
+  // The app as it runs after login: started with --background (what the
+  // autostart entry runs), no window, only the tray, with the settings and
+  // backups of the scenario above.
+  await s.end();
+  s = null;
+  await sleep(1000);
+  const app = spawn(APP, ["--background"], { env: process.env, stdio: "ignore" });
+  try {
+    await sleep(4000);
+    await openTrayMenu();
+  } finally {
+    app.kill();
+    await new Promise((r) => app.once("exit", r));
+  }
+});
+
+async function openTrayMenu() {
+  // trayer hosts the tray icon at the bottom right of the screen. The menu
+  // is a popup drawn by GTK, so the check is on the screen itself: a click
+  // on the icon must change a large area above the tray.
+  const env = { ...process.env };
+  // trayer has a small hidden window besides its panel: take the widest.
+  const g = execFileSync("xdotool", ["search", "--class", "trayer"], { env })
+    .toString().trim().split("\n")
+    .map((w) => Object.fromEntries(
+      execFileSync("xdotool", ["getwindowgeometry", "--shell", w], { env }).toString().trim().split("\n").map((l) => l.split("=")),
+    ))
+    .sort((a, b) => Number(b.WIDTH) - Number(a.WIDTH))[0];
+  assert.ok(g && Number(g.WIDTH) > 50, "trayer's panel is on the screen");
+  mkdirSync(SHOTS, { recursive: true });
+  const before = join(WORK, "before.png");
+  const after = join(SHOTS, "tray-menu.png");
+  execFileSync("import", ["-window", "root", before], { env });
+  // trayer aligns its icons to the right end of its panel.
+  const x = Number(g.X) + Number(g.WIDTH) - 18;
+  const y = Number(g.Y) + Math.floor(Number(g.HEIGHT) / 2);
+  let pixels = 0;
+  // Only the area above the tray, where the menu opens, is compared.
+  const area = `300x360+${Number(g.X) + Number(g.WIDTH) - 300}+${Number(g.Y) - 360}`;
+  for (let attempt = 0; attempt < 3 && pixels <= 5000; attempt++) {
+    execFileSync("xdotool", ["mousemove", String(x), String(y), "click", "1"], { env });
+    await sleep(1500);
+    execFileSync("import", ["-window", "root", after], { env });
+    let changed;
+    try {
+      changed = execFileSync("compare", ["-metric", "AE", `${before}[${area}]`, `${after}[${area}]`, "null:"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    } catch (e) {
+      // compare exits 1 when the images differ and prints the count on stderr.
+      changed = e.stderr;
+    }
+    pixels = Number(String(changed).trim().split(/\s/)[0]);
+  }
+  assert.ok(pixels > 5000, `the tray menu did not appear (${pixels} pixels changed)`);
+  execFileSync("xdotool", ["key", "Escape"], { env });
+}

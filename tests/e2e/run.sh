@@ -1,0 +1,44 @@
+#!/bin/bash
+# End-to-end test of the built desktop app, headless: a virtual X display
+# (Xvfb) with a tray host (trayer), a kernel session keyring (keyutils) for
+# the app's password, tauri-driver + WebKitWebDriver driving the app's own
+# webview. It sets all of this up itself and fails, never skips, when a
+# piece is missing. Usage: tests/e2e/run.sh [APP_BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "${1:-}" = "--inside" ]; then
+  # On the virtual display, in the session keyring. Children are killed and
+  # waited for here: orphans are not reaped on these machines.
+  trap 'for p in ${PIDS:-}; do kill "$p" 2>/dev/null || true; done; for p in ${PIDS:-}; do wait "$p" 2>/dev/null || true; done' EXIT
+  trayer --edge bottom --align right --widthtype pixel --width 200 --heighttype pixel --height 40 \
+    >"$E2E_WORK/trayer.log" 2>&1 &
+  PIDS="$!"
+  tauri-driver --port 4444 --native-port 4445 >"$E2E_WORK/driver.log" 2>&1 &
+  PIDS="$PIDS $!"
+  node --test --test-timeout=600000 tests/e2e/desktop.test.mjs || {
+    echo "--- tauri-driver log"; tail -50 "$E2E_WORK/driver.log"; exit 1; }
+  exit 0
+fi
+
+APP=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}/debug/tidemark-app}
+for tool in xvfb-run Xvfb keyctl tauri-driver WebKitWebDriver trayer xdotool import compare node; do
+  command -v "$tool" >/dev/null || { echo "e2e: $tool is missing; run make test-deps" >&2; exit 1; }
+done
+[ -x "$APP" ] || { echo "e2e: no app binary at $APP; build it with cargo build -p tidemark-app" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/tidemark-e2e.XXXXXX)
+export E2E_WORK=$WORK E2E_APP=$(realpath "$APP") E2E_SHOTS=${E2E_SHOTS:-/tmp/tidemark-e2e-shots}
+export HOME=$WORK/home XDG_CONFIG_HOME=$WORK/home/.config XDG_DATA_HOME=$WORK/home/.local/share \
+  XDG_CACHE_HOME=$WORK/home/.cache XDG_RUNTIME_DIR=$WORK/run
+mkdir -p "$HOME/Documents" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+# No D-Bus session: notifications and the tray's D-Bus host are absent, as
+# on a bare machine; the tray still draws into trayer (XEmbed).
+unset DBUS_SESSION_BUS_ADDRESS
+
+# keyctl session: a fresh session keyring, so the app's keyring works and
+# nothing lands in the caller's.
+rc=0
+keyctl session - xvfb-run -a -s "-screen 0 1280x800x24" "$0" --inside || rc=$?
+rm -rf "$WORK"
+exit $rc
