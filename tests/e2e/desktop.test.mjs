@@ -10,7 +10,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { Session, sleep } from "./webdriver.mjs";
 
@@ -85,6 +85,12 @@ test("set up, back up twice, restore the first version from the timeline", async
   await s.findText("h2", "Your first backup is running");
   await s.findText("p", "Your files are protected", 120_000);
   assert.ok(existsSync(join(REPO, "config")), "the repository was created where the user said");
+  // The setup turned on starting at login, in the background (tray only).
+  const autostart = join(HOME, ".config", "autostart");
+  const entries = existsSync(autostart) ? readdirSync(autostart).filter((f) => f.endsWith(".desktop")) : [];
+  assert.equal(entries.length, 1, `one autostart entry in ${autostart}`);
+  const entry = readFileSync(join(autostart, entries[0]), "utf8");
+  assert.match(entry, /^Exec=.*tidemark-app.*--background/m);
 
   const first = await until("one backup", async () => {
     const r = await invoke("snapshots");
