@@ -26,6 +26,8 @@ let s;
 
 async function shot(name) {
   mkdirSync(SHOTS, { recursive: true });
+  // The webview paints a little after the DOM changes.
+  await sleep(400);
   writeFileSync(join(SHOTS, name), Buffer.from(await s.screenshot(), "base64"));
 }
 
@@ -124,6 +126,7 @@ test("set up, back up twice, restore the first version from the timeline", async
   await s.clickText("button", "Restore this version");
   await s.clickText("dialog label", "Another folder");
   await s.type(await s.find("#restore-folder"), RESTORED);
+  await s.findText("dialog p", `restored to ${RESTORED}/`);
   await shot("restore-dialog.png");
   await s.clickText("dialog button", "Restore");
   await s.findText("[role=status]", "Restored 1 file(s)", 60_000);
