@@ -19,6 +19,7 @@ pub mod secrets;
 mod service;
 mod status;
 pub mod timeline;
+mod worker;
 
 pub use config::{default_excludes, default_folders, Config, Destination, Retention};
 pub use error::{AgentError, Result};

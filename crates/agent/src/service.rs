@@ -6,24 +6,24 @@
 use crate::config::{Config, Destination};
 use crate::error::{AgentError, Result};
 use crate::paths::Paths;
-use crate::schedule::{self, Next, Pause, PauseReason, RunState};
-use crate::status::{BackupDone, Event, EventSink, Progress, Status};
+use crate::schedule::{self, Pause, PauseReason, RunState};
+use crate::status::{BackupDone, Event, EventSink, Status};
 use crate::timeline;
-use crate::{device, jobs, open, secrets};
+use crate::{device, open, secrets};
 use chrono::{DateTime, Utc};
 use repository::Repository;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The worker looks at the clock at least this often, so a suspended
 /// laptop that wakes up (a jump of the wall clock no timer sees) starts its
 /// overdue backup within this time.
 const TICK: Duration = Duration::from_secs(30);
 /// Progress events at most this often: enough for a smooth bar.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// How to set up own storage in the first-run wizard.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,13 +93,13 @@ pub struct Overview {
     pub recent: Vec<BackupDone>,
 }
 
-struct Inner {
-    config: Config,
-    run: RunState,
-    status: Status,
-    quit: bool,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) run: RunState,
+    pub(crate) status: Status,
+    pub(crate) quit: bool,
     /// Stops the running backup (a pause or quit).
-    cancel: Option<Arc<AtomicBool>>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Intervals the tests shorten.
@@ -120,18 +120,18 @@ impl Default for Timing {
     }
 }
 
-struct Shared {
-    paths: Paths,
-    timing: Timing,
+pub(crate) struct Shared {
+    pub(crate) paths: Paths,
+    pub(crate) timing: Timing,
     /// Events go through a channel to their own thread, so the sink never
     /// runs under the agent's lock and may call back into the agent.
-    events: Mutex<std::sync::mpsc::Sender<Event>>,
-    inner: Mutex<Inner>,
-    wake: Condvar,
+    pub(crate) events: Mutex<std::sync::mpsc::Sender<Event>>,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) wake: Condvar,
     /// The open repository, kept between jobs: opening costs a key
     /// derivation (Argon2id, about a second by design).
-    repo: Mutex<Option<(String, Arc<Repository>)>>,
-    hostname: String,
+    pub(crate) repo: Mutex<Option<(String, Arc<Repository>)>>,
+    pub(crate) hostname: String,
 }
 
 pub struct Agent {
@@ -139,7 +139,7 @@ pub struct Agent {
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking job must not take the agent down with it.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -180,7 +180,7 @@ impl Agent {
         let s = shared.clone();
         let worker = std::thread::Builder::new()
             .name("agent".into())
-            .spawn(move || worker(&s))
+            .spawn(move || crate::worker::run(&s))
             .map_err(|e| AgentError::io("agent thread", e))?;
         Ok(Agent {
             shared,
@@ -423,7 +423,7 @@ impl Agent {
         std::thread::Builder::new()
             .name("restore".into())
             .spawn(move || {
-                let progress = Reporter::new(shared.clone(), true);
+                let progress = crate::worker::Reporter::new(shared.clone(), true);
                 let r = snapshot::restore(&repo, &snap.tree, &req.path, &opts, &progress);
                 let ev = match r {
                     Ok(r) => Event::RestoreFinished {
@@ -466,13 +466,13 @@ impl Drop for Agent {
     }
 }
 
-fn username() -> String {
+pub(crate) fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn done(id: &crypto::Id, s: &format::Snapshot) -> BackupDone {
+pub(crate) fn done(id: &crypto::Id, s: &format::Snapshot) -> BackupDone {
     BackupDone {
         snapshot: id.to_hex(),
         time: s.time,
@@ -491,7 +491,7 @@ fn load_state(path: &Path) -> RunState {
         .unwrap_or_default()
 }
 
-fn save_state(path: &Path, s: &RunState) {
+pub(crate) fn save_state(path: &Path, s: &RunState) {
     let write = || -> std::io::Result<()> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
@@ -508,7 +508,7 @@ fn save_state(path: &Path, s: &RunState) {
 }
 
 impl Shared {
-    fn repository(&self) -> Result<Arc<Repository>> {
+    pub(crate) fn repository(&self) -> Result<Arc<Repository>> {
         let config = lock(&self.inner).config.clone();
         let dest = config
             .destination
@@ -547,314 +547,29 @@ impl Shared {
 
     /// Recomputes the resting status (not while a job runs) and emits it
     /// when it changed.
-    fn refresh_status(&self) {
+    pub(crate) fn refresh_status(&self) {
         let mut g = lock(&self.inner);
         if matches!(g.status, Status::BackingUp { .. }) && g.cancel.is_some() {
             return;
         }
-        let s = resting_status(&g.config, &g.run, Utc::now(), self.timing.destination_retry);
+        let s = crate::worker::resting_status(
+            &g.config,
+            &g.run,
+            Utc::now(),
+            self.timing.destination_retry,
+        );
         self.set_status(&mut g, s);
     }
 
-    fn set_status(&self, g: &mut MutexGuard<'_, Inner>, s: Status) {
+    pub(crate) fn set_status(&self, g: &mut MutexGuard<'_, Inner>, s: Status) {
         if g.status != s {
             g.status = s.clone();
             self.emit(Event::Status { status: s });
         }
     }
 
-    fn emit(&self, ev: Event) {
+    pub(crate) fn emit(&self, ev: Event) {
         // Fails only once the event thread is gone (shutting down).
         let _ = lock(&self.events).send(ev);
-    }
-}
-
-/// The status when no job runs.
-fn resting_status(
-    config: &Config,
-    run: &RunState,
-    now: DateTime<Utc>,
-    retry: chrono::Duration,
-) -> Status {
-    if config.destination.is_none() {
-        return Status::NotConfigured;
-    }
-    let next = schedule::next(config.every_minutes, run, now, retry);
-    if let (Next::Paused(until), Some(p)) = (next, run.pause) {
-        return Status::Paused {
-            until,
-            reason: p.reason,
-            last_backup: run.last_success,
-        };
-    }
-    let retry_at = match next {
-        Next::WaitUntil(t) => Some(t),
-        _ => None,
-    };
-    if run.failures > 0 && run.destination_missing {
-        return Status::WaitingForDestination {
-            message: run.last_error.clone().unwrap_or_default(),
-            retry_at: retry_at.unwrap_or(now),
-            last_backup: run.last_success,
-        };
-    }
-    if run.failures > 0 {
-        return Status::Attention {
-            code: "backup_failed".into(),
-            message: run.last_error.clone().unwrap_or_default(),
-            failures: run.failures,
-            retry_at,
-            last_backup: run.last_success,
-        };
-    }
-    Status::Idle {
-        last_backup: run.last_success,
-        next_backup: retry_at,
-    }
-}
-
-fn worker(s: &Arc<Shared>) {
-    loop {
-        let mut g = lock(&s.inner);
-        if g.quit {
-            return;
-        }
-        let now = Utc::now();
-        let next = if g.config.destination.is_none() {
-            Next::Idle
-        } else {
-            schedule::next(
-                g.config.every_minutes,
-                &g.run,
-                now,
-                s.timing.destination_retry,
-            )
-        };
-        let resting = resting_status(&g.config, &g.run, now, s.timing.destination_retry);
-        s.set_status(&mut g, resting);
-        let wait = match next {
-            Next::RunNow => {
-                let cancel = Arc::new(AtomicBool::new(false));
-                g.cancel = Some(cancel.clone());
-                g.run.last_attempt = Some(now);
-                let config = g.config.clone();
-                drop(g);
-                let result = run_backup(s, &config, cancel);
-                let mut g = lock(&s.inner);
-                g.cancel = None;
-                record(&mut g.run, &result, now);
-                save_state(&s.paths.state_file(), &g.run);
-                let resting =
-                    resting_status(&g.config, &g.run, Utc::now(), s.timing.destination_retry);
-                s.set_status(&mut g, resting);
-                drop(g);
-                match result {
-                    Ok(d) => s.emit(Event::BackupFinished { done: d }),
-                    Err(AgentError::Cancelled) => {}
-                    Err(e) => {
-                        let failures = lock(&s.inner).run.failures;
-                        s.emit(Event::BackupFailed {
-                            code: e.code().into(),
-                            message: e.to_string(),
-                            failures,
-                        })
-                    }
-                }
-                continue;
-            }
-            Next::WaitUntil(t) | Next::Paused(t) => {
-                (t - now).to_std().unwrap_or_default().min(s.timing.tick)
-            }
-            Next::Idle => s.timing.tick,
-        };
-        let _unused = s.wake.wait_timeout(g, wait);
-    }
-}
-
-/// Updates the run state after a backup attempt.
-fn record(run: &mut RunState, result: &Result<BackupDone>, started: DateTime<Utc>) {
-    match result {
-        Ok(_) => {
-            run.last_success = Some(started);
-            run.failures = 0;
-            run.last_error = None;
-            run.destination_missing = false;
-            run.requested = false;
-        }
-        // A pause or quit: nothing failed, the request stays pending.
-        Err(AgentError::Cancelled) => {}
-        Err(e) => {
-            run.failures += 1;
-            run.last_error = Some(e.to_string());
-            run.destination_missing = matches!(e, AgentError::DestinationUnavailable { .. });
-        }
-    }
-}
-
-fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Result<BackupDone> {
-    let repo = match s.repository() {
-        Ok(r) => r,
-        Err(e) => {
-            // The next attempt opens afresh (a disk plugged in elsewhere).
-            *lock(&s.repo) = None;
-            return Err(e);
-        }
-    };
-    let folders: Vec<PathBuf> = config
-        .folders
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| {
-            let there = p.exists();
-            if !there {
-                tracing::warn!(folder = %p.display(), "a folder to back up is missing; skipping it");
-            }
-            there
-        })
-        .collect();
-    if folders.is_empty() {
-        return Err(match config.folders.first() {
-            Some(f) => AgentError::NoSuchFolder(f.into()),
-            None => AgentError::Invalid("no folders are chosen for backup".into()),
-        });
-    }
-    let excludes = config.excludes()?;
-    let opts = snapshot::BackupOptions {
-        paths: folders.clone(),
-        excludes: excludes.clone(),
-        hostname: s.hostname.clone(),
-        username: username(),
-        cancel: Some(cancel.clone()),
-        ..Default::default()
-    };
-    let progress = Reporter::new(s.clone(), false);
-    let report = std::thread::scope(|scope| {
-        let p = &progress;
-        let cancel = &cancel;
-        // Sizes the job for the progress bar's ETA; cheap next to the backup
-        // (metadata only) and abandoned on cancel.
-        scope.spawn(move || {
-            let (_, bytes) = snapshot::scan(&folders, &excludes, &|_, _| {});
-            if !cancel.load(Ordering::Relaxed) {
-                p.total.store(bytes, Ordering::Relaxed);
-            }
-        });
-        jobs::backup(&repo, &opts, &progress)
-    });
-    match report {
-        Err(AgentError::Snapshot(snapshot::SnapshotError::Cancelled)) => Err(AgentError::Cancelled),
-        Err(e) if e.is_transient() => {
-            *lock(&s.repo) = None;
-            Err(e)
-        }
-        Err(e) => Err(e),
-        Ok(r) => {
-            // A company server thins by its own policy; devices may not delete.
-            if !device::is_server(&repo_location(config)) {
-                keep_tidy(s, &repo, config);
-            }
-            Ok(done(&r.id, &r.snapshot))
-        }
-    }
-}
-
-fn repo_location(config: &Config) -> String {
-    config
-        .destination
-        .as_ref()
-        .map(|d| d.location().to_string())
-        .unwrap_or_default()
-}
-
-/// How often unused data is deleted from own storage: pruning reads every
-/// tree, so once a day, not after every backup.
-const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
-
-/// Applies the retention policy after a backup and prunes once a day. A
-/// failure here is logged, not reported as a failed backup: the backup
-/// itself is saved, and the next run tries again.
-fn keep_tidy(s: &Arc<Shared>, repo: &Repository, config: &Config) {
-    match jobs::thin(repo, &s.hostname, &config.retention.policy()) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "thinned old snapshots"),
-        Err(e) => tracing::warn!(error = %e, "cannot thin old snapshots"),
-    }
-    let last = lock(&s.inner).run.last_prune;
-    let now = Utc::now();
-    if last.is_some_and(|t| now - t < PRUNE_EVERY) {
-        return;
-    }
-    match jobs::prune(repo, &Default::default()) {
-        Ok(r) => {
-            tracing::info!(deleted = r.packs_deleted, "pruned unused data");
-            lock(&s.inner).run.last_prune = Some(now);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot prune unused data"),
-    }
-}
-
-/// Turns engine progress into throttled status events.
-struct Reporter {
-    shared: Arc<Shared>,
-    restore: bool,
-    files: AtomicU64,
-    bytes: AtomicU64,
-    total: AtomicU64,
-    started: DateTime<Utc>,
-    last: Mutex<Instant>,
-}
-
-impl Reporter {
-    fn new(shared: Arc<Shared>, restore: bool) -> Reporter {
-        let r = Reporter {
-            shared,
-            restore,
-            files: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            started: Utc::now(),
-            last: Mutex::new(Instant::now() - PROGRESS_EVERY),
-        };
-        r.emit(true);
-        r
-    }
-
-    fn emit(&self, force: bool) {
-        {
-            let mut last = lock(&self.last);
-            if !force && last.elapsed() < PROGRESS_EVERY {
-                return;
-            }
-            *last = Instant::now();
-        }
-        let total = self.total.load(Ordering::Relaxed);
-        let progress = Progress {
-            files_done: self.files.load(Ordering::Relaxed),
-            bytes_done: self.bytes.load(Ordering::Relaxed),
-            bytes_total: (total > 0).then_some(total),
-            started: self.started,
-        };
-        let status = if self.restore {
-            Status::Restoring { progress }
-        } else {
-            Status::BackingUp { progress }
-        };
-        let mut g = lock(&self.shared.inner);
-        // A restore does not hide a running backup's progress.
-        if self.restore && matches!(g.status, Status::BackingUp { .. }) {
-            return;
-        }
-        self.shared.set_status(&mut g, status);
-    }
-}
-
-impl snapshot::Progress for Reporter {
-    fn bytes(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-        self.emit(false);
-    }
-    fn file_done(&self, _path: &Path, _size: u64, _status: snapshot::FileStatus) {
-        self.files.fetch_add(1, Ordering::Relaxed);
-        self.emit(false);
     }
 }
