@@ -47,6 +47,16 @@ pub enum PauseFor {
     UntilTomorrow,
 }
 
+impl PauseFor {
+    /// When a pause asked for at `now` ends (the tray's menu asks the same).
+    pub fn until(self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            PauseFor::OneHour => now + chrono::Duration::hours(1),
+            PauseFor::UntilTomorrow => agent::schedule::until_tomorrow(now),
+        }
+    }
+}
+
 #[tauri::command]
 #[specta::specta]
 pub fn status(agent: State<'_, Shared>) -> Status {
@@ -103,11 +113,7 @@ pub fn backup_now(agent: State<'_, Shared>) {
 #[tauri::command]
 #[specta::specta]
 pub fn pause(agent: State<'_, Shared>, span: PauseFor) {
-    let now = chrono::Utc::now();
-    agent.pause(match span {
-        PauseFor::OneHour => now + chrono::Duration::hours(1),
-        PauseFor::UntilTomorrow => agent::schedule::until_tomorrow(now),
-    })
+    agent.pause(span.until(chrono::Utc::now()))
 }
 
 #[tauri::command]

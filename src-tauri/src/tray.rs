@@ -1,6 +1,7 @@
 //! The tray icon: its picture and tooltip follow the agent's status; its
 //! menu is the app's quick controls.
 
+use crate::commands::PauseFor;
 use crate::{show, Page};
 use agent::{Event, Status};
 use chrono::{DateTime, Local, Utc};
@@ -96,8 +97,8 @@ pub fn create(app: &AppHandle) -> tauri::Result<()> {
             let now = Utc::now();
             match ev.id().as_ref() {
                 "backup" => agent.backup_now(),
-                "pause_hour" => agent.pause(now + chrono::Duration::hours(1)),
-                "pause_tomorrow" => agent.pause(agent::schedule::until_tomorrow(now)),
+                "pause_hour" => agent.pause(PauseFor::OneHour.until(now)),
+                "pause_tomorrow" => agent.pause(PauseFor::UntilTomorrow.until(now)),
                 "resume" => agent.resume(),
                 "timeline" => show(app, Page::Timeline),
                 "settings" => show(app, Page::Settings),

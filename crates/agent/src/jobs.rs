@@ -30,6 +30,22 @@ pub fn backup(
     }
 }
 
+/// What the retention policy keeps and removes among the snapshots of
+/// `host` (of every host when `None`), as of now.
+pub fn retention_decisions(
+    repo: &Repository,
+    host: Option<&str>,
+    policy: &snapshot::retention::Policy,
+) -> Result<Vec<snapshot::retention::Decision>> {
+    let (mut snaps, _) = repo.list_snapshots()?;
+    snaps.retain(|(_, s)| host.is_none_or(|h| s.hostname == h));
+    Ok(snapshot::retention::apply(
+        &snaps,
+        policy,
+        chrono::Utc::now(),
+    ))
+}
+
 /// Removes the snapshots of `host` that the retention policy does not keep;
 /// returns how many. Their data stays until [`prune`].
 pub fn thin(repo: &Repository, host: &str, policy: &snapshot::retention::Policy) -> Result<usize> {
@@ -37,9 +53,7 @@ pub fn thin(repo: &Repository, host: &str, policy: &snapshot::retention::Policy)
         return Ok(0);
     }
     let _lock = repo.lock(true)?;
-    let (mut snaps, _) = repo.list_snapshots()?;
-    snaps.retain(|(_, s)| s.hostname == host);
-    let decisions = snapshot::retention::apply(&snaps, policy, chrono::Utc::now());
+    let decisions = retention_decisions(repo, Some(host), policy)?;
     let mut removed = 0;
     for d in decisions.iter().filter(|d| !d.keep) {
         repo.delete_snapshot(&d.id)?;

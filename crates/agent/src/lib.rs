@@ -25,6 +25,7 @@ pub use config::{default_excludes, default_folders, Config, Destination, Retenti
 pub use error::{AgentError, Result};
 pub use paths::Paths;
 pub use service::{
-    Agent, Conflict, Overview, OwnStorageSetup, RestoreRequest, RestoreTarget, SetupDone, Timing,
+    username, Agent, Conflict, Overview, OwnStorageSetup, RestoreRequest, RestoreTarget, SetupDone,
+    Timing,
 };
 pub use status::{BackupDone, Event, EventSink, Progress, Status};

@@ -40,7 +40,12 @@ pub fn forget_password(location: &str) {
 
 /// The first line of a password file.
 pub fn read_password_file(path: &Path) -> Result<Secret> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| AgentError::io(path, e))?);
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        AgentError::Invalid(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?);
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
         return Err(AgentError::Invalid(format!(

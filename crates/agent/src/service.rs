@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     pub(crate) hostname: String,
 }
 
+/// Snapshots with their ids, oldest first.
+type Snapshots = Vec<(crypto::Id, format::Snapshot)>;
+
 pub struct Agent {
     shared: Arc<Shared>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -334,10 +337,17 @@ impl Agent {
         self.shared.repository()
     }
 
-    /// This machine's snapshots, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<timeline::SnapshotInfo>> {
+    /// The open repository and this machine's snapshots, oldest first:
+    /// what every timeline query starts from.
+    fn history(&self) -> Result<(Arc<Repository>, Snapshots)> {
         let repo = self.repository()?;
         let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        Ok((repo, snaps))
+    }
+
+    /// This machine's snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<timeline::SnapshotInfo>> {
+        let (_, snaps) = self.history()?;
         Ok(timeline::infos(&snaps))
     }
 
@@ -347,32 +357,27 @@ impl Agent {
         path: &str,
         deleted: bool,
     ) -> Result<Vec<timeline::DirEntry>> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        let (repo, snaps) = self.history()?;
         timeline::list_dir(&repo, &snaps, snapshot, path, deleted)
     }
 
     pub fn versions(&self, path: &str) -> Result<Vec<timeline::Version>> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        let (repo, snaps) = self.history()?;
         timeline::versions(&repo, &snaps, path)
     }
 
     pub fn search(&self, query: &str) -> Result<Vec<timeline::SearchHit>> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        let (repo, snaps) = self.history()?;
         timeline::search(&repo, &snaps, query)
     }
 
     pub fn preview(&self, snapshot: &str, path: &str) -> Result<timeline::Preview> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        let (repo, snaps) = self.history()?;
         timeline::preview(&repo, &snaps, snapshot, path)
     }
 
     pub fn overview(&self) -> Result<Overview> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
+        let (_, snaps) = self.history()?;
         let mut o = Overview {
             snapshots: snaps.len() as u32,
             ..Default::default()
@@ -391,13 +396,9 @@ impl Agent {
 
     /// Restores in the background; progress and the result come as events.
     pub fn restore(&self, req: RestoreRequest) -> Result<()> {
-        let repo = self.repository()?;
-        let snaps = timeline::snapshots(&repo, Some(&self.shared.hostname))?;
-        let snap = snaps
-            .iter()
-            .find(|(id, _)| id.to_hex() == req.snapshot)
-            .map(|(_, s)| s.clone())
-            .ok_or_else(|| AgentError::Invalid(format!("no snapshot {}", req.snapshot)))?;
+        let (repo, snaps) = self.history()?;
+        let (_, snap) = timeline::find(&snaps, &req.snapshot)?;
+        let snap = snap.clone();
         let target = match &req.target {
             RestoreTarget::Original => PathBuf::from("/"),
             RestoreTarget::Folder { path } => {
@@ -466,7 +467,8 @@ impl Drop for Agent {
     }
 }
 
-pub(crate) fn username() -> String {
+/// Who runs this, for the snapshot's record (not for any access decision).
+pub fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())

@@ -13,7 +13,7 @@ use format::{Node, NodeKind, Snapshot};
 use repository::Repository;
 use serde::{Deserialize, Serialize};
 use snapshot::TreeLoader;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -149,7 +149,8 @@ pub fn infos(snaps: &[(Id, Snapshot)]) -> Vec<SnapshotInfo> {
         .collect()
 }
 
-fn find<'a>(snaps: &'a [(Id, Snapshot)], id: &str) -> Result<(usize, &'a Snapshot)> {
+/// The snapshot with this id (in hex) and its place in `snaps`.
+pub(crate) fn find<'a>(snaps: &'a [(Id, Snapshot)], id: &str) -> Result<(usize, &'a Snapshot)> {
     snaps
         .iter()
         .position(|(i, _)| i.to_hex() == id)
@@ -213,13 +214,13 @@ pub fn list_dir(
         .collect();
     if deleted {
         // Newest first, so each deleted entry records where it was last.
-        let mut seen_dirs: HashMap<Id, ()> = HashMap::new();
+        let mut seen_dirs: HashSet<Id> = HashSet::new();
         for (sid, s) in snaps[..at].iter().rev() {
             let Ok(n) = loader.resolve(&s.tree, path) else {
                 continue;
             };
             let Some(sub) = n.subtree else { continue };
-            if seen_dirs.insert(sub, ()).is_some() {
+            if !seen_dirs.insert(sub) {
                 continue;
             }
             let Ok(t) = loader.load(&sub) else { continue };

@@ -2,12 +2,12 @@
 //! up, thin, prune), how it records the outcome, and how engine progress
 //! becomes throttled status events.
 
-use crate::config::Config;
+use crate::config::{Config, Destination};
 use crate::error::{AgentError, Result};
+use crate::jobs;
 use crate::schedule::{self, Next, RunState};
 use crate::service::{done, lock, save_state, username, Shared, PROGRESS_EVERY};
 use crate::status::{BackupDone, Event, Progress, Status};
-use crate::{device, jobs};
 use chrono::{DateTime, Utc};
 use repository::Repository;
 use std::path::{Path, PathBuf};
@@ -196,20 +196,12 @@ fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Resu
         Err(e) => Err(e),
         Ok(r) => {
             // A company server thins by its own policy; devices may not delete.
-            if !device::is_server(&repo_location(config)) {
+            if !matches!(config.destination, Some(Destination::Server { .. })) {
                 keep_tidy(s, &repo, config);
             }
             Ok(done(&r.id, &r.snapshot))
         }
     }
-}
-
-fn repo_location(config: &Config) -> String {
-    config
-        .destination
-        .as_ref()
-        .map(|d| d.location().to_string())
-        .unwrap_or_default()
 }
 
 /// How often unused data is deleted from own storage: pruning reads every

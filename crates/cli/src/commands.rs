@@ -127,7 +127,7 @@ fn open(g: &Global) -> Result<Repository> {
     }
     let storage = agent::open::open_storage(&loc)?;
     let pw = password::existing(g.password_file.as_deref(), &storage.location())?;
-    let repo = Repository::open(storage, pw.bytes(), &open_options(g))?;
+    let repo = Repository::open(storage, &pw, &open_options(g))?;
     Ok(agent::open::with_catalog(repo))
 }
 
@@ -136,9 +136,7 @@ fn hostname() -> String {
 }
 
 fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    agent::username()
 }
 
 /// Prints JSON or the human text, depending on `--json`.
@@ -198,12 +196,12 @@ fn init(
     if let Some(p) = pack_size_mib {
         opts.pack_size = p.clamp(1, 512) * 1024 * 1024;
     }
-    let repo = Repository::init(storage, &pw.0, &opts, &open_options(g))?;
+    let repo = Repository::init(storage, &pw, &opts, &open_options(g))?;
     let interactive = g.password_file.is_none()
         && std::env::var_os("TIDEMARK_PASSWORD").is_none()
         && std::env::var_os("TIDEMARK_PASSWORD_FILE").is_none();
     let keyring = if interactive {
-        Some(password::remember(&shown, &pw.0))
+        Some(password::remember(&shown, &pw))
     } else {
         None
     };
@@ -635,9 +633,7 @@ fn forget(g: &Global, a: ForgetArgs) -> Result<i32> {
         .collect::<Result<_, _>>()?;
     let mut decisions = Vec::new();
     if !policy.is_empty() {
-        let (mut snaps, _) = repo.list_snapshots()?;
-        snaps.retain(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h));
-        decisions = snapshot::retention::apply(&snaps, &policy, chrono::Utc::now());
+        decisions = agent::jobs::retention_decisions(&repo, a.host.as_deref(), &policy)?;
         remove.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
     } else if remove.is_empty() {
         bail!("give snapshot ids or at least one --keep-* rule; forget never removes everything by default");
@@ -722,7 +718,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
         }
         KeyCommand::Add => {
             let pw = new_key_password()?;
-            let id = repo.add_key(&pw.0, KdfParams::default(), &hostname(), &username())?;
+            let id = repo.add_key(&pw, KdfParams::default(), &hostname(), &username())?;
             emit(g, &serde_json::json!({ "added": id }), || {
                 format!("added key {}", &id.to_hex()[..8])
             });
@@ -743,7 +739,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
         }
         KeyCommand::Passwd => {
             let pw = new_key_password()?;
-            let id = repo.change_password(&pw.0, KdfParams::default(), &hostname(), &username())?;
+            let id = repo.change_password(&pw, KdfParams::default(), &hostname(), &username())?;
             emit(g, &serde_json::json!({ "key": id }), || {
                 format!("password changed (key {})", &id.to_hex()[..8])
             });

@@ -3,83 +3,40 @@
 //! prompt on the terminal. It is never taken from the command line, so it
 //! never lands in shell history or `ps`.
 
+use agent::secrets::{password_for, read_password_file};
+use agent::AgentError;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::Path;
-pub use zeroize_shim::Secret;
 
-/// A password that is wiped from memory when dropped.
-mod zeroize_shim {
-    pub struct Secret(pub Vec<u8>);
-    impl Drop for Secret {
-        fn drop(&mut self) {
-            for b in self.0.iter_mut() {
-                // Volatile-free wipe is enough against casual reuse of freed
-                // memory; the key material proper lives in `crypto::Key`.
-                *b = 0;
-            }
+/// A password, wiped from memory when dropped.
+pub use agent::secrets::Secret;
+
+/// The password of an existing repository: the file, `TIDEMARK_PASSWORD`
+/// or the keyring (as the app finds it), else a prompt on a terminal.
+pub fn existing(file: Option<&Path>, location: &str) -> Result<Secret> {
+    match password_for(location, file) {
+        Err(AgentError::NoPassword { .. }) if std::io::stdin().is_terminal() => {
+            let pw = rpassword::prompt_password(format!("Password for {location}: "))
+                .context("cannot read the password")?;
+            Ok(Secret::new(pw.into_bytes()))
         }
+        Err(AgentError::NoPassword { .. }) => bail!("no password: set TIDEMARK_PASSWORD_FILE or --password-file, or run in a terminal to be asked"),
+        other => Ok(other?),
     }
-}
-
-pub struct Password {
-    pub secret: Secret,
-}
-
-impl Password {
-    pub fn bytes(&self) -> &[u8] {
-        &self.secret.0
-    }
-}
-
-fn from_file(p: &Path) -> Result<Secret> {
-    let text = std::fs::read_to_string(p)
-        .with_context(|| format!("cannot read the password file {}", p.display()))?;
-    let line = text.lines().next().unwrap_or("");
-    if line.is_empty() {
-        bail!("the password file {} is empty", p.display());
-    }
-    Ok(Secret(line.as_bytes().to_vec()))
-}
-
-/// The password of an existing repository.
-pub fn existing(file: Option<&Path>, location: &str) -> Result<Password> {
-    if let Some(f) = file {
-        return Ok(Password {
-            secret: from_file(f)?,
-        });
-    }
-    if let Ok(p) = std::env::var("TIDEMARK_PASSWORD") {
-        return Ok(Password {
-            secret: Secret(p.into_bytes()),
-        });
-    }
-    if let Some(pw) = agent::secrets::stored_password(location) {
-        return Ok(Password {
-            secret: Secret(pw.to_vec()),
-        });
-    }
-    if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password(format!("Password for {location}: "))
-            .context("cannot read the password")?;
-        return Ok(Password {
-            secret: Secret(pw.into_bytes()),
-        });
-    }
-    bail!("no password: set TIDEMARK_PASSWORD_FILE or --password-file, or run in a terminal to be asked")
 }
 
 /// A new password (for `init`, `key add`, `key passwd`): from the given
 /// file or environment variables, else asked twice.
 pub fn new(file: Option<&Path>, env_file: &str, env_value: &str, what: &str) -> Result<Secret> {
     if let Some(f) = file {
-        return from_file(f);
+        return Ok(read_password_file(f)?);
     }
     if let Ok(f) = std::env::var(env_file) {
-        return from_file(Path::new(&f));
+        return Ok(read_password_file(Path::new(&f))?);
     }
     if let Ok(p) = std::env::var(env_value) {
-        return Ok(Secret(p.into_bytes()));
+        return Ok(Secret::new(p.into_bytes()));
     }
     if !std::io::stdin().is_terminal() {
         bail!("no {what}: set {env_file} or run in a terminal to be asked");
@@ -95,7 +52,7 @@ pub fn new(file: Option<&Path>, env_file: &str, env_value: &str, what: &str) -> 
     if a != b {
         bail!("the two entries differ; nothing was changed");
     }
-    Ok(Secret(a.into_bytes()))
+    Ok(Secret::new(a.into_bytes()))
 }
 
 /// Saves the password in the OS keyring; says why not when it cannot.

@@ -88,7 +88,8 @@ fn decompress(body: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
     Ok(match open_checked(keys, id, sealed, raw_length)? {
         Opened::Raw(mut plain) => {
-            // Drop the flag byte in place rather than copying the chunk out.
+            // Drop the flag byte in place: a shift of the chunk within its
+            // buffer, no second allocation.
             plain.remove(0);
             plain
         }
