@@ -110,12 +110,15 @@ test("set up, back up twice, restore the first version from the timeline", async
 
   // The timeline, reloaded, opens on the newest backup.
   await s.script("window.location.reload()");
-  const slider = await s.find("input[type=range]");
   await s.findText("button.entry", "work");
   await shot("timeline.png");
-  // Move the slider to the first backup with the keyboard, as a person would.
-  await s.click(slider);
-  await s.keys(slider, KEY.home);
+  // Move the slider to the first backup with the keyboard, as a person
+  // would. (Found afresh: the page has just reloaded.)
+  await s.fresh(async () => {
+    const slider = await s.find("input[type=range]");
+    await s.click(slider);
+    await s.keys(slider, KEY.home);
+  });
   await until("the first backup selected", async () =>
     (await s.script("return document.querySelector('input[type=range]').dataset.snapshot")) === first[0].id);
   await s.clickText("button.entry", "work");

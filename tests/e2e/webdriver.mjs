@@ -60,16 +60,24 @@ export class Session {
     return this.cmd("POST", `/element/${el}/click`, {});
   }
 
-  /** Finds and clicks, again when the UI re-rendered in between. */
-  async clickText(css, text, timeoutMs = 20_000) {
+  /**
+   * Runs `f` (which finds an element and acts on it) again when the UI
+   * re-rendered between the find and the act (a stale element).
+   */
+  async fresh(f) {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.click(await this.findText(css, text, timeoutMs));
+        return await f();
       } catch (e) {
         if (attempt >= 5 || !/stale element/.test(e.message)) throw e;
         await sleep(200);
       }
     }
+  }
+
+  /** Finds and clicks, again when the UI re-rendered in between. */
+  clickText(css, text, timeoutMs = 20_000) {
+    return this.fresh(async () => this.click(await this.findText(css, text, timeoutMs)));
   }
 
   async type(el, text) {
