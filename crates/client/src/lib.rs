@@ -101,11 +101,19 @@ struct SnapshotItem {
     snapshot: Snapshot,
 }
 
+/// Makes ring the process's rustls provider (a no-op when one is set):
+/// reqwest is built without a provider of its own, so one must exist before
+/// any HTTP client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl ServerClient {
     /// A client for `url` (`https://host:port`; `http://` only for loopback tests).
     pub fn new(url: &str, trust: Trust, token: Option<String>) -> Result<Self, ClientError> {
         let base = url.trim_end_matches('/').to_string();
         let seen = pin::Seen::default();
+        install_crypto_provider();
         let mut b = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(300))
             .connect_timeout(Duration::from_secs(15));

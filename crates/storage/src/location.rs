@@ -192,6 +192,9 @@ fn remote(
     // first call wins; later ones are no-ops). Done here rather than through
     // OpenDAL's link-time constructor, which is left disabled.
     opendal::install_default();
+    // reqwest is built without a crypto provider of its own (see Cargo.toml);
+    // ring becomes the process default unless something installed one first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let op = Operator::new(builder)?;
     Ok(Arc::new(RemoteStorage::new(op, location, put_mode)))
 }

@@ -45,6 +45,7 @@ fn verify_server_repository(work: &Path, data: &Path) {
 }
 
 fn garbage_requests(url: &str, token: &str, n: usize, seed: u64) -> (usize, Vec<String>) {
+    client::install_crypto_provider();
     let http = reqwest::blocking::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
