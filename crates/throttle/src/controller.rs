@@ -1,0 +1,381 @@
+//! The delay-based rate controller that makes backups yield to the user's
+//! own traffic, in the spirit of LEDBAT++ (RFC 6817 and
+//! draft-irtf-iccrg-ledbat-plus-plus): queueing delay is the round-trip time
+//! of our own transfers minus the lowest one seen lately; above a small
+//! target the rate is cut multiplicatively, below it the rate grows.
+//!
+//! It differs from LEDBAT where a *rate* (enforced by kernel pacing) rather
+//! than a window is controlled, and where the one-way delay LEDBAT wants is
+//! not available to a TCP sender:
+//! - The target is 5 ms, not LEDBAT's 60-100 ms: a video call notices 60 ms,
+//!   and a paced flow below the bottleneck rate builds no queue at all, so a
+//!   small target costs little throughput.
+//! - Growth is proportional to the rate (a few percent per second) instead
+//!   of one segment per RTT, which would overshoot a 2 Mbit/s uplink by half
+//!   its capacity before the delay signal arrives; after yielding, the rate
+//!   climbs quickly back to just below the last rate at which the queue
+//!   started to grow (the "knee"), as CUBIC does towards its last maximum.
+//! - The base is the sliding minimum of the kernel's *smoothed* RTT, not of
+//!   single samples: the smoothed RTT carries the receiver's delayed-ACK
+//!   wait (the first of each pair of segments waits for the second), and
+//!   comparing like with like cancels it. Kernel pacing sends segments in
+//!   pairs even at low rates (`tcp_min_tso_segs` = 2), so that wait does not
+//!   grow as the rate falls.
+//!
+//! Pure: time and samples come in, a rate goes out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Tuning; every value says why it is what it is.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Queueing delay we allow ourselves to add: under half the 10 ms a
+    /// person's ping may grow by at the median, with room for noise.
+    pub target: Duration,
+    /// Never slower than this while data waits (bytes/s): keeps RTT samples
+    /// coming so the controller notices when the link frees up (64 kbit/s is
+    /// ~3% of a 2 Mbit/s uplink).
+    pub min_rate: f64,
+    /// Start here (bytes/s): 1 Mbit/s is below most uplinks.
+    pub initial_rate: f64,
+    /// Relative growth per second while probing above the knee.
+    pub probe_growth: f64,
+    /// Relative growth per second before any congestion was seen (start-up).
+    pub startup_growth: f64,
+    /// The base RTT is the minimum over this many buckets...
+    pub base_buckets: usize,
+    /// ...of this length each: long enough to span several of our own
+    /// probing cycles (a queue we built drains within each), short enough
+    /// that a route change or a mis-measured start is forgotten in 30 s.
+    pub base_bucket: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            target: Duration::from_millis(5),
+            min_rate: 8_000.0,
+            initial_rate: 125_000.0,
+            probe_growth: 0.12,
+            startup_growth: 0.7,
+            base_buckets: 10,
+            base_bucket: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One reading of our own transfers' round-trip times.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Smoothed RTT (TCP_INFO `tcpi_rtt`).
+    pub srtt: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    rate: f64,
+    ceiling: f64,
+    knee: Option<f64>,
+    base: VecDeque<(Instant, Duration)>,
+    last: Option<Instant>,
+    last_cut: Option<Instant>,
+    queueing: Duration,
+}
+
+impl Controller {
+    pub fn new(cfg: ControllerConfig) -> Self {
+        Controller {
+            rate: cfg.initial_rate,
+            cfg,
+            ceiling: f64::INFINITY,
+            knee: None,
+            base: VecDeque::new(),
+            last: None,
+            last_cut: None,
+            queueing: Duration::ZERO,
+        }
+    }
+
+    /// The rate in force (bytes/s).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The rate at which our own traffic last started to queue: the best
+    /// estimate of the link's capacity (bytes/s), once one was seen.
+    pub fn capacity(&self) -> Option<f64> {
+        self.knee
+    }
+
+    pub fn queueing_delay(&self) -> Duration {
+        self.queueing
+    }
+
+    pub fn base_rtt(&self) -> Option<Duration> {
+        self.base.iter().map(|(_, d)| *d).min()
+    }
+
+    /// A policy limit (bytes/s): the controller never asks for more, so it
+    /// does not wind up above a cap it cannot use.
+    pub fn set_ceiling(&mut self, ceiling: f64) {
+        self.ceiling = ceiling.max(self.cfg.min_rate);
+        self.rate = self.rate.min(self.ceiling);
+    }
+
+    /// No data waiting: hold the rate, but forget the clock so an idle gap
+    /// is not read as a long stretch without congestion.
+    pub fn idle(&mut self) {
+        self.last = None;
+    }
+
+    pub fn update(&mut self, now: Instant, s: Sample) -> f64 {
+        let rtt = s.srtt.as_secs_f64();
+        self.learn_base(now, s.srtt);
+        let base = self.base_rtt().map_or(rtt, |b| b.as_secs_f64());
+        let dt = self
+            .last
+            .map(|l| now.saturating_duration_since(l).as_secs_f64())
+            .unwrap_or(0.0)
+            .min(0.5);
+        self.last = Some(now);
+        let q = (rtt - base).max(0.0);
+        self.queueing = Duration::from_secs_f64(q);
+        let target = self.cfg.target.as_secs_f64();
+        if q > target {
+            // One cut per round trip: a cut shows in the RTT only a round
+            // trip later, and cutting on every tick meanwhile would collapse
+            // the rate to the floor on every small bump.
+            let rtt = s.srtt.max(Duration::from_millis(20));
+            if self
+                .last_cut
+                .is_none_or(|c| now.saturating_duration_since(c) >= rtt)
+            {
+                self.last_cut = Some(now);
+                // The knee is where *our* rate met the capacity; a cut forced
+                // by someone else's traffic, far below it, does not move it.
+                if self.knee.is_none_or(|k| self.rate >= 0.6 * k) {
+                    self.knee = Some(match self.knee {
+                        Some(k) => 0.6 * k + 0.4 * self.rate,
+                        None => self.rate,
+                    });
+                }
+                let severity = ((q - target) / target).min(4.0);
+                self.rate *= (1.0 - 0.1 * (1.0 + severity)).max(0.5);
+            }
+        } else if dt > 0.0 {
+            let headroom = 1.0 - q / target;
+            match self.knee {
+                Some(k) if self.rate < 0.9 * k => {
+                    // Recovering after yielding: back to just below the knee
+                    // within about a second.
+                    self.rate += headroom * (0.9 * k - self.rate) * (dt * 3.0).min(1.0);
+                }
+                Some(k) => {
+                    self.rate *= 1.0 + headroom * self.cfg.probe_growth * dt;
+                    if self.rate > k {
+                        // Free capacity beyond the old knee: the link got faster.
+                        self.knee = Some(k.max(self.rate * 0.98));
+                    }
+                }
+                None => self.rate *= 1.0 + headroom * self.cfg.startup_growth * dt,
+            }
+        }
+        self.rate = self
+            .rate
+            .clamp(self.cfg.min_rate, self.ceiling.max(self.cfg.min_rate));
+        self.rate
+    }
+
+    fn learn_base(&mut self, now: Instant, rtt: Duration) {
+        if rtt.is_zero() {
+            return;
+        }
+        match self.base.back_mut() {
+            Some((start, min)) if now.saturating_duration_since(*start) < self.cfg.base_bucket => {
+                *min = (*min).min(rtt);
+            }
+            _ => {
+                self.base.push_back((now, rtt));
+                while self.base.len() > self.cfg.base_buckets {
+                    self.base.pop_front();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bottleneck link with a FIFO queue, fed by the controller's rate and
+    /// by optional cross traffic, with the kernel's RTT smoothing (1/8).
+    struct Link {
+        capacity: f64,
+        base: f64,
+        queue: f64,
+        buffer: f64,
+        srtt: f64,
+        clock: Instant,
+    }
+
+    impl Link {
+        fn step(&mut self, ours: f64, cross: f64, dt: f64) -> f64 {
+            let offered = ours + cross;
+            self.queue = (self.queue + (offered - self.capacity) * dt).clamp(0.0, self.buffer);
+            // The receiver ACKs segment pairs: the first waits one
+            // serialisation time for its partner.
+            let rtt = base_rtt_with_ack(self.base, self.capacity) + self.queue / self.capacity;
+            self.srtt += (rtt - self.srtt) / 8.0;
+            // What we got through: our share of the served bytes.
+            let served = offered.min(self.capacity + self.queue / dt.max(1e-9));
+            if offered > 0.0 {
+                served * ours / offered
+            } else {
+                0.0
+            }
+        }
+    }
+
+    fn base_rtt_with_ack(base: f64, capacity: f64) -> f64 {
+        base + 1448.0 / capacity
+    }
+
+    /// One simulated clock for a whole test, carried by the link.
+    fn run(
+        c: &mut Controller,
+        link: &mut Link,
+        secs: f64,
+        cross: impl Fn(f64) -> f64,
+    ) -> (f64, Vec<f64>) {
+        let start = link.clock;
+        let dt = 0.02;
+        let mut sent = 0.0;
+        let mut delays = Vec::new();
+        let steps = (secs / dt) as usize;
+        for i in 0..steps {
+            let t = i as f64 * dt;
+            let rate = c.rate();
+            sent += link.step(rate, cross(t), dt) * dt;
+            delays.push(link.queue / link.capacity);
+            c.update(
+                start + Duration::from_secs_f64(t + dt),
+                Sample {
+                    srtt: Duration::from_secs_f64(link.srtt),
+                },
+            );
+        }
+        link.clock = start + Duration::from_secs_f64(steps as f64 * dt);
+        (sent / secs, delays)
+    }
+
+    fn link(mbps: f64) -> Link {
+        Link {
+            capacity: mbps * 125_000.0,
+            base: 0.040,
+            queue: 0.0,
+            buffer: 64_000.0,
+            srtt: base_rtt_with_ack(0.040, mbps * 125_000.0),
+            clock: Instant::now(),
+        }
+    }
+
+    fn p(values: &[f64], q: f64) -> f64 {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q) as usize]
+    }
+
+    #[test]
+    fn fills_an_idle_link_with_little_queue() {
+        for mbps in [2.0, 10.0, 50.0] {
+            let mut c = Controller::new(ControllerConfig::default());
+            let mut l = link(mbps);
+            run(&mut c, &mut l, 30.0, |_| 0.0);
+            let (got, delays) = run(&mut c, &mut l, 30.0, |_| 0.0);
+            let share = got / l.capacity;
+            assert!(
+                share > 0.85,
+                "{mbps} Mbit/s: only {share:.2} of the link used"
+            );
+            assert!(
+                p(&delays, 0.5) < 0.005,
+                "{mbps}: median queue {:.4}",
+                p(&delays, 0.5)
+            );
+            assert!(
+                p(&delays, 0.95) < 0.015,
+                "{mbps}: p95 queue {:.4}",
+                p(&delays, 0.95)
+            );
+        }
+    }
+
+    #[test]
+    fn yields_to_cross_traffic_and_takes_the_link_back() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let mut l = link(10.0);
+        l.buffer = 250_000.0;
+        run(&mut c, &mut l, 20.0, |_| 0.0);
+        let before = c.rate();
+        // A greedy foreground flow that keeps the buffer full: we must be
+        // out of its way within half a second, and at the floor soon after.
+        run(&mut c, &mut l, 0.5, |_| 10.0 * 125_000.0);
+        assert!(
+            c.rate() < 0.15 * before,
+            "still at {} of {before}",
+            c.rate()
+        );
+        run(&mut c, &mut l, 5.0, |_| 10.0 * 125_000.0);
+        assert!(c.rate() <= 2.0 * c.cfg.min_rate);
+        // The foreground flow ends; the queue drains and we take the link
+        // back within two seconds.
+        l.queue = 0.0;
+        run(&mut c, &mut l, 2.0, |_| 0.0);
+        assert!(
+            c.rate() > 0.8 * before,
+            "only back to {} of {before}",
+            c.rate()
+        );
+    }
+
+    #[test]
+    fn knee_estimates_capacity_and_ceiling_holds() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let mut l = link(10.0);
+        run(&mut c, &mut l, 30.0, |_| 0.0);
+        let cap = c.capacity().expect("knee found");
+        assert!(
+            (cap / l.capacity - 1.0).abs() < 0.1,
+            "capacity {cap} vs {}",
+            l.capacity
+        );
+        c.set_ceiling(0.3 * cap);
+        let (got, _) = run(&mut c, &mut l, 10.0, |_| 0.0);
+        assert!(got <= 0.3 * cap * 1.01, "{got} above the 30% ceiling");
+        assert!(got >= 0.3 * cap * 0.9, "{got} well below the 30% ceiling");
+    }
+
+    #[test]
+    fn base_rtt_is_a_sliding_minimum() {
+        let cfg = ControllerConfig {
+            base_buckets: 2,
+            base_bucket: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let mut c = Controller::new(cfg);
+        let t0 = Instant::now();
+        let s = |ms: u64| Sample {
+            srtt: Duration::from_millis(ms),
+        };
+        let ms = |c: &Controller| c.base_rtt().map(|b| b.as_millis());
+        c.update(t0, s(30));
+        c.update(t0 + Duration::from_millis(1500), s(50));
+        assert_eq!(ms(&c), Some(30));
+        c.update(t0 + Duration::from_millis(2600), s(50));
+        // The 30 ms bucket slid out: the route got longer.
+        assert_eq!(ms(&c), Some(50));
+    }
+}

@@ -1,0 +1,287 @@
+//! Network-aware throttling: what the connection is (sensing), what the
+//! rules say about it (policy), how fast uploads may go without hurting the
+//! user's own traffic (a delay-based controller), and the enforcement on
+//! every upload stream (kernel pacing of the sockets, a gate for the bytes).
+//!
+//! It owns the [`Throttle`] a process shares between all its uploads. It
+//! must not know what a backup, a repository or a server is: uploaders tell
+//! it where they send to ([`Throttle::watch`]) and pass their bytes through
+//! [`Throttle::admit`]; that is the whole contract.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub mod conditions;
+pub mod controller;
+mod gate;
+pub mod pacing;
+pub mod policy;
+pub mod sense;
+
+pub use conditions::{Battery, Conditions, LinkKind, Sensor};
+pub use controller::{Controller, ControllerConfig};
+pub use policy::{Action, Decision, Origin, Rule, When};
+
+/// How often the controller looks at the sockets: a few times per round
+/// trip on a WAN, so a foreground flow's queue is seen within ~50 ms.
+const TICK: Duration = Duration::from_millis(20);
+/// How often the sensors are read: changes take effect within 2 s.
+const SENSE_EVERY: Duration = Duration::from_secs(1);
+/// How often `/proc/self/fd` is searched for new upload sockets.
+const SCAN_EVERY: Duration = Duration::from_millis(200);
+/// A paused socket trickles at this rate (bytes/s) rather than being cut
+/// off, so the transfer survives the pause and resumes where it was.
+const PAUSED_RATE: u64 = 256;
+
+/// Everything the user sees about throttling (`tidemark status`, the tray).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThrottleStatus {
+    pub decision: Decision,
+    pub conditions: Conditions,
+    /// The rate in force (bytes/s); `None` when nothing limits uploads.
+    pub rate: Option<f64>,
+    /// The link's capacity as measured by the controller (bytes/s).
+    pub capacity: Option<f64>,
+    pub base_rtt_ms: Option<f64>,
+    pub queueing_ms: f64,
+    /// Upload sockets the kernel paces right now.
+    pub paced_sockets: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub admin: Vec<Rule>,
+    pub user: Vec<Rule>,
+}
+
+struct State {
+    rules: Rules,
+    status: ThrottleStatus,
+}
+
+struct Inner {
+    gate: gate::Gate,
+    peers: Mutex<Vec<SocketAddr>>,
+    state: Mutex<State>,
+}
+
+/// The process's throttle; cheap to clone, stops its thread when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Throttle {
+    inner: Arc<Inner>,
+}
+
+impl Throttle {
+    /// A throttle that never limits anything (local folders, tests).
+    pub fn unlimited() -> Throttle {
+        Throttle {
+            inner: Arc::new(Inner::new(Decision {
+                action: Action::Full,
+                origin: Origin::Default,
+                reason: "throttling is off".into(),
+            })),
+        }
+    }
+
+    /// Starts sensing and controlling on a thread of its own.
+    pub fn start(rules: Rules, sensor: Box<dyn Sensor>, cfg: ControllerConfig) -> Throttle {
+        let inner = Arc::new(Inner::new(Decision {
+            action: Action::Yield,
+            origin: Origin::Default,
+            reason: "starting".into(),
+        }));
+        if let Ok(mut s) = inner.state.lock() {
+            s.rules = rules;
+        }
+        let weak = Arc::downgrade(&inner);
+        let spawned = std::thread::Builder::new()
+            .name("throttle".into())
+            .spawn(move || run(weak, sensor, cfg));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the throttle thread; uploads run unthrottled");
+        }
+        Throttle { inner }
+    }
+
+    /// Uploads to `addr` (anything `host:port`-like) are governed from now on.
+    pub fn watch(&self, addr: impl ToSocketAddrs) {
+        let Ok(addrs) = addr.to_socket_addrs() else {
+            return;
+        };
+        if let Ok(mut p) = self.inner.peers.lock() {
+            for a in addrs {
+                if !p.contains(&a) {
+                    p.push(a);
+                }
+            }
+        }
+    }
+
+    /// Call before sending `bytes`: blocks while paused or over the rate.
+    /// Keep quanta small (a few KiB) so the bytes leave evenly spaced.
+    pub fn admit(&self, bytes: usize) {
+        self.inner.gate.admit(bytes);
+    }
+
+    pub fn set_rules(&self, rules: Rules) {
+        if let Ok(mut s) = self.inner.state.lock() {
+            s.rules = rules;
+        }
+    }
+
+    pub fn status(&self) -> ThrottleStatus {
+        self.inner
+            .state
+            .lock()
+            .map(|s| s.status.clone())
+            .unwrap_or_else(|p| p.into_inner().status.clone())
+    }
+}
+
+impl Inner {
+    fn new(decision: Decision) -> Inner {
+        Inner {
+            gate: gate::Gate::default(),
+            peers: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                rules: Rules::default(),
+                status: ThrottleStatus {
+                    decision,
+                    conditions: Conditions::default(),
+                    rate: None,
+                    capacity: None,
+                    base_rtt_ms: None,
+                    queueing_ms: 0.0,
+                    paced_sockets: 0,
+                },
+            }),
+        }
+    }
+}
+
+fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
+    let mut controller = Controller::new(cfg);
+    let mut conditions = Conditions::default();
+    let mut sensed: Option<Instant> = None;
+    let mut scanned: Option<Instant> = None;
+    let mut fds: Vec<i32> = Vec::new();
+    let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
+    loop {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        if sensed.is_none_or(|t| now - t >= SENSE_EVERY) {
+            sensed = Some(now);
+            conditions = sensor.read();
+        }
+        if scanned.is_none_or(|t| now - t >= SCAN_EVERY) {
+            scanned = Some(now);
+            let peers = inner.peers.lock().map(|p| p.clone()).unwrap_or_default();
+            fds = if peers.is_empty() {
+                Vec::new()
+            } else {
+                pacing::sockets_to(&peers)
+            };
+            applied.retain(|(fd, _)| fds.contains(fd));
+        }
+        let rules = inner
+            .state
+            .lock()
+            .map(|s| s.rules.clone())
+            .unwrap_or_default();
+        let decision = policy::decide(
+            &rules.admin,
+            &rules.user,
+            &conditions,
+            chrono::Local::now().naive_local(),
+        );
+        let infos: Vec<(i32, pacing::TcpInfo)> = fds
+            .iter()
+            .filter_map(|fd| Some((*fd, pacing::tcp_info(*fd)?)))
+            .collect();
+        let busy: Vec<&pacing::TcpInfo> =
+            infos.iter().map(|(_, i)| i).filter(|i| i.busy()).collect();
+
+        let (open, rate) = match decision.action {
+            Action::Pause => (false, Some(0.0)),
+            Action::Full => (true, None),
+            Action::Yield | Action::LimitMbps(_) | Action::SharePercent(_) => {
+                let ceiling = match decision.action {
+                    Action::LimitMbps(m) => m * 125_000.0,
+                    Action::SharePercent(p) => controller
+                        .capacity()
+                        .map_or(f64::INFINITY, |c| c * p / 100.0),
+                    _ => f64::INFINITY,
+                };
+                controller.set_ceiling(ceiling);
+                // The worst RTT among the busy sockets: they share one path.
+                let worst = busy.iter().max_by_key(|i| i.srtt);
+                match worst {
+                    Some(i) => {
+                        controller.update(now, controller::Sample { srtt: i.srtt });
+                    }
+                    None => controller.idle(),
+                }
+                (true, Some(controller.rate()))
+            }
+        };
+
+        // Kernel pacing: the rate split over the sockets that have data.
+        let share = busy.len().max(1) as f64;
+        let per_socket = |r: Option<f64>| match (open, r) {
+            (false, _) => Some(PAUSED_RATE),
+            (true, Some(r)) => Some((r / share).max(1.0) as u64),
+            (true, None) => None,
+        };
+        let target = per_socket(rate);
+        let mut paced = 0;
+        for (fd, _) in &infos {
+            let prev = applied.iter().position(|(f, _)| f == fd);
+            let same = prev.is_some_and(|i| close(applied[i].1, target));
+            if same || pacing::set_pacing(*fd, target) {
+                paced += 1;
+                match prev {
+                    Some(i) => applied[i].1 = target,
+                    None => applied.push((*fd, target)),
+                }
+            }
+        }
+        // Where the kernel paces, the gate only guards against the sending
+        // buffer running far ahead; elsewhere it enforces the rate itself.
+        let gate_rate = match rate {
+            Some(r) if paced > 0 => r * 1.25 + 64_000.0,
+            Some(r) => r,
+            None => f64::INFINITY,
+        };
+        inner
+            .gate
+            .set(open, if open { gate_rate } else { f64::INFINITY });
+
+        if let Ok(mut s) = inner.state.lock() {
+            s.status = ThrottleStatus {
+                decision,
+                conditions: conditions.clone(),
+                rate: if open { rate } else { Some(0.0) },
+                capacity: controller.capacity(),
+                base_rtt_ms: controller.base_rtt().map(|d| d.as_secs_f64() * 1000.0),
+                queueing_ms: controller.queueing_delay().as_secs_f64() * 1000.0,
+                paced_sockets: paced,
+            };
+        }
+        drop(inner);
+        std::thread::sleep(TICK);
+    }
+}
+
+fn close(a: Option<u64>, b: Option<u64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a as f64 - b as f64).abs() <= 0.01 * b as f64,
+        (None, None) => true,
+        _ => false,
+    }
+}

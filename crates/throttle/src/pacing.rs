@@ -1,0 +1,215 @@
+//! The kernel's view of our upload sockets: round-trip times from
+//! `TCP_INFO`, and `SO_MAX_PACING_RATE` to send evenly spaced packets at
+//! exactly the rate the controller wants.
+//!
+//! The HTTP stacks we upload through (reqwest/hyper, OpenDAL) never hand out
+//! their sockets, so the sockets are found the way `ss -p` finds them: every
+//! descriptor of this process is listed in `/proc/self/fd`, and the ones
+//! connected to an upload endpoint are ours to pace. Reading and setting a
+//! socket option on a descriptor cannot disturb its owner's use of it.
+//!
+//! This is the only module with `unsafe` code: three libc socket calls whose
+//! buffers are sized and initialised here. No crate offers `TCP_INFO` with
+//! `tcpi_min_rtt`/`tcpi_notsent_bytes` or `SO_MAX_PACING_RATE`.
+#![allow(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What one upload socket reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TcpInfo {
+    pub srtt: Duration,
+    pub min_rtt: Duration,
+    pub mss: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Bytes written by the application, not yet sent.
+    pub notsent: u32,
+    pub bytes_acked: u64,
+}
+
+impl TcpInfo {
+    /// Data waits to be sent or acknowledged: the RTT is current.
+    pub fn busy(&self) -> bool {
+        self.unacked > 0 || self.notsent > 0
+    }
+
+    /// Parses the kernel's `struct tcp_info` (linux/tcp.h); `None` when the
+    /// kernel is too old to have the fields used here (before 4.10).
+    pub fn parse(b: &[u8]) -> Option<TcpInfo> {
+        let u32_at = |o: usize| Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_ne_bytes(b.get(o..o + 8)?.try_into().ok()?));
+        Some(TcpInfo {
+            mss: u32_at(16)?,
+            unacked: u32_at(24)?,
+            srtt: Duration::from_micros(u64::from(u32_at(68)?)),
+            bytes_acked: u64_at(120)?,
+            notsent: u32_at(144)?,
+            min_rtt: Duration::from_micros(u64::from(u32_at(148)?)),
+        })
+    }
+}
+
+/// The descriptors of this process's TCP sockets connected to `peers`.
+#[cfg(target_os = "linux")]
+pub fn sockets_to(peers: &[SocketAddr]) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|fd| peer(*fd).is_some_and(|p| peers.contains(&p)))
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sockets_to(_peers: &[SocketAddr]) -> Vec<i32> {
+    Vec::new()
+}
+
+#[cfg(target_os = "linux")]
+fn peer(fd: i32) -> Option<SocketAddr> {
+    // SAFETY: `ss` is a zeroed sockaddr_storage, large enough for any
+    // address; `len` tells the kernel its size and comes back as the
+    // address's length.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(&ss as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(&ss as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf` and returns
+    // how many it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    TcpInfo::parse(&buf[..(len as usize).min(buf.len())])
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tcp_info(_fd: i32) -> Option<TcpInfo> {
+    None
+}
+
+/// Caps the socket's sending rate; `None` lifts the cap. The kernel spaces
+/// packets evenly at this rate (TCP's internal pacing, no `fq` needed).
+#[cfg(target_os = "linux")]
+pub fn set_pacing(fd: i32, bytes_per_sec: Option<u64>) -> bool {
+    // A 64-bit value is accepted since Linux 4.20; older kernels read 32 bits.
+    let v: u64 = bytes_per_sec.unwrap_or(u64::MAX);
+    // SAFETY: passes a pointer to a live u64 and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&v as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_pacing(_fd: i32, _bytes_per_sec: Option<u64>) -> bool {
+    false
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn finds_our_socket_reads_rtt_and_paces_it() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = l.local_addr().expect("addr");
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut n = 0;
+            let mut buf = [0u8; 65536];
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            n
+        });
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let fds = sockets_to(&[addr]);
+        assert_eq!(fds, vec![s.as_raw_fd()], "only the socket to {addr}");
+        assert!(sockets_to(&["127.0.0.1:1".parse().expect("addr")]).is_empty());
+        // 4 MB/s: 2 MB must take about half a second, not milliseconds.
+        assert!(set_pacing(s.as_raw_fd(), Some(4_000_000)));
+        let t = std::time::Instant::now();
+        s.write_all(&vec![7u8; 2_000_000]).expect("write");
+        let info = loop {
+            let i = tcp_info(s.as_raw_fd()).expect("tcp_info");
+            if !i.busy() {
+                break i;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = t.elapsed();
+        assert!(
+            took > Duration::from_millis(300),
+            "pacing ignored: {took:?}"
+        );
+        assert!(info.bytes_acked >= 2_000_000);
+        assert!(info.mss > 0 && info.srtt > Duration::ZERO);
+        drop(s);
+        assert_eq!(reader.join().expect("reader"), 2_000_000);
+    }
+
+    #[test]
+    fn short_tcp_info_is_refused() {
+        assert_eq!(TcpInfo::parse(&[0u8; 100]), None);
+    }
+}
