@@ -195,7 +195,21 @@ pub fn open_repository(
             )))
         }
         Some(u) => c.on_behalf_of(u),
-        None => c,
+        None => {
+            // The organisation's throttle rules; without them (an older
+            // server, a bad policy) the user's rules and the defaults hold.
+            match c
+                .get("/v1/policy")
+                .map_err(AgentError::from)
+                .and_then(|p| crate::network::admin_rules(&p))
+            {
+                Ok(r) => crate::network::set_admin_rules(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the organisation's throttle rules")
+                }
+            }
+            c.throttled(crate::network::throttle())
+        }
     };
     let keys = crypto::MasterKeys::from_hex(&secret.keys)
         .map_err(|_| AgentError::NotEnrolled { url: url.into() })?;

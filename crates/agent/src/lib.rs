@@ -12,6 +12,7 @@ mod config;
 pub mod device;
 mod error;
 pub mod jobs;
+pub mod network;
 pub mod open;
 mod paths;
 pub mod schedule;

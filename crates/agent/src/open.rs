@@ -12,11 +12,79 @@ use std::sync::Arc;
 /// The backend for `loc`, retrying transient failures (a dropped connection,
 /// a server restart) so one hiccup does not fail a whole backup.
 pub fn open_storage(loc: &str) -> Result<storage::DynStorage> {
-    let inner = storage::open(loc)?;
+    let mut inner = storage::open(loc)?;
+    if let Some(endpoint) = network_endpoint(loc) {
+        let t = crate::network::throttle();
+        t.watch(endpoint.as_str());
+        inner = Arc::new(Throttled { inner, throttle: t });
+    }
     Ok(Arc::new(storage::RetryStorage::new(
         inner,
         storage::RetryPolicy::default(),
     )))
+}
+
+/// `host:port` that uploads to a network location go to; `None` for folders.
+fn network_endpoint(loc: &str) -> Option<String> {
+    let url = url::Url::parse(loc).ok()?;
+    match url.scheme() {
+        "s3" => {
+            let q: std::collections::HashMap<_, _> = url.query_pairs().collect();
+            match q.get("endpoint") {
+                Some(e) => {
+                    let e = url::Url::parse(e).ok()?;
+                    Some(format!("{}:{}", e.host_str()?, e.port_or_known_default()?))
+                }
+                None => Some(format!(
+                    "s3.{}.amazonaws.com:443",
+                    q.get("region").map_or("us-east-1", |r| r.as_ref())
+                )),
+            }
+        }
+        "sftp" => Some(format!("{}:{}", url.host_str()?, url.port().unwrap_or(22))),
+        "webdav" => Some(format!("{}:{}", url.host_str()?, url.port().unwrap_or(80))),
+        "webdavs" => Some(format!("{}:{}", url.host_str()?, url.port().unwrap_or(443))),
+        _ => None,
+    }
+}
+
+/// Own storage over the network: a write waits while the throttle's rules
+/// pause uploads. The rate itself is the kernel's pacing of the sockets to
+/// the endpoint (HTTP backends; SFTP's socket belongs to the `ssh` child
+/// and is not paced), so the bytes are not metered twice here.
+#[derive(Debug)]
+struct Throttled {
+    inner: storage::DynStorage,
+    throttle: throttle::Throttle,
+}
+
+impl storage::Storage for Throttled {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: &[u8]) -> storage::Result<()> {
+        self.throttle.admit(0);
+        self.inner.put(key, data)
+    }
+    fn put_shared(&self, key: &str, data: storage::Bytes) -> storage::Result<()> {
+        self.throttle.admit(0);
+        self.inner.put_shared(key, data)
+    }
+    fn get(&self, key: &str) -> storage::Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, length: u64) -> storage::Result<Vec<u8>> {
+        self.inner.get_range(key, offset, length)
+    }
+    fn size(&self, key: &str) -> storage::Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> storage::Result<Vec<storage::Entry>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> storage::Result<()> {
+        self.inner.delete(key)
+    }
 }
 
 /// Keeps the chunk index and the trees in the local SQLite catalog. Without
@@ -78,6 +146,28 @@ pub fn open_repository(
         Repository::open(storage, pw, opts)?
     };
     Ok(with_catalog(repo))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_of_network_locations() {
+        use super::network_endpoint as e;
+        assert_eq!(e("/media/usb/backup"), None);
+        assert_eq!(
+            e("s3://b/p?endpoint=http://127.0.0.1:9000&region=x").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(
+            e("s3://b/p?region=eu-west-1").as_deref(),
+            Some("s3.eu-west-1.amazonaws.com:443")
+        );
+        assert_eq!(e("sftp://u@host:2222/x").as_deref(), Some("host:2222"));
+        assert_eq!(
+            e("webdavs://dav.example.com/x").as_deref(),
+            Some("dav.example.com:443")
+        );
+    }
 }
 
 /// The cache folder for repositories opened by the agent.

@@ -13,6 +13,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThrottleMode {
+    Auto,
+    Off,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Repository: a folder, or s3://bucket/prefix?endpoint=…&region=…, sftp://user@host:port/path, webdav(s)://host/path.
@@ -32,6 +38,10 @@ pub struct Global {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Uploads yield to other traffic and follow the throttle rules
+    /// (`auto`), or go as fast as the link allows (`off`).
+    #[arg(long, env = "TIDEMARK_THROTTLE", global = true, value_enum, default_value_t = ThrottleMode::Auto)]
+    pub throttle: ThrottleMode,
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -171,6 +181,8 @@ pub enum Command {
     },
     /// Sizes: logical, stored, dedup and compression ratios.
     Stats,
+    /// What the network is and how uploads are throttled right now.
+    Status,
     /// Remove stale locks left by crashed processes.
     Unlock {
         /// Remove every lock, even live ones.

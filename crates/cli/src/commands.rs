@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
+    setup_throttle(g);
     match cli.command {
         Command::Init {
             if_missing,
@@ -82,6 +83,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => prune(g, dry_run, max_unused),
         Command::Key { command } => key(g, command),
         Command::Stats => stats(g),
+        Command::Status => status(g),
         Command::Unlock { all } => {
             let repo = open(g)?;
             let n = repo.unlock_stale(all)?;
@@ -756,6 +758,80 @@ fn new_key_password() -> Result<password::Secret> {
         "TIDEMARK_NEW_PASSWORD",
         "new password",
     )
+}
+
+/// Uploads share the agent's throttle unless `--throttle off`; the user's
+/// rules (`throttle.toml`) apply from the start.
+pub fn setup_throttle(g: &Global) {
+    if g.throttle == crate::args::ThrottleMode::Off {
+        agent::network::install(throttle::Throttle::unlimited());
+        return;
+    }
+    match paths().and_then(|p| Ok(agent::network::load_user_rules(&p.config)?)) {
+        Ok(r) => agent::network::set_user_rules(r),
+        Err(e) => eprintln!("warning: your throttle rules are not used: {e:#}"),
+    }
+}
+
+fn status(g: &Global) -> Result<i32> {
+    let t = agent::network::throttle();
+    // The first reading of the sensors lands within one control tick.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let s = t.status();
+    emit(g, &serde_json::to_value(&s)?, || {
+        let c = &s.conditions;
+        let known = |v: Option<bool>, yes: &str, no: &str| match v {
+            Some(true) => yes.to_string(),
+            Some(false) => no.to_string(),
+            None => "unknown".to_string(),
+        };
+        let mut out = vec![
+            format!(
+                "uploads: {} ({}: {})",
+                action_words(&s.decision.action),
+                match s.decision.origin {
+                    throttle::Origin::Admin => "organisation rule",
+                    throttle::Origin::User => "your rule",
+                    throttle::Origin::Default => "default",
+                },
+                s.decision.reason
+            ),
+            format!(
+                "connection: {}, {}, network {}, VPN {}",
+                c.link
+                    .map_or("unknown link".into(), |l| format!("{l:?}").to_lowercase()),
+                known(c.metered, "metered", "not metered"),
+                c.network.as_deref().unwrap_or("unknown"),
+                known(c.vpn, "on", "off"),
+            ),
+            format!(
+                "power: {}",
+                c.battery.map_or("no battery".into(), |b| format!(
+                    "battery {:.0}%, {}",
+                    b.percent,
+                    if b.on_ac { "charging" } else { "on battery" }
+                ))
+            ),
+            format!(
+                "user idle: {}",
+                c.idle
+                    .map_or("unknown".into(), |i| format!("{} s", i.as_secs()))
+            ),
+        ];
+        out.extend(c.sources.iter().map(|s| format!("  source: {s}")));
+        out.join("\n")
+    });
+    Ok(0)
+}
+
+fn action_words(a: &throttle::Action) -> String {
+    match a {
+        throttle::Action::Pause => "paused".into(),
+        throttle::Action::Yield => "yielding to other traffic".into(),
+        throttle::Action::Full => "full speed".into(),
+        throttle::Action::LimitMbps(m) => format!("at most {m} Mbit/s, yielding"),
+        throttle::Action::SharePercent(p) => format!("at most {p}% of the link, yielding"),
+    }
 }
 
 fn stats(g: &Global) -> Result<i32> {

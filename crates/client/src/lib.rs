@@ -61,6 +61,8 @@ pub struct ServerClient {
     seen: pin::Seen,
     /// An administrator reading another user's backups (audited by the server).
     as_user: Option<String>,
+    /// Paces pack uploads; unlimited unless [`ServerClient::throttled`].
+    throttle: throttle::Throttle,
 }
 
 impl std::fmt::Debug for ServerClient {
@@ -130,7 +132,18 @@ impl ServerClient {
             token,
             seen,
             as_user: None,
+            throttle: throttle::Throttle::unlimited(),
         })
+    }
+
+    /// Sends packs through `t`: its gate, and kernel pacing of the sockets
+    /// to this server.
+    pub fn throttled(mut self, t: throttle::Throttle) -> Self {
+        if let Some(hp) = host_port(&self.base) {
+            t.watch(hp.as_str());
+        }
+        self.throttle = t;
+        self
     }
 
     /// Reads (never writes) the backups of `user` instead of one's own; needs
@@ -300,6 +313,47 @@ impl ServerClient {
     }
 }
 
+/// `host:port` of an `http(s)://host[:port]/…` URL.
+fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let auth = rest.split('/').next()?;
+    let has_port = auth
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !auth.ends_with(']');
+    Some(if has_port {
+        auth.to_string()
+    } else {
+        format!("{auth}:{}", if scheme == "https" { 443 } else { 80 })
+    })
+}
+
+/// A pack body handed to the HTTP stack in small quanta, each admitted by
+/// the throttle: a pause stops the upload within one quantum, and where the
+/// kernel cannot pace the socket the quanta leave evenly spaced.
+struct Paced {
+    bytes: storage::Bytes,
+    at: usize,
+    throttle: throttle::Throttle,
+}
+
+/// Small enough that a quantum is a few packets (4 KiB is 3 full-size
+/// segments), large enough that the per-quantum overhead is nil.
+const QUANTUM: usize = 4096;
+
+impl std::io::Read for Paced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(QUANTUM).min(self.bytes.len() - self.at);
+        if n == 0 {
+            return Ok(0);
+        }
+        self.throttle.admit(n);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 impl Remote for ServerClient {
     fn dedup(&self, blobs: &[(Id, &[u8])]) -> Result<Vec<bool>, RemoteError> {
         self.read_only()?;
@@ -313,7 +367,17 @@ impl Remote for ServerClient {
     fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> Result<(), RemoteError> {
         self.read_only()?;
         let url = format!("{}/v1/packs/{id}", self.base);
-        self.send(|| self.http.put(&url).body(bytes.clone()))?;
+        let len = bytes.len() as u64;
+        self.send(|| {
+            let body = Paced {
+                bytes: bytes.clone(),
+                at: 0,
+                throttle: self.throttle.clone(),
+            };
+            self.http
+                .put(&url)
+                .body(reqwest::blocking::Body::sized(body, len))
+        })?;
         Ok(())
     }
 
@@ -396,5 +460,28 @@ impl Remote for ServerClient {
         let r = self.send(|| self.http.get(&url))?;
         let items: Vec<SnapshotItem> = self.json(r)?;
         Ok(items.into_iter().map(|i| (i.id, i.snapshot)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_port_of_urls() {
+        assert_eq!(
+            host_port("https://backup.example.com").as_deref(),
+            Some("backup.example.com:443")
+        );
+        assert_eq!(
+            host_port("http://127.0.0.1:8080/x").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host_port("https://[::1]:9443").as_deref(),
+            Some("[::1]:9443")
+        );
+        assert_eq!(host_port("https://[::1]").as_deref(), Some("[::1]:443"));
+        assert_eq!(host_port("nonsense"), None);
     }
 }

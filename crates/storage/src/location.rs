@@ -191,10 +191,11 @@ fn remote(
     // Installs OpenDAL's reqwest transport as the process default (the
     // first call wins; later ones are no-ops). Done here rather than through
     // OpenDAL's link-time constructor, which is left disabled.
-    opendal::install_default();
     // reqwest is built without a crypto provider of its own (see Cargo.toml);
     // ring becomes the process default unless something installed one first.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    opendal::init_default_registry();
+    opendal_http_transport_reqwest::install_default();
     let op = Operator::new(builder)?;
     Ok(Arc::new(RemoteStorage::new(op, location, put_mode)))
 }

@@ -142,6 +142,14 @@ impl Throttle {
     }
 }
 
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("decision", &self.status().decision)
+            .finish()
+    }
+}
+
 impl Inner {
     fn new(decision: Decision) -> Inner {
         Inner {
