@@ -9,9 +9,11 @@ TIDEMARK := $(CARGO_TARGET_DIR)/release/tidemark
 
 # Build: a C compiler for zstd/blake3, pkg-config for -sys crates, curl for rustup.
 BUILD_PACKAGES := build-essential pkg-config curl ca-certificates
-# Tests: a real sshd for SFTP, Apache's mod_dav for WebDAV, setpriv (util-linux)
+# Tests: the network test bed's namespaces, shaping, pings and fake
+# NetworkManager bus (iproute2, iputils-ping, dbus-daemon); a real sshd for SFTP, Apache's mod_dav for WebDAV, setpriv (util-linux)
 # to drop root's read-anything capability in the unreadable-file test.
-TEST_PACKAGES := openssh-server openssh-client apache2-bin apache2-utils util-linux
+TEST_PACKAGES := openssh-server openssh-client apache2-bin apache2-utils util-linux \
+  iproute2 iputils-ping dbus-daemon librsvg2-bin
 # The desktop app (Tauri 2 on WebKitGTK) and its headless tests: Xvfb, the
 # WebKit WebDriver, Debian's Chromium for the browser tests, a tray host and
 # ImageMagick for screenshots, keyutils/gnome-keyring for keyring tests.
@@ -24,7 +26,7 @@ NODE_HOME := $(HOME)/.cache/tidemark/node
 export PATH := $(NODE_HOME)/bin:$(PATH)
 UI := ui
 
-.PHONY: all deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e e2e-deps screenshots check fmt lint layers bench clean
+.PHONY: all deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-netbed e2e-deps screenshots check fmt lint layers bench clean
 
 all: build
 
@@ -88,7 +90,7 @@ run: build build-app
 
 test: test-deps ui ui-mock fmt lint layers
 	$(CARGO) test --workspace --no-fail-fast
-	@$(MAKE) --no-print-directory test-ui test-e2e
+	@$(MAKE) --no-print-directory test-ui test-e2e test-netbed
 
 # tauri-driver bridges WebDriver to WebKitWebDriver for the app's end-to-end test.
 e2e-deps: rust
@@ -98,6 +100,14 @@ e2e-deps: rust
 test-e2e: e2e-deps
 	$(CARGO) build -p tidemark-app
 	tests/e2e/run.sh $(CARGO_TARGET_DIR)/debug/tidemark-app
+
+# The network test bed (tests/netbed): two namespaces, a shaped and delayed
+# link, the server and a real backup; fails when a throttling gate fails.
+# Figures and plots land in $(NETBED_OUT).
+NETBED_OUT ?= $(CARGO_TARGET_DIR)/netbed
+test-netbed: test-deps
+	$(CARGO) build -p netbed -p tidemark-cli
+	$(CARGO_TARGET_DIR)/debug/netbed --tidemark $(CARGO_TARGET_DIR)/debug/tidemark --out $(NETBED_OUT)
 
 # Refreshes the README's screenshots from the end-to-end run.
 screenshots: ui e2e-deps

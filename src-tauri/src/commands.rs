@@ -63,6 +63,13 @@ pub fn status(agent: State<'_, Shared>) -> Status {
     agent.status()
 }
 
+/// How uploads are throttled right now, and why (settings' status page).
+#[tauri::command]
+#[specta::specta]
+pub fn network_status(agent: State<'_, Shared>) -> agent::network::NetworkStatus {
+    agent.network()
+}
+
 #[tauri::command]
 #[specta::specta]
 pub fn get_config(agent: State<'_, Shared>) -> Config {

@@ -20,6 +20,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
     tauri_specta::Builder::<tauri::Wry>::new()
         .commands(collect_commands![
             commands::status,
+            commands::network_status,
             commands::get_config,
             commands::set_config,
             commands::suggested_folders,

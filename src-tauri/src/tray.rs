@@ -65,6 +65,24 @@ pub fn describe(status: &Status) -> String {
     }
 }
 
+/// What uploads do and the rule that decided it (second tooltip line).
+pub fn describe_network(n: &agent::network::NetworkStatus) -> String {
+    use agent::network::Uploads;
+    let who = if n.from_organisation { " (organisation rule)" } else { "" };
+    match &n.uploads {
+        Uploads::Paused => format!("Uploads paused: {}{who}", n.rule),
+        Uploads::Yielding => "Uploads give way to your own traffic".to_string(),
+        Uploads::Limited { mbps } => format!("Uploads at most {mbps} Mbit/s: {}{who}", n.rule),
+        Uploads::Share { percent } => format!("Uploads at most {percent}% of the link: {}{who}", n.rule),
+        Uploads::Full => format!("Uploads at full speed: {}{who}", n.rule),
+    }
+}
+
+fn tooltip(app: &AppHandle, status: &Status) -> String {
+    let agent = app.state::<crate::commands::Shared>();
+    format!("{}\n{}", describe(status), describe_network(&agent.network()))
+}
+
 fn menu(app: &AppHandle, line: &MenuItem<Wry>) -> tauri::Result<Menu<Wry>> {
     MenuBuilder::new(app)
         .item(line)
@@ -91,7 +109,7 @@ pub fn create(app: &AppHandle) -> tauri::Result<()> {
     app.manage(StatusLine(line));
     let mut b = TrayIconBuilder::with_id(TRAY)
         .menu(&m)
-        .tooltip(describe(&status))
+        .tooltip(tooltip(app, &status))
         .on_menu_event(|app, ev| {
             let agent = app.state::<crate::commands::Shared>();
             let now = Utc::now();
@@ -110,6 +128,25 @@ pub fn create(app: &AppHandle) -> tauri::Result<()> {
         b = b.icon(i);
     }
     b.build(app)?;
+    // The throttle's decision changes without an agent event (the Wi-Fi
+    // network, metered, battery): the tooltip follows it within 2 s.
+    let app2 = app.clone();
+    std::thread::Builder::new()
+        .name("tray-network".into())
+        .spawn(move || {
+            let mut shown = String::new();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let status = app2.state::<crate::commands::Shared>().status();
+                let text = tooltip(&app2, &status);
+                if text != shown {
+                    if let Some(t) = app2.tray_by_id(TRAY) {
+                        let _ = t.set_tooltip(Some(&text));
+                    }
+                    shown = text;
+                }
+            }
+        })?;
     Ok(())
 }
 
@@ -119,7 +156,7 @@ pub fn update(app: &AppHandle, ev: &Event) {
     };
     let text = describe(status);
     if let Some(t) = app.tray_by_id(TRAY) {
-        let _ = t.set_tooltip(Some(&text));
+        let _ = t.set_tooltip(Some(&tooltip(app, status)));
         let _ = t.set_icon(icon(status));
     }
     if let Some(line) = app.try_state::<StatusLine>() {

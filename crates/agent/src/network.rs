@@ -101,6 +101,61 @@ pub fn admin_rules(policy: &serde_json::Value) -> Result<Vec<Rule>> {
     Ok(rules)
 }
 
+/// What uploads do right now, for the tray and the app.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Uploads {
+    Paused,
+    /// Yielding to the user's own traffic.
+    Yielding,
+    Limited { mbps: f64 },
+    Share { percent: f64 },
+    Full,
+}
+
+/// The throttle's decision, why, and what the sensors know.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct NetworkStatus {
+    pub uploads: Uploads,
+    /// The rule in force, in words ("metered connection").
+    pub rule: String,
+    /// The rule is the organisation's, not the user's.
+    pub from_organisation: bool,
+    /// The rate uploads may use now, when something limits it.
+    pub rate_mbps: Option<f64>,
+    /// The link's upload capacity as measured while backing up.
+    pub capacity_mbps: Option<f64>,
+    pub metered: Option<bool>,
+    pub network: Option<String>,
+    pub on_battery: Option<bool>,
+    /// Where each reading came from, and which fell back to heuristics.
+    pub sources: Vec<String>,
+}
+
+pub fn status() -> NetworkStatus {
+    let s = throttle().status();
+    let mbps = |b: f64| b * 8.0 / 1e6;
+    NetworkStatus {
+        uploads: match s.decision.action {
+            throttle::Action::Pause => Uploads::Paused,
+            throttle::Action::Yield => Uploads::Yielding,
+            throttle::Action::LimitMbps(m) => Uploads::Limited { mbps: m },
+            throttle::Action::SharePercent(p) => Uploads::Share { percent: p },
+            throttle::Action::Full => Uploads::Full,
+        },
+        rule: s.decision.reason,
+        from_organisation: s.decision.origin == throttle::Origin::Admin,
+        rate_mbps: s.rate.filter(|r| r.is_finite()).map(mbps),
+        capacity_mbps: s.capacity.map(mbps),
+        metered: s.conditions.metered,
+        network: s.conditions.network,
+        on_battery: s.conditions.battery.map(|b| !b.on_ac),
+        sources: s.conditions.sources,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,6 +156,10 @@ impl Agent {
     pub fn start_with(paths: Paths, sink: EventSink, timing: Timing) -> Result<Agent> {
         let config = Config::load(&paths.config_file())?;
         let run = load_state(&paths.state_file());
+        match crate::network::load_user_rules(&paths.config) {
+            Ok(r) => crate::network::set_user_rules(r),
+            Err(e) => tracing::warn!(error = %e, "your throttle rules are not used"),
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Event>();
         std::thread::Builder::new()
             .name("agent-events".into())
@@ -197,6 +201,11 @@ impl Agent {
 
     pub fn status(&self) -> Status {
         lock(&self.shared.inner).status.clone()
+    }
+
+    /// How uploads are throttled right now, and why.
+    pub fn network(&self) -> crate::network::NetworkStatus {
+        crate::network::status()
     }
 
     pub fn config(&self) -> Config {

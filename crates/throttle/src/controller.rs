@@ -166,20 +166,28 @@ impl Controller {
             }
         } else if dt > 0.0 {
             let headroom = 1.0 - q / target;
-            match self.knee {
+            // Probing: a few percent per second, so a link that got faster
+            // is found; before any congestion was seen, a fast start-up.
+            let growth = if self.knee.is_some() {
+                self.cfg.probe_growth
+            } else {
+                self.cfg.startup_growth
+            };
+            let probe = self.rate * headroom * growth * dt;
+            // Recovering after yielding: back to just below the knee within
+            // about a second, then probing from there.
+            let recover = match self.knee {
                 Some(k) if self.rate < 0.9 * k => {
-                    // Recovering after yielding: back to just below the knee
-                    // within about a second.
-                    self.rate += headroom * (0.9 * k - self.rate) * (dt * 3.0).min(1.0);
+                    headroom * (0.9 * k - self.rate) * (dt * 3.0).min(1.0)
                 }
-                Some(k) => {
-                    self.rate *= 1.0 + headroom * self.cfg.probe_growth * dt;
-                    if self.rate > k {
-                        // Free capacity beyond the old knee: the link got faster.
-                        self.knee = Some(k.max(self.rate * 0.98));
-                    }
+                _ => 0.0,
+            };
+            self.rate += probe.max(recover);
+            if let Some(k) = self.knee {
+                if self.rate > k {
+                    // Free capacity beyond the old knee: the link got faster.
+                    self.knee = Some(self.rate);
                 }
-                None => self.rate *= 1.0 + headroom * self.cfg.startup_growth * dt,
             }
         }
         self.rate = self

@@ -55,7 +55,6 @@ impl Gate {
         }
     }
 
-    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.bucket.lock().map(|b| b.open).unwrap_or(true)
     }

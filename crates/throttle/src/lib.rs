@@ -19,6 +19,7 @@ pub mod controller;
 mod gate;
 pub mod pacing;
 pub mod policy;
+pub mod probe;
 pub mod sense;
 
 pub use conditions::{Battery, Conditions, LinkKind, Sensor};
@@ -31,10 +32,10 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often the sensors are read: changes take effect within 2 s.
 const SENSE_EVERY: Duration = Duration::from_secs(1);
 /// How often `/proc/self/fd` is searched for new upload sockets.
-const SCAN_EVERY: Duration = Duration::from_millis(200);
+const SCAN_EVERY: Duration = Duration::from_millis(40);
 /// A paused socket trickles at this rate (bytes/s) rather than being cut
 /// off, so the transfer survives the pause and resumes where it was.
-const PAUSED_RATE: u64 = 256;
+const PAUSED_RATE: u64 = 64;
 
 /// Everything the user sees about throttling (`tidemark status`, the tray).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,13 +172,55 @@ impl Inner {
     }
 }
 
+/// Probes the first watched endpoint while uploads are busy.
+fn probe_loop(weak: Weak<Inner>, samples: probe::Samples, busy: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        // SSH servers log every connection; SFTP uploads are not probed.
+        let peer = inner
+            .peers
+            .lock()
+            .ok()
+            .and_then(|p| p.iter().find(|a| a.port() != 22).copied());
+        drop(inner);
+        let t = Instant::now();
+        let open = weak.upgrade().is_some_and(|i| i.gate.is_open());
+        if let (Some(peer), true, true) = (peer, busy.load(Ordering::Relaxed), open) {
+            if let Some(rtt) = probe::connect_rtt(peer) {
+                samples.push(Instant::now(), rtt);
+            }
+        }
+        std::thread::sleep(probe::EVERY.saturating_sub(t.elapsed()));
+    }
+}
+
 fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
     let mut controller = Controller::new(cfg);
+    let samples = probe::Samples::default();
+    let uploading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (w, s, b) = (weak.clone(), samples.clone(), Arc::clone(&uploading));
+        let _ = std::thread::Builder::new()
+            .name("throttle-probe".into())
+            .spawn(move || probe_loop(w, s, b));
+    }
     let mut conditions = Conditions::default();
     let mut sensed: Option<Instant> = None;
     let mut scanned: Option<Instant> = None;
     let mut fds: Vec<i32> = Vec::new();
     let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
+    // A per-tick trace of the controller for the network test bed's plots
+    // and for anyone tuning it: TIDEMARK_THROTTLE_TRACE=file.csv.
+    let mut trace = std::env::var_os("TIDEMARK_THROTTLE_TRACE")
+        .and_then(|p| std::fs::File::create(p).ok())
+        .map(std::io::BufWriter::new);
+    let born = Instant::now();
+    let born_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -214,6 +257,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             .collect();
         let busy: Vec<&pacing::TcpInfo> =
             infos.iter().map(|(_, i)| i).filter(|i| i.busy()).collect();
+        uploading.store(!busy.is_empty(), std::sync::atomic::Ordering::Relaxed);
 
         let (open, rate) = match decision.action {
             Action::Pause => (false, Some(0.0)),
@@ -227,13 +271,16 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                     _ => f64::INFINITY,
                 };
                 controller.set_ceiling(ceiling);
-                // The worst RTT among the busy sockets: they share one path.
-                let worst = busy.iter().max_by_key(|i| i.srtt);
-                match worst {
-                    Some(i) => {
-                        controller.update(now, controller::Sample { srtt: i.srtt });
+                // The handshake probes' RTT; without them (no answer, an
+                // SFTP endpoint) the worst smoothed RTT of the busy sockets.
+                let rtt = samples
+                    .current(now)
+                    .or_else(|| busy.iter().map(|i| i.srtt).max());
+                match rtt {
+                    Some(srtt) if !busy.is_empty() => {
+                        controller.update(now, controller::Sample { srtt });
                     }
-                    None => controller.idle(),
+                    _ => controller.idle(),
                 }
                 (true, Some(controller.rate()))
             }
@@ -270,6 +317,28 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             .gate
             .set(open, if open { gate_rate } else { f64::INFINITY });
 
+        if let Some(w) = trace.as_mut() {
+            use std::io::Write;
+            let srtt = samples.current(now).unwrap_or_default();
+            let per: Vec<String> = busy
+                .iter()
+                .map(|i| format!("{:.1}/{}/{}", i.srtt.as_secs_f64() * 1e3, i.unacked, i.notsent))
+                .collect();
+            let _ = writeln!(
+                w,
+                "{:.3},{:.0},{:.2},{:.2},{:.2},{},{},{:?},{}",
+                born_unix + born.elapsed().as_secs_f64(),
+                rate.unwrap_or(-1.0),
+                srtt.as_secs_f64() * 1e3,
+                controller.base_rtt().unwrap_or_default().as_secs_f64() * 1e3,
+                controller.queueing_delay().as_secs_f64() * 1e3,
+                busy.len(),
+                paced,
+                decision.action,
+                per.join(" ")
+            );
+            let _ = w.flush();
+        }
         if let Ok(mut s) = inner.state.lock() {
             s.status = ThrottleStatus {
                 decision,

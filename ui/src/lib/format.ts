@@ -36,3 +36,25 @@ export function ago(iso: string | Date, now: Date = new Date()): string {
   if (days < 31) return `${days} days ago`;
   return dateTime(d);
 }
+
+/** The throttle's decision in words (the settings' status page). */
+export function uploadsText(n: {
+  uploads: { kind: "paused" } | { kind: "yielding" } | { kind: "limited"; mbps: number } | { kind: "share"; percent: number } | { kind: "full" };
+  rule: string;
+  from_organisation: boolean;
+}): string {
+  const who = n.from_organisation ? " (your organisation's rule)" : "";
+  const u = n.uploads;
+  switch (u.kind) {
+    case "paused":
+      return `Paused: ${n.rule}${who}`;
+    case "yielding":
+      return "Giving way to your own traffic";
+    case "limited":
+      return `At most ${u.mbps} Mbit/s, giving way to your own traffic: ${n.rule}${who}`;
+    case "share":
+      return `At most ${u.percent}% of the connection, giving way to your own traffic: ${n.rule}${who}`;
+    case "full":
+      return `Full speed: ${n.rule}${who}`;
+  }
+}

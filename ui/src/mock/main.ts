@@ -161,6 +161,17 @@ const handlers: Record<string, (a: Args) => unknown> = {
     bytes_logical: 9100,
     recent: snaps.map((s) => ({ snapshot: s.id, time: s.time, files: s.files, bytes: s.bytes, bytes_added: 100, bytes_stored: 80, unreadable: 0 })).reverse(),
   }),
+  network_status: () => ({
+    uploads: { kind: "paused" },
+    rule: "metered connection",
+    from_organisation: true,
+    rate_mbps: 0,
+    capacity_mbps: 9.4,
+    metered: true,
+    network: "Phone hotspot",
+    on_battery: false,
+    sources: ["connection: NetworkManager"],
+  }),
   get_autostart: () => state.autostart,
   set_autostart: (a) => {
     state.autostart = a.enabled;

@@ -193,6 +193,8 @@ test("settings show the status figures and save the schedule", async () => {
   const { p, close } = await page("", "#/settings");
   await p.getByText("Saved by dedup and compression").waitFor();
   await p.getByText("87%").waitFor();
+  // The throttle's decision and the rule behind it.
+  await p.getByText("Paused: metered connection (your organisation's rule)").waitFor();
   await p.getByLabel("Back up", { exact: true }).selectOption({ label: "Every 15 minutes" });
   await p.getByLabel("Start Tidemark when I log in").check();
   await p.getByRole("button", { name: "Save" }).click();

@@ -1,0 +1,88 @@
+//! The network's round-trip time, measured the way a ping would but with
+//! a TCP handshake to the upload endpoint: the SYN waits in the same uplink
+//! queue as our data, and the peer's kernel answers it at once.
+//!
+//! Why not the RTT of the upload connections themselves (`TCP_INFO`)? It
+//! also measures the receiving application: when the server is slow to read
+//! a socket, its kernel holds back ACKs (it will not ACK without opening
+//! the window) and the RTT grows by tens of milliseconds with no queue on
+//! the link at all. Measured on the test bed, that alone kept the
+//! controller at its floor. A handshake never waits for an application.
+//!
+//! Each probe is closed with a reset (linger 0), so it leaves no TIME_WAIT
+//! behind and costs the server one accept.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+/// One probe every this often while uploads run: a fresh reading within a
+/// fraction of a round trip of a foreground flow starting.
+pub const EVERY: Duration = Duration::from_millis(50);
+/// A probe slower than this counts as the timeout value (a full queue).
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The handshake RTT to `addr`; `None` if it was refused or timed out.
+pub fn connect_rtt(addr: SocketAddr) -> Option<Duration> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).ok()?;
+    let t = Instant::now();
+    s.connect_timeout(&addr.into(), TIMEOUT).ok()?;
+    let rtt = t.elapsed();
+    let _ = s.set_linger(Some(Duration::ZERO));
+    Some(rtt)
+}
+
+/// Recent probe results, newest last.
+#[derive(Default, Clone)]
+pub struct Samples(Arc<Mutex<VecDeque<(Instant, Duration)>>>);
+
+impl Samples {
+    pub fn push(&self, at: Instant, rtt: Duration) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push_back((at, rtt));
+            while v.len() > 16 {
+                v.pop_front();
+            }
+        }
+    }
+
+    /// The lowest of the last three readings, if the newest is fresh: one
+    /// packet ahead of a probe in the queue is noise, three in a row are not.
+    pub fn current(&self, now: Instant) -> Option<Duration> {
+        let v = self.0.lock().ok()?;
+        let newest = v.back()?;
+        if now.saturating_duration_since(newest.0) > 4 * EVERY {
+            return None;
+        }
+        v.iter().rev().take(3).map(|(_, d)| *d).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_rtt_to_a_listener_and_none_when_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = l.local_addr().expect("addr");
+        let rtt = connect_rtt(addr).expect("rtt");
+        assert!(rtt < Duration::from_millis(100));
+        drop(l);
+        assert_eq!(connect_rtt(addr), None);
+    }
+
+    #[test]
+    fn current_is_the_min_of_the_last_three_and_expires() {
+        let s = Samples::default();
+        let t = Instant::now();
+        for (i, ms) in [50, 41, 60, 45].iter().enumerate() {
+            s.push(t + EVERY * i as u32, Duration::from_millis(*ms));
+        }
+        assert_eq!(s.current(t + EVERY * 3), Some(Duration::from_millis(41)));
+        assert_eq!(s.current(t + EVERY * 20), None);
+    }
+}
