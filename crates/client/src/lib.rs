@@ -178,6 +178,9 @@ impl ServerClient {
         let mut delay = Duration::from_millis(300);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
+            // Every request waits while uploads are paused (metered, a
+            // rule): dedup queries and commits are uploads too.
+            self.throttle.admit(0);
             let mut req = make();
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);

@@ -142,12 +142,18 @@ impl Controller {
         self.last = Some(now);
         let q = (rtt - base).max(0.0);
         self.queueing = Duration::from_secs_f64(q);
-        let target = self.cfg.target.as_secs_f64();
+        // On a slow uplink one full-size packet ahead of a probe is already
+        // several milliseconds (6 ms at 2 Mbit/s): the target must sit above
+        // that noise, or the controller cuts for packets it sent itself.
+        let serialisation = self.knee.map_or(0.0, |k| 1500.0 / k);
+        let target = self.cfg.target.as_secs_f64().max(1.5 * serialisation);
         if q > target {
-            // One cut per round trip: a cut shows in the RTT only a round
+            // One cut per base round trip: a cut shows in the RTT a round
             // trip later, and cutting on every tick meanwhile would collapse
-            // the rate to the floor on every small bump.
-            let rtt = s.srtt.max(Duration::from_millis(20));
+            // the rate to the floor on every small bump. The base, not the
+            // current RTT: a foreground flow's queue makes the current RTT
+            // long exactly when yielding must be quick.
+            let rtt = Duration::from_secs_f64(base).max(Duration::from_millis(20));
             if self
                 .last_cut
                 .is_none_or(|c| now.saturating_duration_since(c) >= rtt)
@@ -168,8 +174,15 @@ impl Controller {
             let headroom = 1.0 - q / target;
             // Probing: a few percent per second, so a link that got faster
             // is found; before any congestion was seen, a fast start-up.
+            // The longer no congestion is seen, the faster the probing (as
+            // CUBIC's convex phase): a knee measured in a start-up transient
+            // or before the link got faster is left behind in seconds, while
+            // right after a cut the growth is gentle.
+            let calm = self
+                .last_cut
+                .map_or(f64::INFINITY, |c| now.saturating_duration_since(c).as_secs_f64());
             let growth = if self.knee.is_some() {
-                self.cfg.probe_growth
+                (self.cfg.probe_growth * (1.0 + calm / 2.0)).min(self.cfg.startup_growth)
             } else {
                 self.cfg.startup_growth
             };

@@ -29,13 +29,16 @@ pub use policy::{Action, Decision, Origin, Rule, When};
 /// How often the controller looks at the sockets: a few times per round
 /// trip on a WAN, so a foreground flow's queue is seen within ~50 ms.
 const TICK: Duration = Duration::from_millis(20);
-/// How often the sensors are read: changes take effect within 2 s.
-const SENSE_EVERY: Duration = Duration::from_secs(1);
+/// How often the sensors are read: a change (metered on) must stop uploads
+/// within 2 s, draining the sockets included.
+const SENSE_EVERY: Duration = Duration::from_millis(500);
 /// How often `/proc/self/fd` is searched for new upload sockets.
 const SCAN_EVERY: Duration = Duration::from_millis(40);
-/// A paused socket trickles at this rate (bytes/s) rather than being cut
-/// off, so the transfer survives the pause and resumes where it was.
-const PAUSED_RATE: u64 = 64;
+/// Unsent bytes an upload socket may hold: what still leaves after a pause.
+/// A pause never lowers the pacing rate instead: the kernel schedules the
+/// next packet at the old rate's spacing, and a socket paced at a trickle
+/// would sit out its timer (tens of seconds) after the pause ends.
+const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// Everything the user sees about throttling (`tidemark status`, the tray).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,7 +263,9 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
         uploading.store(!busy.is_empty(), std::sync::atomic::Ordering::Relaxed);
 
         let (open, rate) = match decision.action {
-            Action::Pause => (false, Some(0.0)),
+            // The gate stops new bytes; the few in the sockets drain at the
+            // last rate.
+            Action::Pause => (false, Some(controller.rate())),
             Action::Full => (true, None),
             Action::Yield | Action::LimitMbps(_) | Action::SharePercent(_) => {
                 let ceiling = match decision.action {
@@ -288,17 +293,23 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
 
         // Kernel pacing: the rate split over the sockets that have data.
         let share = busy.len().max(1) as f64;
-        let per_socket = |r: Option<f64>| match (open, r) {
-            (false, _) => Some(PAUSED_RATE),
-            (true, Some(r)) => Some((r / share).max(1.0) as u64),
-            (true, None) => None,
+        let per_socket = |r: Option<f64>| match r {
+            Some(r) => Some((r / share).max(1.0) as u64),
+            None => None,
         };
         let target = per_socket(rate);
         let mut paced = 0;
         for (fd, _) in &infos {
             let prev = applied.iter().position(|(f, _)| f == fd);
-            let same = prev.is_some_and(|i| close(applied[i].1, target));
-            if same || pacing::set_pacing(*fd, target) {
+            if prev.is_none() {
+                pacing::set_notsent_lowat(*fd, NOTSENT_LOWAT);
+            }
+            // Within 1% of what the kernel has: leave it (and remember what
+            // the kernel has, not the new target, or small steps would
+            // add up without ever reaching it).
+            if prev.is_some_and(|i| close(applied[i].1, target)) {
+                paced += 1;
+            } else if pacing::set_pacing(*fd, target) {
                 paced += 1;
                 match prev {
                     Some(i) => applied[i].1 = target,
@@ -322,7 +333,18 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             let srtt = samples.current(now).unwrap_or_default();
             let per: Vec<String> = busy
                 .iter()
-                .map(|i| format!("{:.1}/{}/{}", i.srtt.as_secs_f64() * 1e3, i.unacked, i.notsent))
+                .map(|i| {
+                    format!(
+                        "{:.1}/{}/{}/cw{}/p{}/m{}/w{}",
+                        i.srtt.as_secs_f64() * 1e3,
+                        i.unacked,
+                        i.notsent,
+                        i.cwnd,
+                        i.pacing_rate,
+                        i.max_pacing_rate,
+                        i.snd_wnd.unwrap_or(0)
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 w,

@@ -27,6 +27,12 @@ pub struct TcpInfo {
     /// Bytes written by the application, not yet sent.
     pub notsent: u32,
     pub bytes_acked: u64,
+    pub cwnd: u32,
+    /// The rate the kernel paces at now, and the cap we set (bytes/s).
+    pub pacing_rate: u64,
+    pub max_pacing_rate: u64,
+    /// The peer's receive window (bytes), where the kernel reports it (5.4+).
+    pub snd_wnd: Option<u32>,
 }
 
 impl TcpInfo {
@@ -47,6 +53,10 @@ impl TcpInfo {
             bytes_acked: u64_at(120)?,
             notsent: u32_at(144)?,
             min_rtt: Duration::from_micros(u64::from(u32_at(148)?)),
+            cwnd: u32_at(80)?,
+            pacing_rate: u64_at(104)?,
+            max_pacing_rate: u64_at(112)?,
+            snd_wnd: u32_at(228),
         })
     }
 }
@@ -152,6 +162,30 @@ pub fn set_pacing(fd: i32, bytes_per_sec: Option<u64>) -> bool {
         )
     };
     r == 0
+}
+
+/// Lets the application queue at most `bytes` not yet sent: what sits in the
+/// socket is what still goes out after a pause or a rate cut, so it is kept
+/// to a fraction of a second of sending.
+#[cfg(target_os = "linux")]
+pub fn set_notsent_lowat(fd: i32, bytes: u32) -> bool {
+    let v: libc::c_int = bytes.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_notsent_lowat(_fd: i32, _bytes: u32) -> bool {
+    false
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -49,15 +49,16 @@ impl Samples {
         }
     }
 
-    /// The lowest of the last three readings, if the newest is fresh: one
-    /// packet ahead of a probe in the queue is noise, three in a row are not.
+    /// The lower of the last two readings, if the newest is fresh: one
+    /// packet ahead of a probe in the queue is noise, two in a row less so
+    /// (the controller's target also sits above one packet's time).
     pub fn current(&self, now: Instant) -> Option<Duration> {
         let v = self.0.lock().ok()?;
         let newest = v.back()?;
         if now.saturating_duration_since(newest.0) > 4 * EVERY {
             return None;
         }
-        v.iter().rev().take(3).map(|(_, d)| *d).min()
+        v.iter().rev().take(2).map(|(_, d)| *d).min()
     }
 }
 
@@ -76,13 +77,13 @@ mod tests {
     }
 
     #[test]
-    fn current_is_the_min_of_the_last_three_and_expires() {
+    fn current_is_the_min_of_the_last_two_and_expires() {
         let s = Samples::default();
         let t = Instant::now();
         for (i, ms) in [50, 41, 60, 45].iter().enumerate() {
             s.push(t + EVERY * i as u32, Duration::from_millis(*ms));
         }
-        assert_eq!(s.current(t + EVERY * 3), Some(Duration::from_millis(41)));
+        assert_eq!(s.current(t + EVERY * 3), Some(Duration::from_millis(45)));
         assert_eq!(s.current(t + EVERY * 20), None);
     }
 }

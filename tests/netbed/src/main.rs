@@ -110,8 +110,11 @@ fn run() -> Result<bool> {
     let work = a.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    // Two sets of new data, so the Tidemark run never skips what the
+    // unthrottled run already sent (that would read as a slow backup).
     let data = work.join("data");
-    make_data(&data, a.data_mib)?;
+    make_data(&data.join("unthrottled"), a.data_mib / 4, 1)?;
+    make_data(&data.join("tidemark"), a.data_mib - a.data_mib / 4, 2)?;
     let nm = fake_nm::FakeNm::start(&work)?;
     let mut results = Vec::new();
     let only = std::env::var("NETBED_PROFILES").unwrap_or_default();
@@ -133,9 +136,9 @@ fn run() -> Result<bool> {
 }
 
 /// Incompressible new data, so every byte crosses the link.
-fn make_data(dir: &Path, mib: u64) -> Result<()> {
+fn make_data(dir: &Path, mib: u64, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut buf = vec![0u8; 1 << 20];
     for f in 0..mib.div_ceil(8) {
         let mut file = std::fs::File::create(dir.join(format!("file-{f:03}.bin")))?;
@@ -268,9 +271,10 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
         bail!("enrolment failed: {}", String::from_utf8_lossy(&st.stderr));
     }
     let backup = |throttle: &str| -> Result<Proc> {
+        let what = data.join(if throttle == "off" { "unthrottled" } else { "tidemark" });
         Ok(Proc(
             tidemark(a, &lap, &home, &nm.address, &[
-                "--quiet", "--throttle", throttle, "backup", "--repo", &url, &data.to_string_lossy(),
+                "--quiet", "--throttle", throttle, "backup", "--repo", &url, &what.to_string_lossy(),
             ])
             .env("TIDEMARK_THROTTLE_TRACE", a.out.join(format!("trace-{}-{throttle}.csv", p.name)))
             .stdout(Stdio::null())
@@ -406,12 +410,12 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     Ok(r)
 }
 
-/// The first time in [from, to) where the backup's rate over the next
+/// The first time in [from, to) where the backup's rate over the next half
 /// second satisfies `ok`, in 100 ms steps.
 fn first_time(link: &Link, from: f64, to: f64, ok: impl Fn(f64) -> bool) -> Option<f64> {
     let mut t = from;
     while t < to {
-        if ok(link.rate(Some(BACKUP_PORT), t, t + 1.0)) {
+        if ok(link.rate(Some(BACKUP_PORT), t, t + 0.5)) {
             return Some(t);
         }
         t += 0.1;
