@@ -68,19 +68,29 @@ pub fn describe(status: &Status) -> String {
 /// What uploads do and the rule that decided it (second tooltip line).
 pub fn describe_network(n: &agent::network::NetworkStatus) -> String {
     use agent::network::Uploads;
-    let who = if n.from_organisation { " (organisation rule)" } else { "" };
+    let who = if n.from_organisation {
+        " (organisation rule)"
+    } else {
+        ""
+    };
     match &n.uploads {
         Uploads::Paused => format!("Uploads paused: {}{who}", n.rule),
         Uploads::Yielding => "Uploads give way to your own traffic".to_string(),
         Uploads::Limited { mbps } => format!("Uploads at most {mbps} Mbit/s: {}{who}", n.rule),
-        Uploads::Share { percent } => format!("Uploads at most {percent}% of the link: {}{who}", n.rule),
+        Uploads::Share { percent } => {
+            format!("Uploads at most {percent}% of the link: {}{who}", n.rule)
+        }
         Uploads::Full => format!("Uploads at full speed: {}{who}", n.rule),
     }
 }
 
 fn tooltip(app: &AppHandle, status: &Status) -> String {
     let agent = app.state::<crate::commands::Shared>();
-    format!("{}\n{}", describe(status), describe_network(&agent.network()))
+    format!(
+        "{}\n{}",
+        describe(status),
+        describe_network(&agent.network())
+    )
 }
 
 fn menu(app: &AppHandle, line: &MenuItem<Wry>) -> tauri::Result<Menu<Wry>> {

@@ -8,6 +8,8 @@ import * as __TAURI_EVENT from "@tauri-apps/api/event";
 /** Commands */
 export const commands = {
 	status: () => __TAURI_INVOKE<Status>("status"),
+	/**  How uploads are throttled right now, and why (settings' status page). */
+	networkStatus: () => __TAURI_INVOKE<NetworkStatus>("network_status"),
 	getConfig: () => __TAURI_INVOKE<Config>("get_config"),
 	setConfig: (config: Config) => typedError<null, ApiError>(__TAURI_INVOKE("set_config", { config })),
 	/**  The user's usual folders that exist on this machine. */
@@ -129,6 +131,24 @@ export type Event = { type: "status"; status: Status } | { type: "backup_finishe
  */
 { type: "backup_failed"; code: string; message: string; failures: number } | { type: "restore_finished"; files: number; bytes: number; target: string; errors: number } | { type: "restore_failed"; message: string };
 
+/**  The throttle's decision, why, and what the sensors know. */
+export type NetworkStatus = {
+	uploads: Uploads,
+	/**  The rule in force, in words ("metered connection"). */
+	rule: string,
+	/**  The rule is the organisation's, not the user's. */
+	from_organisation: boolean,
+	/**  The rate uploads may use now, when something limits it. */
+	rate_mbps: number | null,
+	/**  The link's upload capacity as measured while backing up. */
+	capacity_mbps: number | null,
+	metered: boolean | null,
+	network: string | null,
+	on_battery: boolean | null,
+	/**  Where each reading came from, and which fell back to heuristics. */
+	sources: string[],
+};
+
 /**  Figures for the status page. */
 export type Overview = {
 	last_backup: string | null,
@@ -249,6 +269,11 @@ export type Status =
 { state: "attention"; 
 /**  Stable error code (`AgentError::code`). */
 code: string; message: string; failures: number; retry_at: string | null; last_backup: string | null };
+
+/**  What uploads do right now, for the tray and the app. */
+export type Uploads = { kind: "paused" } | 
+/**  Yielding to the user's own traffic. */
+{ kind: "yielding" } | { kind: "limited"; mbps: number | null } | { kind: "share"; percent: number | null } | { kind: "full" };
 
 /**
  *  One distinct version of a file: its content as first seen at `time`

@@ -109,8 +109,12 @@ pub enum Uploads {
     Paused,
     /// Yielding to the user's own traffic.
     Yielding,
-    Limited { mbps: f64 },
-    Share { percent: f64 },
+    Limited {
+        mbps: f64,
+    },
+    Share {
+        percent: f64,
+    },
     Full,
 }
 

@@ -148,6 +148,13 @@ pub fn open_repository(
     Ok(with_catalog(repo))
 }
 
+/// The cache folder for repositories opened by the agent.
+pub fn open_options(paths: &Paths) -> OpenOptions {
+    OpenOptions {
+        cache_dir: Some(paths.cache.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -167,12 +174,5 @@ mod tests {
             e("webdavs://dav.example.com/x").as_deref(),
             Some("dav.example.com:443")
         );
-    }
-}
-
-/// The cache folder for repositories opened by the agent.
-pub fn open_options(paths: &Paths) -> OpenOptions {
-    OpenOptions {
-        cache_dir: Some(paths.cache.clone()),
     }
 }

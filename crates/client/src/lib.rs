@@ -230,6 +230,25 @@ impl ServerClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// A JSON body sent through the throttle like a pack: a chunk query
+    /// carries a few hundred kilobytes of ids, which a pause must hold back
+    /// too, not only the packs.
+    fn paced_json(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        body: &serde_json::Value,
+    ) -> reqwest::blocking::RequestBuilder {
+        let bytes = storage::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let len = bytes.len() as u64;
+        let paced = Paced {
+            bytes,
+            at: 0,
+            throttle: self.throttle.clone(),
+        };
+        req.header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(reqwest::blocking::Body::sized(paced, len))
+    }
+
     pub fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let r = self.send(|| self.http.get(&url))?;
@@ -276,7 +295,7 @@ impl ServerClient {
         let q: QueryAnswer = {
             let url = format!("{}/v1/chunks/query", self.base);
             let body = serde_json::json!({ "ids": ids });
-            let r = self.send(|| self.http.post(&url).json(&body))?;
+            let r = self.send(|| self.paced_json(self.http.post(&url), &body))?;
             self.json(r)?
         };
         let data: HashMap<Id, &[u8]> = blobs.iter().map(|(i, d)| (*i, *d)).collect();
@@ -299,7 +318,7 @@ impl ServerClient {
         } else {
             let url = format!("{}/v1/chunks/prove", self.base);
             let body = serde_json::json!({ "proofs": proofs });
-            let r = self.send(|| self.http.post(&url).json(&body))?;
+            let r = self.send(|| self.paced_json(self.http.post(&url), &body))?;
             let p: ProveAnswer = self.json(r)?;
             if p.granted.len() + p.upload.len() != proofs.len() {
                 return Err(ClientError::Protocol(

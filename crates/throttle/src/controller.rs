@@ -39,6 +39,9 @@ pub struct ControllerConfig {
     pub min_rate: f64,
     /// Start here (bytes/s): 1 Mbit/s is below most uplinks.
     pub initial_rate: f64,
+    /// How long after a change of rate the delay signal shows it, beyond
+    /// one round trip (the probe filter: two probes 50 ms apart).
+    pub signal_delay: Duration,
     /// Relative growth per second while probing above the knee.
     pub probe_growth: f64,
     /// Relative growth per second before any congestion was seen (start-up).
@@ -57,6 +60,7 @@ impl Default for ControllerConfig {
             target: Duration::from_millis(5),
             min_rate: 8_000.0,
             initial_rate: 125_000.0,
+            signal_delay: Duration::from_millis(100),
             probe_growth: 0.12,
             startup_growth: 0.7,
             base_buckets: 10,
@@ -146,18 +150,24 @@ impl Controller {
         // several milliseconds (6 ms at 2 Mbit/s): the target must sit above
         // that noise, or the controller cuts for packets it sent itself.
         let serialisation = self.knee.map_or(0.0, |k| 1500.0 / k);
-        let target = self.cfg.target.as_secs_f64().max(1.5 * serialisation);
+        let target = self.cfg.target.as_secs_f64().max(1.2 * serialisation);
         if q > target {
-            // One cut per base round trip: a cut shows in the RTT a round
-            // trip later, and cutting on every tick meanwhile would collapse
-            // the rate to the floor on every small bump. The base, not the
-            // current RTT: a foreground flow's queue makes the current RTT
-            // long exactly when yielding must be quick.
-            let rtt = Duration::from_secs_f64(base).max(Duration::from_millis(20));
-            if self
-                .last_cut
-                .is_none_or(|c| now.saturating_duration_since(c) >= rtt)
-            {
+            // A cut shows in the probes a round trip plus the probe filter
+            // later; cutting again before that would cut for the same queue
+            // twice and halve the rate for a bump (the queue keeps growing
+            // until the cut arrives). Only a queue far above the target
+            // (someone else's flow filling the buffer) is cut again every
+            // base round trip, so yielding stays quick.
+            let base_rtt = Duration::from_secs_f64(base).max(Duration::from_millis(20));
+            let settle = base_rtt + self.cfg.signal_delay;
+            let due = match self.last_cut {
+                None => true,
+                Some(c) => {
+                    let since = now.saturating_duration_since(c);
+                    since >= settle || (since >= base_rtt && q > 4.0 * target)
+                }
+            };
+            if due {
                 self.last_cut = Some(now);
                 // The knee is where *our* rate met the capacity; a cut forced
                 // by someone else's traffic, far below it, does not move it.
@@ -178,9 +188,9 @@ impl Controller {
             // CUBIC's convex phase): a knee measured in a start-up transient
             // or before the link got faster is left behind in seconds, while
             // right after a cut the growth is gentle.
-            let calm = self
-                .last_cut
-                .map_or(f64::INFINITY, |c| now.saturating_duration_since(c).as_secs_f64());
+            let calm = self.last_cut.map_or(f64::INFINITY, |c| {
+                now.saturating_duration_since(c).as_secs_f64()
+            });
             let growth = if self.knee.is_some() {
                 (self.cfg.probe_growth * (1.0 + calm / 2.0)).min(self.cfg.startup_growth)
             } else {

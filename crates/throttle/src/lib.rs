@@ -176,7 +176,11 @@ impl Inner {
 }
 
 /// Probes the first watched endpoint while uploads are busy.
-fn probe_loop(weak: Weak<Inner>, samples: probe::Samples, busy: Arc<std::sync::atomic::AtomicBool>) {
+fn probe_loop(
+    weak: Weak<Inner>,
+    samples: probe::Samples,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::Ordering;
     loop {
         let Some(inner) = weak.upgrade() else {
@@ -293,10 +297,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
 
         // Kernel pacing: the rate split over the sockets that have data.
         let share = busy.len().max(1) as f64;
-        let per_socket = |r: Option<f64>| match r {
-            Some(r) => Some((r / share).max(1.0) as u64),
-            None => None,
-        };
+        let per_socket = |r: Option<f64>| r.map(|r| (r / share).max(1.0) as u64);
         let target = per_socket(rate);
         let mut paced = 0;
         for (fd, _) in &infos {

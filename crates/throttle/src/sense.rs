@@ -98,7 +98,7 @@ pub mod linux {
     impl Sensor for LinuxSensor {
         fn read(&mut self) -> Conditions {
             let mut c = Conditions::default();
-            let nm = self.bus().and_then(|b| network_manager(b));
+            let nm = self.bus().and_then(network_manager);
             match nm {
                 Ok(n) => {
                     c.metered = n.metered;

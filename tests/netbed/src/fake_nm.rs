@@ -27,7 +27,11 @@ impl Nm {
     #[zbus(property)]
     fn metered(&self) -> u32 {
         // NMMetered: 1 yes, 2 no.
-        if self.0.lock().map(|s| s.metered).unwrap_or(false) { 1 } else { 2 }
+        if self.0.lock().map(|s| s.metered).unwrap_or(false) {
+            1
+        } else {
+            2
+        }
     }
     #[zbus(property)]
     fn primary_connection_type(&self) -> String {
@@ -71,7 +75,12 @@ impl FakeNm {
         let sock = dir.join("system_bus_socket");
         let address = format!("unix:path={}", sock.display());
         let bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", &format!("--address={address}")])
+            .args([
+                "--session",
+                "--nofork",
+                "--nopidfile",
+                &format!("--address={address}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -82,14 +91,22 @@ impl FakeNm {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let state = Arc::new(Mutex::new(NmState { metered: false, network: "Office".into() }));
+        let state = Arc::new(Mutex::new(NmState {
+            metered: false,
+            network: "Office".into(),
+        }));
         let conn = zbus::blocking::connection::Builder::address(address.as_str())?
             .name("org.freedesktop.NetworkManager")?
             .serve_at("/org/freedesktop/NetworkManager", Nm(Arc::clone(&state)))?
             .serve_at(ACTIVE, Active(Arc::clone(&state)))?
             .build()
             .context("cannot serve the fake NetworkManager")?;
-        Ok(FakeNm { state, address, _bus: bus, _conn: conn })
+        Ok(FakeNm {
+            state,
+            address,
+            _bus: bus,
+            _conn: conn,
+        })
     }
 
     pub fn set(&self, f: impl FnOnce(&mut NmState)) {

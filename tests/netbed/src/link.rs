@@ -70,7 +70,11 @@ fn open_tun(name: &str) -> Result<File> {
         .write(true)
         .open("/dev/net/tun")
         .context("/dev/net/tun is missing: the test bed needs TUN devices")?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TUN | IFF_NO_PI,
+        _pad: [0; 22],
+    };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads an ifreq, which IfReq lays out exactly.
     let r = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
@@ -84,32 +88,82 @@ fn shape(ns: &Netns, dev: &str, kbit: u32, buffer: u32) -> Result<()> {
     // A burst of two packets: the rate holds at packet scale, as on a
     // modem's uplink; `limit` is the drop-tail buffer in bytes.
     ns.exec(&[
-        "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
-        "rate", &format!("{kbit}kbit"), "burst", "3200", "limit", &buffer.to_string(),
+        "tc",
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        &format!("{kbit}kbit"),
+        "burst",
+        "3200",
+        "limit",
+        &buffer.to_string(),
     ])
 }
 
 impl Link {
     /// Builds the link between `lap` and `srv`, through `router`, for `p`.
     pub fn build(lap: &Netns, router: &Netns, srv: &Netns, p: Profile) -> Result<Link> {
-        crate::ns::sh(&["ip", "link", "add", "tmk-lan0", "netns", &lap.name, "type", "veth", "peer", "name", "tmk-lan1", "netns", &router.name])?;
-        lap.exec(&["ip", "addr", "add", &format!("{LAP_IP}/24"), "dev", "tmk-lan0"])?;
+        crate::ns::sh(&[
+            "ip",
+            "link",
+            "add",
+            "tmk-lan0",
+            "netns",
+            &lap.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "tmk-lan1",
+            "netns",
+            &router.name,
+        ])?;
+        lap.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{LAP_IP}/24"),
+            "dev",
+            "tmk-lan0",
+        ])?;
         lap.exec(&["ip", "link", "set", "tmk-lan0", "up"])?;
         lap.exec(&["ip", "route", "add", "default", "via", ROUTER_LAN])?;
-        router.exec(&["ip", "addr", "add", &format!("{ROUTER_LAN}/24"), "dev", "tmk-lan1"])?;
+        router.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ROUTER_LAN}/24"),
+            "dev",
+            "tmk-lan1",
+        ])?;
         router.exec(&["ip", "link", "set", "tmk-lan1", "up"])?;
         router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let tr = router.run(|| open_tun("tmk-wan0"))?;
         let ts = srv.run(|| open_tun("tmk-wan1"))?;
-        for (ns, dev, me, peer) in [(router, "tmk-wan0", ROUTER_WAN, SRV_IP), (srv, "tmk-wan1", SRV_IP, ROUTER_WAN)] {
+        for (ns, dev, me, peer) in [
+            (router, "tmk-wan0", ROUTER_WAN, SRV_IP),
+            (srv, "tmk-wan1", SRV_IP, ROUTER_WAN),
+        ] {
             ns.exec(&["ip", "addr", "add", me, "peer", peer, "dev", dev])?;
             ns.exec(&["ip", "link", "set", dev, "mtu", "1500", "up"])?;
         }
         srv.exec(&["ip", "route", "add", "default", "via", ROUTER_WAN])?;
         shape(router, "tmk-wan0", p.up_kbit, p.up_buffer)?;
         shape(router, "tmk-lan1", p.down_kbit, p.down_buffer)?;
-        let link = Link { up: Arc::new(Mutex::new(Vec::new())), start: Instant::now() };
-        forward(tr.try_clone()?, ts.try_clone()?, p.one_way, Some((Arc::clone(&link.up), link.start)));
+        let link = Link {
+            up: Arc::new(Mutex::new(Vec::new())),
+            start: Instant::now(),
+        };
+        forward(
+            tr.try_clone()?,
+            ts.try_clone()?,
+            p.one_way,
+            Some((Arc::clone(&link.up), link.start)),
+        );
         forward(ts, tr, p.one_way, None);
         Ok(link)
     }
@@ -135,7 +189,12 @@ impl Link {
     }
 }
 
-fn forward(mut from: File, mut to: File, delay: Duration, log: Option<(Arc<Mutex<Vec<Seen>>>, Instant)>) {
+fn forward(
+    mut from: File,
+    mut to: File,
+    delay: Duration,
+    log: Option<(Arc<Mutex<Vec<Seen>>>, Instant)>,
+) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
@@ -148,7 +207,11 @@ fn forward(mut from: File, mut to: File, delay: Duration, log: Option<(Arc<Mutex
             let pkt = buf[..n].to_vec();
             if let Some((log, start)) = &log {
                 if let Ok(mut l) = log.lock() {
-                    l.push(Seen { at: (now - *start).as_secs_f64(), len: n as u32, dst_port: dst_port(&pkt) });
+                    l.push(Seen {
+                        at: (now - *start).as_secs_f64(),
+                        len: n as u32,
+                        dst_port: dst_port(&pkt),
+                    });
                 }
             }
             if tx.send((now + delay, pkt)).is_err() {

@@ -83,7 +83,11 @@ fn args() -> Result<Args> {
             _ => bail!("usage: netbed --tidemark PATH [--out DIR] [--data-mib N]"),
         }
     }
-    Ok(Args { tidemark: tidemark.context("--tidemark PATH is required")?, out, data_mib })
+    Ok(Args {
+        tidemark: tidemark.context("--tidemark PATH is required")?,
+        out,
+        data_mib,
+    })
 }
 
 fn main() {
@@ -118,11 +122,23 @@ fn run() -> Result<bool> {
     let nm = fake_nm::FakeNm::start(&work)?;
     let mut results = Vec::new();
     let only = std::env::var("NETBED_PROFILES").unwrap_or_default();
-    for p in [P1, P2].into_iter().filter(|p| only.is_empty() || only.contains(p.name)) {
-        eprintln!("netbed: profile {} ({} kbit/s up, {} kbit/s down, {} ms RTT, {} B uplink buffer)",
-            p.name, p.up_kbit, p.down_kbit, 2 * p.one_way.as_millis(), p.up_buffer);
+    for p in [P1, P2]
+        .into_iter()
+        .filter(|p| only.is_empty() || only.contains(p.name))
+    {
+        eprintln!(
+            "netbed: profile {} ({} kbit/s up, {} kbit/s down, {} ms RTT, {} B uplink buffer)",
+            p.name,
+            p.up_kbit,
+            p.down_kbit,
+            2 * p.one_way.as_millis(),
+            p.up_buffer
+        );
         let r = profile(&a, &work, &data, &nm, p).with_context(|| format!("profile {}", p.name))?;
-        if let Err(e) = plot::write(&a.out.join(format!("netbed-{}.png", p.name.to_lowercase())), &r) {
+        if let Err(e) = plot::write(
+            &a.out.join(format!("netbed-{}.png", p.name.to_lowercase())),
+            &r,
+        ) {
             eprintln!("netbed: no plot: {e:#}");
         }
         results.push(r);
@@ -130,7 +146,10 @@ fn run() -> Result<bool> {
     let (table, ok) = report(&results);
     println!("{table}");
     std::fs::write(a.out.join("netbed.md"), &table)?;
-    std::fs::write(a.out.join("netbed.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        a.out.join("netbed.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(ok)
 }
@@ -223,7 +242,14 @@ fn pct(v: &[f64], q: f64) -> f64 {
 }
 
 fn window(s: &probes::Samples, from: f64, to: f64) -> Vec<f64> {
-    s.lock().map(|v| v.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, x)| *x).collect()).unwrap_or_default()
+    s.lock()
+        .map(|v| {
+            v.iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .map(|(_, x)| *x)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn sleep_until(link: &Link, t: f64) {
@@ -233,7 +259,13 @@ fn sleep_until(link: &Link, t: f64) {
     }
 }
 
-fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile) -> Result<ProfileResult> {
+fn profile(
+    a: &Args,
+    work: &Path,
+    data: &Path,
+    nm: &fake_nm::FakeNm,
+    p: Profile,
+) -> Result<ProfileResult> {
     nm.set(|s| {
         s.metered = false;
         s.network = "Office".into();
@@ -250,10 +282,22 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
 
     // The server, and this laptop enrolled on it.
     let mut server = Proc(
-        tidemark(a, &srv, &dir, &nm.address, &[
-            "--json", "server", "--data", &dir.join("server").to_string_lossy(),
-            "--listen", &format!("{SRV_IP}:{BACKUP_PORT}"), "--kdf-memory", "256",
-        ])
+        tidemark(
+            a,
+            &srv,
+            &dir,
+            &nm.address,
+            &[
+                "--json",
+                "server",
+                "--data",
+                &dir.join("server").to_string_lossy(),
+                "--listen",
+                &format!("{SRV_IP}:{BACKUP_PORT}"),
+                "--kdf-memory",
+                "256",
+            ],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -261,22 +305,57 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     );
     let mut line = String::new();
     BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let ready: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("server said {line:?}"))?;
-    let url = ready["listening"].as_str().context("where the server listens")?.to_string();
-    let code = ready["admin_code"].as_str().context("admin code")?.to_string();
-    let fp = ready["fingerprint"].as_str().context("fingerprint")?.to_string();
-    let st = tidemark(a, &lap, &home, &nm.address, &["--json", "enroll", &url, &code, "--fingerprint", &fp])
-        .output()?;
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("server said {line:?}"))?;
+    let url = ready["listening"]
+        .as_str()
+        .context("where the server listens")?
+        .to_string();
+    let code = ready["admin_code"]
+        .as_str()
+        .context("admin code")?
+        .to_string();
+    let fp = ready["fingerprint"]
+        .as_str()
+        .context("fingerprint")?
+        .to_string();
+    let st = tidemark(
+        a,
+        &lap,
+        &home,
+        &nm.address,
+        &["--json", "enroll", &url, &code, "--fingerprint", &fp],
+    )
+    .output()?;
     if !st.status.success() {
         bail!("enrolment failed: {}", String::from_utf8_lossy(&st.stderr));
     }
     let backup = |throttle: &str| -> Result<Proc> {
-        let what = data.join(if throttle == "off" { "unthrottled" } else { "tidemark" });
+        let what = data.join(if throttle == "off" {
+            "unthrottled"
+        } else {
+            "tidemark"
+        });
         Ok(Proc(
-            tidemark(a, &lap, &home, &nm.address, &[
-                "--quiet", "--throttle", throttle, "backup", "--repo", &url, &what.to_string_lossy(),
-            ])
-            .env("TIDEMARK_THROTTLE_TRACE", a.out.join(format!("trace-{}-{throttle}.csv", p.name)))
+            tidemark(
+                a,
+                &lap,
+                &home,
+                &nm.address,
+                &[
+                    "--quiet",
+                    "--throttle",
+                    throttle,
+                    "backup",
+                    "--repo",
+                    &url,
+                    &what.to_string_lossy(),
+                ],
+            )
+            .env(
+                "TIDEMARK_THROTTLE_TRACE",
+                a.out.join(format!("trace-{}-{throttle}.csv", p.name)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?,
@@ -289,9 +368,16 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     let start_unix = probes::unix_now() - link.now();
     let _pinger = probes::Pinger::start(&lap, start_unix, Arc::clone(&pings))?;
     let _web = probes::web_loop(&lap, link.start, Arc::clone(&web_on), Arc::clone(&gets));
-    let mut r = ProfileResult { profile: p.name.into(), up_kbit: p.up_kbit, ..Default::default() };
+    let mut r = ProfileResult {
+        profile: p.name.into(),
+        up_kbit: p.up_kbit,
+        ..Default::default()
+    };
     let mark = |r: &mut ProfileResult, t: f64, s: &str| r.marks.push((t, s.to_string()));
-    let upload_1mb = |lap: &Netns| lap.run(|| probes::upload(1_000_000, None)).map(|d| d.as_secs_f64());
+    let upload_1mb = |lap: &Netns| {
+        lap.run(|| probes::upload(1_000_000, None))
+            .map(|d| d.as_secs_f64())
+    };
 
     // Idle: the link as the user knows it.
     let t0 = link.now() + 1.0;
@@ -299,7 +385,7 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     web_on.store(true, Ordering::Relaxed);
     sleep_until(&link, t0 + 12.0);
     web_on.store(false, Ordering::Relaxed);
-    let mut up = vec![upload_1mb(&lap)?, upload_1mb(&lap)?];
+    let mut up = [upload_1mb(&lap)?, upload_1mb(&lap)?];
     up.sort_by(f64::total_cmp);
     r.idle = Figures {
         ping_p50: pct(&window(&pings, t0, t0 + 12.0), 0.5),
@@ -380,7 +466,8 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     nm.set(|s| s.metered = false);
     sleep_until(&link, m1 + 6.0);
     r.metered_stop_s = first_time(&link, m0, m1, |rate| rate < 0.02 * before).map(|t| t - m0);
-    r.metered_resume_s = first_time(&link, m1, link.now(), |rate| rate > 0.5 * before).map(|t| t - m1);
+    r.metered_resume_s =
+        first_time(&link, m1, link.now(), |rate| rate > 0.5 * before).map(|t| t - m1);
 
     // The guest network: a cap of 1.5 Mbit/s.
     let g0 = link.now();
@@ -402,7 +489,11 @@ fn profile(a: &Args, work: &Path, data: &Path, nm: &fake_nm::FakeNm, p: Profile)
     let end = link.now();
     let mut t = 0.0;
     while t < end {
-        r.wire.push((t, link.rate(Some(BACKUP_PORT), t, t + 0.5), link.rate(None, t, t + 0.5)));
+        r.wire.push((
+            t,
+            link.rate(Some(BACKUP_PORT), t, t + 0.5),
+            link.rate(None, t, t + 0.5),
+        ));
         t += 0.5;
     }
     drop(_b);
@@ -432,26 +523,84 @@ fn report(results: &[ProfileResult]) -> (String, bool) {
         let i = &r.idle;
         let (u, t) = (&r.unthrottled, &r.tidemark);
         let gates = [
-            ("G1 ping p50 ≤ idle p50 + 10 ms", t.ping_p50 <= i.ping_p50 + 10.0, format!("{:.1} ms (limit {:.1})", t.ping_p50, i.ping_p50 + 10.0)),
-            ("G1 ping p95 ≤ idle p50 + 25 ms", t.ping_p95 <= i.ping_p50 + 25.0, format!("{:.1} ms (limit {:.1})", t.ping_p95, i.ping_p50 + 25.0)),
-            ("G2 100 KB GET p95 ≤ 1.5 × idle", t.get_p95 <= 1.5 * i.get_p95, format!("{:.0} ms (limit {:.0})", t.get_p95 * 1e3, 1.5 * i.get_p95 * 1e3)),
-            ("G3 1 MB upload ≤ 1.5 × idle", t.upload_1mb <= 1.5 * i.upload_1mb, format!("{:.2} s (limit {:.2})", t.upload_1mb, 1.5 * i.upload_1mb)),
-            ("G4 backup ≥ 80% of capacity", t.backup_rate >= 0.8 * u.backup_rate, format!("{:.2} Mbit/s = {:.0}% of {:.2}", mbit(t.backup_rate), 100.0 * t.backup_rate / u.backup_rate, mbit(u.backup_rate))),
-            ("metered: stops within 2 s", r.metered_stop_s.is_some_and(|x| x <= 2.0), opt(r.metered_stop_s)),
-            ("guest cap 1.5 Mbit/s within 10%", (mbit(r.guest_rate) / 1.5 - 1.0).abs() <= 0.10 || (r.up_kbit as f64 / 1000.0) < 1.5, format!("{:.2} Mbit/s", mbit(r.guest_rate))),
+            (
+                "G1 ping p50 ≤ idle p50 + 10 ms",
+                t.ping_p50 <= i.ping_p50 + 10.0,
+                format!("{:.1} ms (limit {:.1})", t.ping_p50, i.ping_p50 + 10.0),
+            ),
+            (
+                "G1 ping p95 ≤ idle p50 + 25 ms",
+                t.ping_p95 <= i.ping_p50 + 25.0,
+                format!("{:.1} ms (limit {:.1})", t.ping_p95, i.ping_p50 + 25.0),
+            ),
+            (
+                "G2 100 KB GET p95 ≤ 1.5 × idle",
+                t.get_p95 <= 1.5 * i.get_p95,
+                format!(
+                    "{:.0} ms (limit {:.0})",
+                    t.get_p95 * 1e3,
+                    1.5 * i.get_p95 * 1e3
+                ),
+            ),
+            (
+                "G3 1 MB upload ≤ 1.5 × idle",
+                t.upload_1mb <= 1.5 * i.upload_1mb,
+                format!("{:.2} s (limit {:.2})", t.upload_1mb, 1.5 * i.upload_1mb),
+            ),
+            (
+                "G4 backup ≥ 80% of capacity",
+                t.backup_rate >= 0.8 * u.backup_rate,
+                format!(
+                    "{:.2} Mbit/s = {:.0}% of {:.2}",
+                    mbit(t.backup_rate),
+                    100.0 * t.backup_rate / u.backup_rate,
+                    mbit(u.backup_rate)
+                ),
+            ),
+            (
+                "metered: stops within 2 s",
+                r.metered_stop_s.is_some_and(|x| x <= 2.0),
+                opt(r.metered_stop_s),
+            ),
+            (
+                "guest cap 1.5 Mbit/s within 10%",
+                (mbit(r.guest_rate) / 1.5 - 1.0).abs() <= 0.10 || (r.up_kbit as f64 / 1000.0) < 1.5,
+                format!("{:.2} Mbit/s", mbit(r.guest_rate)),
+            ),
         ];
-        s += &format!("\n### {} — {} kbit/s up, 40 ms RTT\n\n", r.profile, r.up_kbit);
+        s += &format!(
+            "\n### {} — {} kbit/s up, 40 ms RTT\n\n",
+            r.profile, r.up_kbit
+        );
         s += "| | idle | unthrottled backup | Tidemark backup |\n|---|---|---|---|\n";
-        s += &format!("| ping p50 / p95 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |\n", i.ping_p50, i.ping_p95, u.ping_p50, u.ping_p95, t.ping_p50, t.ping_p95);
-        s += &format!("| 100 KB GET p95 (ms) | {:.0} | {:.0} | {:.0} |\n", i.get_p95 * 1e3, u.get_p95 * 1e3, t.get_p95 * 1e3);
-        s += &format!("| 1 MB upload (s) | {:.2} | {:.2} | {:.2} |\n", i.upload_1mb, u.upload_1mb, t.upload_1mb);
-        s += &format!("| backup rate, no foreground (Mbit/s) | – | {:.2} | {:.2} |\n\n", mbit(u.backup_rate), mbit(t.backup_rate));
+        s += &format!(
+            "| ping p50 / p95 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |\n",
+            i.ping_p50, i.ping_p95, u.ping_p50, u.ping_p95, t.ping_p50, t.ping_p95
+        );
+        s += &format!(
+            "| 100 KB GET p95 (ms) | {:.0} | {:.0} | {:.0} |\n",
+            i.get_p95 * 1e3,
+            u.get_p95 * 1e3,
+            t.get_p95 * 1e3
+        );
+        s += &format!(
+            "| 1 MB upload (s) | {:.2} | {:.2} | {:.2} |\n",
+            i.upload_1mb, u.upload_1mb, t.upload_1mb
+        );
+        s += &format!(
+            "| backup rate, no foreground (Mbit/s) | – | {:.2} | {:.2} |\n\n",
+            mbit(u.backup_rate),
+            mbit(t.backup_rate)
+        );
         s += &format!("Bulk foreground upload: the backup gives way in {}, takes the link back in {} after it ends. Metered on: uploads stop in {}; off: resume in {}.\n\n",
             opt(r.give_way_s), opt(r.take_back_s), opt(r.metered_stop_s), opt(r.metered_resume_s));
         s += "| gate | result | |\n|---|---|---|\n";
         for (name, pass, fig) in gates {
             ok &= pass;
-            s += &format!("| {name} | {fig} | {} |\n", if pass { "pass" } else { "**FAIL**" });
+            s += &format!(
+                "| {name} | {fig} | {} |\n",
+                if pass { "pass" } else { "**FAIL**" }
+            );
         }
     }
     let _ = GUEST_CAP;

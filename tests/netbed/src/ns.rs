@@ -11,9 +11,18 @@ pub fn sh(args: &[&str]) -> Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .with_context(|| format!("cannot run {} (iproute2 is installed by `make test-deps`)", args[0]))?;
+        .with_context(|| {
+            format!(
+                "cannot run {} (iproute2 is installed by `make test-deps`)",
+                args[0]
+            )
+        })?;
     if !out.status.success() {
-        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -29,7 +38,9 @@ impl Netns {
         sh(&["ip", "netns", "add", name]).context(
             "creating a network namespace needs root (CAP_SYS_ADMIN); run the test bed as root",
         )?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -48,7 +59,11 @@ impl Netns {
         // SAFETY: a valid namespace descriptor and a documented flag.
         let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
         if r != 0 {
-            bail!("setns into {}: {}", self.name, std::io::Error::last_os_error());
+            bail!(
+                "setns into {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -89,6 +104,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

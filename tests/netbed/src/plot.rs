@@ -30,32 +30,72 @@ pub fn write(png: &Path, r: &ProfileResult) -> Result<()> {
         r.profile, r.up_kbit
     );
     for (y0, y1) in [(top0, top1), (bot0, bot1)] {
-        s += &format!(r##"<rect x="{L}" y="{y0}" width="{}" height="{}" fill="none" stroke="#999"/>"##, W - L - R, y1 - y0);
+        s += &format!(
+            r##"<rect x="{L}" y="{y0}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+            W - L - R,
+            y1 - y0
+        );
     }
     for k in 0..=4 {
         let m = cap * f64::from(k) / 4.0;
-        s += &format!(r#"<text x="{}" y="{}" text-anchor="end">{m:.1}</text>"#, L - 6.0, y_rate(m) + 4.0);
+        s += &format!(
+            r#"<text x="{}" y="{}" text-anchor="end">{m:.1}</text>"#,
+            L - 6.0,
+            y_rate(m) + 4.0
+        );
         let ms = max_ms * f64::from(k) / 4.0;
-        s += &format!(r#"<text x="{}" y="{}" text-anchor="end">{ms:.0}</text>"#, L - 6.0, y_ms(ms) + 4.0);
+        s += &format!(
+            r#"<text x="{}" y="{}" text-anchor="end">{ms:.0}</text>"#,
+            L - 6.0,
+            y_ms(ms) + 4.0
+        );
     }
     for (t, label) in &r.marks {
         s += &format!(
             r##"<line x1="{0}" x2="{0}" y1="{top0}" y2="{bot1}" stroke="#ccc" stroke-dasharray="4 4"/><text x="{1}" y="{2}" fill="#555">{label}</text>"##,
-            x(*t), x(*t) + 3.0, top0 + 14.0
+            x(*t),
+            x(*t) + 3.0,
+            top0 + 14.0
         );
     }
     let line = |pts: Vec<(f64, f64)>, colour: &str| {
         let p: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        format!(r##"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"##, p.join(" "))
+        format!(
+            r##"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"##,
+            p.join(" ")
+        )
     };
-    s += &line(r.wire.iter().map(|w| (x(w.0 + 0.25), y_rate(w.1 * 8.0 / 1e6))).collect(), "#1f6feb");
-    s += &line(r.wire.iter().map(|w| (x(w.0 + 0.25), y_rate(w.2 * 8.0 / 1e6))).collect(), "#d4731b");
+    s += &line(
+        r.wire
+            .iter()
+            .map(|w| (x(w.0 + 0.25), y_rate(w.1 * 8.0 / 1e6)))
+            .collect(),
+        "#1f6feb",
+    );
+    s += &line(
+        r.wire
+            .iter()
+            .map(|w| (x(w.0 + 0.25), y_rate(w.2 * 8.0 / 1e6)))
+            .collect(),
+        "#d4731b",
+    );
     for (t, ms) in &r.pings {
-        s += &format!(r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b42318"/>"##, x(*t), y_ms(*ms));
+        s += &format!(
+            r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b42318"/>"##,
+            x(*t),
+            y_ms(*ms)
+        );
     }
     s += &format!(
         r##"<text x="{}" y="{}" fill="#1f6feb">backup</text><text x="{}" y="{}" fill="#d4731b">foreground</text><text x="{}" y="{}" fill="#b42318">ping RTT</text><text x="{}" y="{}" text-anchor="middle">seconds: 0 … {end:.0}</text>"##,
-        W - 260.0, top0 + 14.0, W - 190.0, top0 + 14.0, W - 100.0, bot0 + 14.0, (L + W - R) / 2.0, H - 12.0
+        W - 260.0,
+        top0 + 14.0,
+        W - 190.0,
+        top0 + 14.0,
+        W - 100.0,
+        bot0 + 14.0,
+        (L + W - R) / 2.0,
+        H - 12.0
     );
     s += "</svg>\n";
     let svg = png.with_extension("svg");

@@ -56,7 +56,8 @@ pub fn serve(srv: &Netns) -> Result<()> {
 /// One 100 KB GET on a fresh connection, as a browser fetching a page part.
 pub fn get() -> Result<Duration> {
     let t = Instant::now();
-    let mut s = TcpStream::connect_timeout(&(SRV_IP, WEB_PORT).into_addr(), Duration::from_secs(10))?;
+    let mut s =
+        TcpStream::connect_timeout(&(SRV_IP, WEB_PORT).into_addr(), Duration::from_secs(10))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut n = 0;
@@ -76,7 +77,8 @@ pub fn get() -> Result<Duration> {
 /// waits for the sink's acknowledgement.
 pub fn upload(bytes: usize, for_time: Option<Duration>) -> Result<Duration> {
     let t = Instant::now();
-    let mut s = TcpStream::connect_timeout(&(SRV_IP, SINK_PORT).into_addr(), Duration::from_secs(10))?;
+    let mut s =
+        TcpStream::connect_timeout(&(SRV_IP, SINK_PORT).into_addr(), Duration::from_secs(10))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let block = vec![b'u'; 16 * 1024];
     let mut sent = 0;
@@ -84,13 +86,18 @@ pub fn upload(bytes: usize, for_time: Option<Duration>) -> Result<Duration> {
         Some(d) => t.elapsed() < d,
         None => sent < bytes,
     } {
-        let n = block.len().min(if for_time.is_some() { block.len() } else { bytes - sent });
+        let n = block.len().min(if for_time.is_some() {
+            block.len()
+        } else {
+            bytes - sent
+        });
         s.write_all(&block[..n])?;
         sent += n;
     }
     s.shutdown(Shutdown::Write)?;
     let mut k = [0u8; 1];
-    s.read_exact(&mut k).context("the sink did not acknowledge")?;
+    s.read_exact(&mut k)
+        .context("the sink did not acknowledge")?;
     Ok(t.elapsed())
 }
 
@@ -115,7 +122,9 @@ pub struct Pinger {
 impl Pinger {
     pub fn start(lap: &Netns, start_unix: f64, out: Samples) -> Result<Pinger> {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &lap.name, "ping", "-n", "-D", "-i", "0.2", SRV_IP])
+            .args([
+                "netns", "exec", &lap.name, "ping", "-n", "-D", "-i", "0.2", SRV_IP,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -124,8 +133,15 @@ impl Pinger {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
                 // "[1764600000.123456] 64 bytes from …: icmp_seq=1 ttl=64 time=40.3 ms"
-                let ts = line.strip_prefix('[').and_then(|r| r.split(']').next()).and_then(|t| t.parse::<f64>().ok());
-                let ms = line.split("time=").nth(1).and_then(|r| r.split(' ').next()).and_then(|t| t.parse::<f64>().ok());
+                let ts = line
+                    .strip_prefix('[')
+                    .and_then(|r| r.split(']').next())
+                    .and_then(|t| t.parse::<f64>().ok());
+                let ms = line
+                    .split("time=")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|t| t.parse::<f64>().ok());
                 if let (Some(ts), Some(ms), Ok(mut v)) = (ts, ms, out.lock()) {
                     v.push((ts - start_unix, ms));
                 }
@@ -143,11 +159,19 @@ impl Drop for Pinger {
 }
 
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// A GET about once a second while `on` holds: (start time, seconds).
-pub fn web_loop(lap: &Netns, link_start: Instant, on: Arc<AtomicBool>, out: Samples) -> std::thread::JoinHandle<()> {
+pub fn web_loop(
+    lap: &Netns,
+    link_start: Instant,
+    on: Arc<AtomicBool>,
+    out: Samples,
+) -> std::thread::JoinHandle<()> {
     lap.spawn(move || loop {
         if on.load(Ordering::Relaxed) {
             let t = link_start.elapsed().as_secs_f64();

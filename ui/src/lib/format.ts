@@ -1,3 +1,5 @@
+import type { NetworkStatus } from "../bindings";
+
 // Labels live in the UI: the agent sends numbers and times only.
 
 export function bytes(n: number): string {
@@ -38,11 +40,7 @@ export function ago(iso: string | Date, now: Date = new Date()): string {
 }
 
 /** The throttle's decision in words (the settings' status page). */
-export function uploadsText(n: {
-  uploads: { kind: "paused" } | { kind: "yielding" } | { kind: "limited"; mbps: number } | { kind: "share"; percent: number } | { kind: "full" };
-  rule: string;
-  from_organisation: boolean;
-}): string {
+export function uploadsText(n: Pick<NetworkStatus, "uploads" | "rule" | "from_organisation">): string {
   const who = n.from_organisation ? " (your organisation's rule)" : "";
   const u = n.uploads;
   switch (u.kind) {
