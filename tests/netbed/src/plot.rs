@@ -50,12 +50,13 @@ pub fn write(png: &Path, r: &ProfileResult) -> Result<()> {
             y_ms(ms) + 4.0
         );
     }
-    for (t, label) in &r.marks {
+    // Phase labels on two alternating rows, so close marks do not overprint.
+    for (i, (t, label)) in r.marks.iter().enumerate() {
         s += &format!(
             r##"<line x1="{0}" x2="{0}" y1="{top0}" y2="{bot1}" stroke="#ccc" stroke-dasharray="4 4"/><text x="{1}" y="{2}" fill="#555">{label}</text>"##,
             x(*t),
             x(*t) + 3.0,
-            top0 + 14.0
+            top0 + 14.0 + 16.0 * (i % 2) as f64
         );
     }
     let line = |pts: Vec<(f64, f64)>, colour: &str| {
@@ -89,9 +90,9 @@ pub fn write(png: &Path, r: &ProfileResult) -> Result<()> {
     s += &format!(
         r##"<text x="{}" y="{}" fill="#1f6feb">backup</text><text x="{}" y="{}" fill="#d4731b">foreground</text><text x="{}" y="{}" fill="#b42318">ping RTT</text><text x="{}" y="{}" text-anchor="middle">seconds: 0 … {end:.0}</text>"##,
         W - 260.0,
-        top0 + 14.0,
+        24.0,
         W - 190.0,
-        top0 + 14.0,
+        24.0,
         W - 100.0,
         bot0 + 14.0,
         (L + W - R) / 2.0,
