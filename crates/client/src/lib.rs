@@ -230,6 +230,17 @@ impl ServerClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// A request body handed to the HTTP stack through the throttle.
+    fn paced(&self, bytes: storage::Bytes) -> reqwest::blocking::Body {
+        let len = bytes.len() as u64;
+        let body = Paced {
+            bytes,
+            at: 0,
+            throttle: self.throttle.clone(),
+        };
+        reqwest::blocking::Body::sized(body, len)
+    }
+
     /// A JSON body sent through the throttle like a pack: a chunk query
     /// carries a few hundred kilobytes of ids, which a pause must hold back
     /// too, not only the packs.
@@ -239,14 +250,8 @@ impl ServerClient {
         body: &serde_json::Value,
     ) -> reqwest::blocking::RequestBuilder {
         let bytes = storage::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-        let len = bytes.len() as u64;
-        let paced = Paced {
-            bytes,
-            at: 0,
-            throttle: self.throttle.clone(),
-        };
         req.header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(reqwest::blocking::Body::sized(paced, len))
+            .body(self.paced(bytes))
     }
 
     pub fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
@@ -337,17 +342,8 @@ impl ServerClient {
 
 /// `host:port` of an `http(s)://host[:port]/…` URL.
 fn host_port(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let auth = rest.split('/').next()?;
-    let has_port = auth
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !auth.ends_with(']');
-    Some(if has_port {
-        auth.to_string()
-    } else {
-        format!("{auth}:{}", if scheme == "https" { 443 } else { 80 })
-    })
+    let u = url::Url::parse(url).ok()?;
+    Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
 }
 
 /// A pack body handed to the HTTP stack in small quanta, each admitted by
@@ -389,17 +385,7 @@ impl Remote for ServerClient {
     fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> Result<(), RemoteError> {
         self.read_only()?;
         let url = format!("{}/v1/packs/{id}", self.base);
-        let len = bytes.len() as u64;
-        self.send(|| {
-            let body = Paced {
-                bytes: bytes.clone(),
-                at: 0,
-                throttle: self.throttle.clone(),
-            };
-            self.http
-                .put(&url)
-                .body(reqwest::blocking::Body::sized(body, len))
-        })?;
+        self.send(|| self.http.put(&url).body(self.paced(bytes.clone())))?;
         Ok(())
     }
 

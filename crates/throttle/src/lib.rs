@@ -192,9 +192,9 @@ fn probe_loop(
             .lock()
             .ok()
             .and_then(|p| p.iter().find(|a| a.port() != 22).copied());
+        let open = inner.gate.is_open();
         drop(inner);
         let t = Instant::now();
-        let open = weak.upgrade().is_some_and(|i| i.gate.is_open());
         if let (Some(peer), true, true) = (peer, busy.load(Ordering::Relaxed), open) {
             if let Some(rtt) = probe::connect_rtt(peer) {
                 samples.push(Instant::now(), rtt);
@@ -215,6 +215,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             .spawn(move || probe_loop(w, s, b));
     }
     let mut conditions = Conditions::default();
+    let mut decision = policy::decide(&[], &[], &conditions, chrono::Local::now().naive_local());
     let mut sensed: Option<Instant> = None;
     let mut scanned: Option<Instant> = None;
     let mut fds: Vec<i32> = Vec::new();
@@ -233,9 +234,15 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             return;
         };
         let now = Instant::now();
+        // Rules, sensors and the clock change the decision on a scale of
+        // seconds: it is taken with each reading, not on every tick.
         if sensed.is_none_or(|t| now - t >= SENSE_EVERY) {
             sensed = Some(now);
             conditions = sensor.read();
+            let local = chrono::Local::now().naive_local();
+            if let Ok(s) = inner.state.lock() {
+                decision = policy::decide(&s.rules.admin, &s.rules.user, &conditions, local);
+            }
         }
         if scanned.is_none_or(|t| now - t >= SCAN_EVERY) {
             scanned = Some(now);
@@ -247,17 +254,6 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             };
             applied.retain(|(fd, _)| fds.contains(fd));
         }
-        let rules = inner
-            .state
-            .lock()
-            .map(|s| s.rules.clone())
-            .unwrap_or_default();
-        let decision = policy::decide(
-            &rules.admin,
-            &rules.user,
-            &conditions,
-            chrono::Local::now().naive_local(),
-        );
         let infos: Vec<(i32, pacing::TcpInfo)> = fds
             .iter()
             .filter_map(|fd| Some((*fd, pacing::tcp_info(*fd)?)))
@@ -297,8 +293,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
 
         // Kernel pacing: the rate split over the sockets that have data.
         let share = busy.len().max(1) as f64;
-        let per_socket = |r: Option<f64>| r.map(|r| (r / share).max(1.0) as u64);
-        let target = per_socket(rate);
+        let target = rate.map(|r| (r / share).max(1.0) as u64);
         let mut paced = 0;
         for (fd, _) in &infos {
             let prev = applied.iter().position(|(f, _)| f == fd);
@@ -364,7 +359,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
         }
         if let Ok(mut s) = inner.state.lock() {
             s.status = ThrottleStatus {
-                decision,
+                decision: decision.clone(),
                 conditions: conditions.clone(),
                 rate: if open { rate } else { Some(0.0) },
                 capacity: controller.capacity(),

@@ -10,7 +10,7 @@
 //!
 //! This is the only module with `unsafe` code: three libc socket calls whose
 //! buffers are sized and initialised here. No crate offers `TCP_INFO` with
-//! `tcpi_min_rtt`/`tcpi_notsent_bytes` or `SO_MAX_PACING_RATE`.
+//! `tcpi_notsent_bytes`/`tcpi_snd_wnd` or `SO_MAX_PACING_RATE`.
 #![allow(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -20,7 +20,6 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TcpInfo {
     pub srtt: Duration,
-    pub min_rtt: Duration,
     pub mss: u32,
     /// Segments sent and not yet acknowledged.
     pub unacked: u32,
@@ -52,7 +51,6 @@ impl TcpInfo {
             srtt: Duration::from_micros(u64::from(u32_at(68)?)),
             bytes_acked: u64_at(120)?,
             notsent: u32_at(144)?,
-            min_rtt: Duration::from_micros(u64::from(u32_at(148)?)),
             cwnd: u32_at(80)?,
             pacing_rate: u64_at(104)?,
             max_pacing_rate: u64_at(112)?,

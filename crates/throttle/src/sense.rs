@@ -3,7 +3,7 @@
 //! battery from sysfs, and falls back to interface heuristics for whatever
 //! it cannot ask; each reading says where it came from.
 
-use crate::conditions::{Conditions, Sensor};
+use crate::conditions::Sensor;
 
 /// The sensor for the OS this was built for.
 pub fn system() -> Box<dyn Sensor> {
@@ -25,24 +25,14 @@ struct Unsupported;
 
 #[cfg(not(target_os = "linux"))]
 impl Sensor for Unsupported {
-    fn read(&mut self) -> Conditions {
-        Conditions {
+    fn read(&mut self) -> crate::conditions::Conditions {
+        crate::conditions::Conditions {
             sources: vec![format!(
                 "no network sensor for {} in this build: connection, battery and idle are unknown",
                 std::env::consts::OS
             )],
             ..Default::default()
         }
-    }
-}
-
-/// A sensor that returns what it is told; for tests and the test bed.
-#[derive(Clone, Default)]
-pub struct Fixed(pub std::sync::Arc<std::sync::Mutex<Conditions>>);
-
-impl Sensor for Fixed {
-    fn read(&mut self) -> Conditions {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
 

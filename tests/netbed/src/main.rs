@@ -209,6 +209,26 @@ pub struct Figures {
     pub backup_rate: f64,
 }
 
+impl Figures {
+    /// Ping and GET percentiles over the window `(from, to)` of bed time.
+    fn of(
+        pings: &probes::Samples,
+        gets: &probes::Samples,
+        (from, to): (f64, f64),
+        upload_1mb: f64,
+        backup_rate: f64,
+    ) -> Figures {
+        let ping = window(pings, from, to);
+        Figures {
+            ping_p50: pct(&ping, 0.5),
+            ping_p95: pct(&ping, 0.95),
+            get_p95: pct(&window(gets, from, to), 0.95),
+            upload_1mb,
+            backup_rate,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct ProfileResult {
     pub profile: String,
@@ -387,13 +407,7 @@ fn profile(
     web_on.store(false, Ordering::Relaxed);
     let mut up = [upload_1mb(&lap)?, upload_1mb(&lap)?];
     up.sort_by(f64::total_cmp);
-    r.idle = Figures {
-        ping_p50: pct(&window(&pings, t0, t0 + 12.0), 0.5),
-        ping_p95: pct(&window(&pings, t0, t0 + 12.0), 0.95),
-        get_p95: pct(&window(&gets, t0, t0 + 12.0), 0.95),
-        upload_1mb: up[0],
-        backup_rate: 0.0,
-    };
+    r.idle = Figures::of(&pings, &gets, (t0, t0 + 12.0), up[0], 0.0);
 
     // Unthrottled: what a backup without Tidemark's controller does.
     let t1 = link.now() + 0.5;
@@ -410,13 +424,7 @@ fn profile(
         web_on.store(false, Ordering::Relaxed);
         let w2 = link.now();
         let u = upload_1mb(&lap)?;
-        r.unthrottled = Figures {
-            ping_p50: pct(&window(&pings, w, w2), 0.5),
-            ping_p95: pct(&window(&pings, w, w2), 0.95),
-            get_p95: pct(&window(&gets, w, w2), 0.95),
-            upload_1mb: u,
-            backup_rate,
-        };
+        r.unthrottled = Figures::of(&pings, &gets, (w, w2), u, backup_rate);
     }
     // Let the unthrottled flow's queue drain before measuring anew.
     std::thread::sleep(Duration::from_secs(2));
@@ -436,13 +444,7 @@ fn profile(
     let w2 = link.now();
     mark(&mut r, w2, "1 MB up");
     let u = upload_1mb(&lap)?;
-    r.tidemark = Figures {
-        ping_p50: pct(&window(&pings, w, w2), 0.5),
-        ping_p95: pct(&window(&pings, w, w2), 0.95),
-        get_p95: pct(&window(&gets, w, w2), 0.95),
-        upload_1mb: u,
-        backup_rate,
-    };
+    r.tidemark = Figures::of(&pings, &gets, (w, w2), u, backup_rate);
 
     // A bulk foreground upload: how fast the backup gives way and comes back.
     sleep_until(&link, link.now() + 4.0);
