@@ -3,6 +3,13 @@
 
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tidemark/target
+# Incremental caches grow by gigabytes per edited build and buy little for
+# `make`'s whole-workspace builds; a full disk once failed CI in its first
+# half-minute, so they stay off here (plain `cargo` keeps its default).
+export CARGO_INCREMENTAL ?= 0
+# Below this much free space on the target directory's disk, `space` prunes
+# the build cache before building (see there).
+MIN_FREE_GB ?= 12
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 TIDEMARK := $(CARGO_TARGET_DIR)/release/tidemark
@@ -26,7 +33,7 @@ NODE_HOME := $(HOME)/.cache/tidemark/node
 export PATH := $(NODE_HOME)/bin:$(PATH)
 UI := ui
 
-.PHONY: all deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-netbed e2e-deps screenshots check fmt lint layers bench clean
+.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-netbed e2e-deps screenshots check fmt lint layers bench clean
 
 all: build
 
@@ -68,16 +75,33 @@ test-deps: app-deps
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
+# A reused target directory only grows (every dependency bump and profile
+# change leaves its artifacts), and a build that meets a full disk fails with
+# an error about a query cache. Prune before that: first the incremental
+# caches, then the whole cache; if the disk is still short, say so plainly.
+space:
+	@mkdir -p $(CARGO_TARGET_DIR); \
+	free_gb() { df -Pk "$(CARGO_TARGET_DIR)" | awk 'NR==2 { print int($$4 / 1048576) }'; }; \
+	if [ "$$(free_gb)" -lt $(MIN_FREE_GB) ]; then \
+	  echo "only $$(free_gb) GiB free for $(CARGO_TARGET_DIR): removing incremental build caches"; \
+	  rm -rf $(CARGO_TARGET_DIR)/*/incremental; fi; \
+	if [ "$$(free_gb)" -lt $(MIN_FREE_GB) ]; then \
+	  echo "still only $$(free_gb) GiB free: removing the build cache $(CARGO_TARGET_DIR) (the build starts cold)"; \
+	  rm -rf $(CARGO_TARGET_DIR)/debug $(CARGO_TARGET_DIR)/release; fi; \
+	if [ "$$(free_gb)" -lt 6 ]; then \
+	  echo "error: only $$(free_gb) GiB free on the disk of $(CARGO_TARGET_DIR); the build and tests need about 6 GiB." >&2; \
+	  echo "Free some space or set CARGO_TARGET_DIR to a disk with room, then run make again." >&2; exit 1; fi
+
 rust:
 	@command -v cargo >/dev/null 2>&1 || { echo "installing the Rust toolchain (rustup)"; \
 	  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-build: deps
+build: deps space
 	$(CARGO) build --release -p tidemark-cli
 
-build-app: ui
+build-app: ui space
 	$(CARGO) build --release -p tidemark-app
 
 # Starts the desktop app on its embedded default: the first-run setup opens
@@ -88,7 +112,7 @@ run: build build-app
 	else echo "no display: running the app on a virtual X display (Xvfb); set DISPLAY to see it"; \
 	  exec xvfb-run -a -s "-screen 0 1280x800x24" $(CARGO_TARGET_DIR)/release/tidemark-app; fi
 
-test: test-deps ui ui-mock fmt lint layers
+test: test-deps space ui ui-mock fmt lint layers
 	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory test-ui test-e2e test-netbed
 
