@@ -7,9 +7,15 @@
 //! (size, mtime, ctime, inode, chunks) is read locally when a backup decides
 //! which files are unchanged, even against S3 or SFTP.
 //!
+//! [`versions`] is the version catalog: every path of every snapshot as
+//! spans of snapshots, with a trigram name index, for `find`, the
+//! timeline's search, "all versions" and "deleted files".
+//!
 //! Everything here is a cache: it must never be the only copy of anything.
 //! A damaged or outdated database is deleted and rebuilt from the repository.
 //! It must not know about files on disk, the terminal or any front end.
+
+pub mod versions;
 
 use crypto::Id;
 use format::{BlobKind, IndexPack};

@@ -1,0 +1,306 @@
+//! Reading spans back: snapshot bounds to ids and times, paths from node
+//! ids, search patterns to SQL, and one search hit from a path's spans.
+
+use super::write::{id_from, kind_from, time_of};
+use super::{Filter, Hit, NameQuery, Result, VersionsError, ROOT};
+use chrono::{DateTime, Utc};
+use crypto::Id;
+use format::NodeKind;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A catalogued snapshot, as queries need it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SnapRow {
+    pub seq: i64,
+    pub id: Id,
+    pub line: i64,
+    pub time: DateTime<Utc>,
+}
+
+/// Every catalogued snapshot, loaded once per query (there are hundreds,
+/// not millions): turns span bounds into ids and times.
+pub(super) struct Snaps {
+    pub by_seq: BTreeMap<i64, SnapRow>,
+    /// Each line's snapshot seqs, ascending.
+    pub lines: HashMap<i64, Vec<i64>>,
+    pub hosts: HashMap<i64, String>,
+}
+
+impl Snaps {
+    pub fn row(&self, seq: i64) -> Option<&SnapRow> {
+        self.by_seq.get(&seq)
+    }
+
+    pub fn by_id(&self, id: &Id) -> Option<&SnapRow> {
+        self.by_seq.values().find(|s| s.id == *id)
+    }
+
+    /// The line's last snapshot inside `[from, to)`.
+    pub fn last_in(&self, line: i64, from: i64, to: Option<i64>) -> Option<&SnapRow> {
+        let seqs = self.lines.get(&line)?;
+        let end = match to {
+            Some(t) => seqs.partition_point(|s| *s < t),
+            None => seqs.len(),
+        };
+        let s = *seqs.get(end.checked_sub(1)?)?;
+        (s >= from).then(|| self.row(s)).flatten()
+    }
+
+    pub fn count_in(&self, line: i64, from: i64, to: Option<i64>) -> u32 {
+        let Some(seqs) = self.lines.get(&line) else {
+            return 0;
+        };
+        let start = seqs.partition_point(|s| *s < from);
+        let end = match to {
+            Some(t) => seqs.partition_point(|s| *s < t),
+            None => seqs.len(),
+        };
+        end.saturating_sub(start) as u32
+    }
+}
+
+/// A version row as read back.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    pub line: i64,
+    pub from: i64,
+    pub to: Option<i64>,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Span {
+    pub fn contains(&self, seq: i64) -> bool {
+        self.from <= seq && self.to.is_none_or(|t| seq < t)
+    }
+}
+
+/// Reads `line, from_seq, to_seq, kind, size, mtime` starting at column `at`.
+pub(super) fn span_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Span> {
+    Ok(Span {
+        line: r.get(at)?,
+        from: r.get(at + 1)?,
+        to: r.get(at + 2)?,
+        kind: kind_from(r.get(at + 3)?),
+        size: r.get::<_, i64>(at + 4)? as u64,
+        mtime_ns: r.get(at + 5)?,
+    })
+}
+
+pub(super) fn load_snaps(db: &Connection) -> rusqlite::Result<Snaps> {
+    let mut st = db.prepare_cached("SELECT seq, id, line, time FROM snaps ORDER BY seq")?;
+    let rows = st.query_map([], |r| {
+        Ok(SnapRow {
+            seq: r.get(0)?,
+            id: id_from(r.get(1)?)?,
+            line: r.get(2)?,
+            time: time_of(r.get(3)?),
+        })
+    })?;
+    let mut s = Snaps {
+        by_seq: BTreeMap::new(),
+        lines: HashMap::new(),
+        hosts: HashMap::new(),
+    };
+    for row in rows {
+        let row = row?;
+        s.lines.entry(row.line).or_default().push(row.seq);
+        s.by_seq.insert(row.seq, row);
+    }
+    let mut st = db.prepare_cached("SELECT id, host FROM lines")?;
+    for row in st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (id, host) = row?;
+        s.hosts.insert(id, host);
+    }
+    Ok(s)
+}
+
+/// Follows an absolute path from `/` through the node table.
+pub(super) fn node_of(db: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
+    let mut st = db.prepare_cached("SELECT id FROM nodes WHERE parent = ?1 AND name = ?2")?;
+    let mut node = ROOT;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        match st.query_row(params![node, part], |r| r.get(0)).optional()? {
+            Some(n) => node = n,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(node))
+}
+
+/// Full paths of nodes, built from their parents with the folders cached:
+/// hits cluster in few folders.
+#[derive(Default)]
+pub(super) struct PathCache {
+    dirs: HashMap<i64, String>,
+}
+
+impl PathCache {
+    pub fn path(&mut self, db: &Connection, node: i64) -> rusqlite::Result<String> {
+        let mut st = db.prepare_cached("SELECT parent, name FROM nodes WHERE id = ?1")?;
+        let (parent, name): (i64, String) = st.query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        drop(st);
+        let dir = self.dir(db, parent)?;
+        Ok(if dir.ends_with('/') {
+            format!("{dir}{name}")
+        } else {
+            format!("{dir}/{name}")
+        })
+    }
+
+    fn dir(&mut self, db: &Connection, node: i64) -> rusqlite::Result<String> {
+        if node == ROOT {
+            return Ok("/".into());
+        }
+        if let Some(p) = self.dirs.get(&node) {
+            return Ok(p.clone());
+        }
+        let p = self.path(db, node)?;
+        self.dirs.insert(node, p.clone());
+        Ok(p)
+    }
+}
+
+/// The SQL LIKE pattern that preselects candidates through the trigram
+/// index (a superset: LIKE has no character classes) and the glob that
+/// decides.
+pub(super) fn compile(query: &NameQuery) -> Result<(String, globset::GlobMatcher)> {
+    let (pattern, raw) = match query {
+        NameQuery::Glob(g) => (g.trim().to_string(), g.clone()),
+        NameQuery::Contains(c) => {
+            let c = c.trim();
+            if c.contains('*') || c.contains('?') {
+                (format!("*{c}*"), c.to_string())
+            } else {
+                // What the user typed is literal text here.
+                let lit: String = c
+                    .chars()
+                    .map(|ch| match ch {
+                        '[' | ']' | '{' | '}' | '\\' => format!("[{ch}]"),
+                        ch => ch.to_string(),
+                    })
+                    .collect();
+                (format!("*{lit}*"), c.to_string())
+            }
+        }
+    };
+    let bad = |message: String| VersionsError::BadPattern {
+        pattern: raw.clone(),
+        message,
+    };
+    if pattern.is_empty() || pattern == "**" {
+        return Err(bad("empty pattern".into()));
+    }
+    let glob = globset::GlobBuilder::new(&pattern)
+        .case_insensitive(true)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| bad(e.to_string()))?
+        .compile_matcher();
+    let mut like = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => like.push('%'),
+            '?' => like.push('_'),
+            '[' => {
+                // A class or an escaped literal: one character either way.
+                for d in chars.by_ref() {
+                    if d == ']' {
+                        break;
+                    }
+                }
+                like.push('_');
+            }
+            '{' => {
+                // Alternatives: any text.
+                for d in chars.by_ref() {
+                    if d == '}' {
+                        break;
+                    }
+                }
+                like.push('%');
+            }
+            '%' | '_' | '\\' => {
+                like.push('\\');
+                like.push(c);
+            }
+            c => like.push(c),
+        }
+    }
+    Ok((like, glob))
+}
+
+/// Summarises one path's spans in one backup set, or None when the filter
+/// rules it out.
+pub(super) fn hit_of(
+    snaps: &Snaps,
+    wanted: &HashSet<i64>,
+    filter: &Filter,
+    spans: &[Span],
+    name: &str,
+) -> Option<Hit> {
+    let line = spans.first()?.line;
+    let hostname = snaps.hosts.get(&line).cloned().unwrap_or_default();
+    if filter.host.as_ref().is_some_and(|h| *h != hostname) {
+        return None;
+    }
+    if !wanted.is_empty() && !spans.iter().any(|s| wanted.iter().any(|w| s.contains(*w))) {
+        return None;
+    }
+    let newest = spans.iter().max_by_key(|s| s.from)?;
+    let deleted = spans.iter().all(|s| s.to.is_some());
+    let deleted_at = if deleted {
+        spans
+            .iter()
+            .filter_map(|s| s.to)
+            .max()
+            .and_then(|t| snaps.row(t))
+            .map(|r| r.time)
+    } else {
+        None
+    };
+    if (filter.deleted || filter.deleted_since.is_some()) && !deleted {
+        return None;
+    }
+    if let (Some(since), Some(at)) = (filter.deleted_since, deleted_at) {
+        if at < since {
+            return None;
+        }
+    }
+    if filter.kind.is_some_and(|k| k != newest.kind)
+        || filter.min_size.is_some_and(|m| newest.size < m)
+        || filter.max_size.is_some_and(|m| newest.size > m)
+        || filter
+            .modified_after
+            .is_some_and(|t| newest.mtime_ns < t.timestamp_nanos_opt().unwrap_or(i64::MIN))
+        || filter
+            .modified_before
+            .is_some_and(|t| newest.mtime_ns > t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+    {
+        return None;
+    }
+    let first = snaps.row(spans.iter().map(|s| s.from).min()?)?;
+    let last = snaps.last_in(line, newest.from, newest.to)?;
+    Some(Hit {
+        path: String::new(),
+        name: name.to_string(),
+        hostname,
+        kind: newest.kind,
+        size: newest.size,
+        mtime_ns: newest.mtime_ns,
+        versions: spans.len() as u32,
+        snapshots: spans
+            .iter()
+            .map(|s| snaps.count_in(line, s.from, s.to))
+            .sum(),
+        first_seen: first.time,
+        first_snapshot: first.id,
+        last_seen: last.time,
+        last_snapshot: last.id,
+        deleted,
+        deleted_at,
+    })
+}
