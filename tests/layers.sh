@@ -26,6 +26,8 @@ check server snapshot client tidemark-cli tauri clap indicatif keyring
 check client snapshot server tidemark-cli tauri clap indicatif keyring axum rusqlite
 # Throttling knows sockets and rules, nothing of backups, storage or servers.
 check throttle crypto format storage repository snapshot catalog server client agent tidemark-cli reqwest opendal $UI
+# The watcher knows folders and events, nothing of backups, storage, servers or front ends.
+check watcher crypto format storage repository snapshot catalog throttle server client agent test-support tidemark-cli reqwest opendal $UI
 # The agent is every front end's library: no UI toolkit, terminal or HTTP server in it.
 check agent server tidemark-cli tauri tidemark-app clap indicatif axum
 [ $fail -eq 0 ] && echo "layers: ok"
