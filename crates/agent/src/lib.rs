@@ -20,6 +20,7 @@ pub mod secrets;
 mod service;
 mod status;
 pub mod timeline;
+pub mod versions;
 mod worker;
 
 pub use config::{default_excludes, default_folders, Config, Destination, Retention};

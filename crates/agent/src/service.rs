@@ -354,6 +354,14 @@ impl Agent {
         Ok((repo, snaps))
     }
 
+    /// The open repository and every snapshot in it, whatever the host:
+    /// what the version catalog is kept in step with.
+    fn everything(&self) -> Result<(Arc<Repository>, Snapshots)> {
+        let repo = self.repository()?;
+        let all = timeline::snapshots(&repo, None)?;
+        Ok((repo, all))
+    }
+
     /// This machine's snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<timeline::SnapshotInfo>> {
         let (_, snaps) = self.history()?;
@@ -366,18 +374,24 @@ impl Agent {
         path: &str,
         deleted: bool,
     ) -> Result<Vec<timeline::DirEntry>> {
-        let (repo, snaps) = self.history()?;
-        timeline::list_dir(&repo, &snaps, snapshot, path, deleted)
+        let (repo, all) = self.everything()?;
+        let host = &self.shared.hostname;
+        let mine: Snapshots = all
+            .iter()
+            .filter(|(_, s)| &s.hostname == host)
+            .cloned()
+            .collect();
+        timeline::list_dir(&repo, &all, &mine, snapshot, path, deleted)
     }
 
     pub fn versions(&self, path: &str) -> Result<Vec<timeline::Version>> {
-        let (repo, snaps) = self.history()?;
-        timeline::versions(&repo, &snaps, path)
+        let (repo, all) = self.everything()?;
+        timeline::versions(&repo, &all, &self.shared.hostname, path)
     }
 
     pub fn search(&self, query: &str) -> Result<Vec<timeline::SearchHit>> {
-        let (repo, snaps) = self.history()?;
-        timeline::search(&repo, &snaps, query)
+        let (repo, all) = self.everything()?;
+        timeline::search(&repo, &all, &self.shared.hostname, query)
     }
 
     pub fn preview(&self, snapshot: &str, path: &str) -> Result<timeline::Preview> {

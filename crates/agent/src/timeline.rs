@@ -3,17 +3,19 @@
 //! snapshots), every version of a file, search by name across all versions,
 //! and a preview. Read-only; restore is in `jobs`.
 //!
-//! Identical subtrees have identical ids, so walks over many snapshots
-//! memoize by tree id and cost what changed, not snapshots × files.
+//! Search, versions and deleted files come from the version catalog
+//! (`crate::versions`), which costs what changed per snapshot; a folder's
+//! listing reads the snapshot's trees.
 
 use crate::error::{AgentError, Result};
+use catalog::versions::{Filter, NameQuery};
 use chrono::{DateTime, TimeZone, Utc};
 use crypto::Id;
 use format::{Node, NodeKind, Snapshot};
 use repository::Repository;
 use serde::{Deserialize, Serialize};
 use snapshot::TreeLoader;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -176,11 +178,13 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// A folder as it was in snapshot `id`. With `deleted`, entries that some
-/// earlier snapshot had in this folder and `id` has not are added, marked
-/// deleted, with the last snapshot that had them.
+/// A folder as it was in snapshot `id` (one of `snaps`). With `deleted`,
+/// entries that some earlier snapshot of the same backup set had in this
+/// folder and `id` has not are added, marked deleted, with the last
+/// snapshot that had them (from the version catalog of `all`).
 pub fn list_dir(
     repo: &Repository,
+    all: &[(Id, Snapshot)],
     snaps: &[(Id, Snapshot)],
     id: &str,
     path: &str,
@@ -213,30 +217,18 @@ pub fn list_dir(
         })
         .collect();
     if deleted {
-        // Newest first, so each deleted entry records where it was last.
-        let mut seen_dirs: HashSet<Id> = HashSet::new();
-        for (sid, s) in snaps[..at].iter().rev() {
-            let Ok(n) = loader.resolve(&s.tree, path) else {
-                continue;
-            };
-            let Some(sub) = n.subtree else { continue };
-            if !seen_dirs.insert(sub) {
-                continue;
-            }
-            let Ok(t) = loader.load(&sub) else { continue };
-            for n in &t.nodes {
-                let name = n.name.to_string_lossy();
-                out.entry(name.clone()).or_insert_with(|| DirEntry {
-                    path: join(path, &name),
-                    name,
-                    kind: n.kind.into(),
-                    size: n.size,
-                    mtime: mtime(n.mtime_ns),
-                    deleted: true,
-                    last_seen_in: Some(sid.to_hex()),
-                    last_seen: Some(s.time),
-                });
-            }
+        let c = crate::versions::catalog(repo, all)?;
+        for d in c.deleted_in(path, &snaps[at].0)? {
+            out.entry(d.name.clone()).or_insert_with(|| DirEntry {
+                path: join(path, &d.name),
+                name: d.name,
+                kind: d.kind.into(),
+                size: d.size,
+                mtime: mtime(d.mtime_ns),
+                deleted: true,
+                last_seen_in: Some(d.last_snapshot.to_hex()),
+                last_seen: Some(d.last_seen),
+            });
         }
     }
     let mut v: Vec<DirEntry> = out.into_values().collect();
@@ -249,88 +241,71 @@ pub fn list_dir(
     Ok(v)
 }
 
-/// Every distinct version of the file at `path`, oldest first. A version
-/// is new when the content changes (not merely the metadata).
-pub fn versions(repo: &Repository, snaps: &[(Id, Snapshot)], path: &str) -> Result<Vec<Version>> {
-    let loader = TreeLoader::new(repo);
-    let mut out: Vec<(Vec<Id>, Version)> = Vec::new();
-    for (sid, s) in snaps {
-        let Ok(n) = loader.resolve(&s.tree, path) else {
-            continue;
-        };
-        if n.kind != NodeKind::File {
-            continue;
-        }
-        match out.last_mut() {
-            Some((content, v)) if *content == n.content && v.size == n.size => v.last_seen = s.time,
-            _ => out.push((
-                n.content.clone(),
-                Version {
-                    snapshot: sid.to_hex(),
-                    time: s.time,
-                    last_seen: s.time,
-                    size: n.size,
-                    mtime: mtime(n.mtime_ns),
-                },
-            )),
-        }
-    }
-    Ok(out.into_iter().map(|(_, v)| v).collect())
+/// Every distinct version of the file at `path` in `host`'s backups,
+/// oldest first, from the version catalog (`all` is every snapshot of the
+/// repository, which keeps the catalog whole). A version is new when the
+/// content changes (not merely the metadata).
+pub fn versions(
+    repo: &Repository,
+    all: &[(Id, Snapshot)],
+    host: &str,
+    path: &str,
+) -> Result<Vec<Version>> {
+    let c = crate::versions::catalog(repo, all)?;
+    Ok(c.versions(path, Some(host))?
+        .into_iter()
+        .filter(|v| v.kind == NodeKind::File)
+        .map(|v| Version {
+            snapshot: v.first_snapshot.to_hex(),
+            time: v.first_seen,
+            last_seen: v.last_seen,
+            size: v.size,
+            mtime: mtime(v.mtime_ns),
+        })
+        .collect())
 }
 
-/// Paths whose name contains `query` (case-insensitive; `*` and `?` work as
-/// wildcards) in any snapshot, newest sightings first.
-pub fn search(repo: &Repository, snaps: &[(Id, Snapshot)], query: &str) -> Result<Vec<SearchHit>> {
-    let q = query.trim();
-    if q.is_empty() {
+/// Paths of `host`'s backups whose name contains `query` (case-insensitive;
+/// `*` and `?` work as wildcards) in any snapshot, newest sightings first.
+pub fn search(
+    repo: &Repository,
+    all: &[(Id, Snapshot)],
+    host: &str,
+    query: &str,
+) -> Result<Vec<SearchHit>> {
+    if query.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let pattern = if q.contains('*') || q.contains('?') {
-        q.to_string()
-    } else {
-        // Escape glob syntax the user typed literally.
-        let lit: String = q
-            .chars()
-            .map(|c| match c {
-                '[' | ']' | '{' | '}' | '\\' => format!("[{c}]"),
-                c => c.to_string(),
-            })
-            .collect();
-        format!("*{lit}*")
+    let c = crate::versions::catalog(repo, all)?;
+    let filter = Filter {
+        host: Some(host.to_string()),
+        ..Default::default()
     };
-    let loader = TreeLoader::new(repo);
-    let newest = snaps.last().map(|(id, _)| *id);
-    let mut hits: HashMap<String, SearchHit> = HashMap::new();
-    snapshot::find(&loader, snaps, &pattern, &mut |f| {
-        let e = hits.entry(f.path.clone()).or_insert_with(|| SearchHit {
-            name: f.path.rsplit('/').next().unwrap_or("").to_string(),
-            path: f.path.clone(),
-            kind: f.kind.into(),
-            size: f.size,
-            first_seen: f.time,
-            last_seen: f.time,
-            last_snapshot: f.snapshot.to_hex(),
-            snapshots: 0,
-            deleted: true,
-        });
-        e.snapshots += 1;
-        if f.time >= e.last_seen {
-            e.last_seen = f.time;
-            e.size = f.size;
-            e.last_snapshot = f.snapshot.to_hex();
-        }
-        e.first_seen = e.first_seen.min(f.time);
-        if Some(f.snapshot) == newest {
-            e.deleted = false;
-        }
-    })?;
-    let mut v: Vec<SearchHit> = hits.into_values().collect();
+    let found = c.search(
+        &NameQuery::Contains(query.to_string()),
+        &filter,
+        SEARCH_LIMIT,
+    )?;
+    let mut v: Vec<SearchHit> = found
+        .hits
+        .into_iter()
+        .map(|h| SearchHit {
+            path: h.path,
+            name: h.name,
+            kind: h.kind.into(),
+            size: h.size,
+            first_seen: h.first_seen,
+            last_seen: h.last_seen,
+            last_snapshot: h.last_snapshot.to_hex(),
+            snapshots: h.snapshots,
+            deleted: h.deleted,
+        })
+        .collect();
     v.sort_by(|a, b| {
         b.last_seen
             .cmp(&a.last_seen)
             .then_with(|| a.path.cmp(&b.path))
     });
-    v.truncate(SEARCH_LIMIT);
     Ok(v)
 }
 

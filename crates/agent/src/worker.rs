@@ -199,6 +199,10 @@ fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Resu
             if !matches!(config.destination, Some(Destination::Server { .. })) {
                 keep_tidy(s, &repo, config);
             }
+            // Searchable at once; a failure only delays it to the next query.
+            if let Err(e) = crate::versions::refresh(&repo) {
+                tracing::warn!(error = %e, "cannot update the version catalog");
+            }
             Ok(done(&r.id, &r.snapshot))
         }
     }

@@ -124,15 +124,23 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
-    /// Find files by name (glob, case-insensitive) across snapshots.
-    Find {
-        pattern: String,
+    /// Find files by name across every snapshot, from the local version
+    /// catalog: a glob over the whole name, case-insensitive ('*.pdf', 'report*').
+    Find(FindArgs),
+    /// Every version of one file (or folder) across snapshots.
+    Versions {
+        /// Absolute path as backed up.
+        path: String,
         /// Only snapshots of this host.
         #[arg(long)]
         host: Option<String>,
-        /// Only these snapshots.
-        #[arg(long = "snapshot", short = 's')]
-        snapshots: Vec<String>,
+    },
+    /// The local version catalog behind find, versions and the timeline:
+    /// its size, or rebuild it from the repository.
+    Catalog {
+        /// Forget the catalog and build it again from every snapshot.
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Show what changed between two snapshots.
     Diff { first: String, second: String },
@@ -312,4 +320,50 @@ pub enum AdminCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FindArgs {
+    pub pattern: String,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only paths present in these snapshots (id prefixes).
+    #[arg(long = "snapshot", short = 's')]
+    pub snapshots: Vec<String>,
+    /// Only paths that the newest snapshot of their backup set lacks.
+    #[arg(long)]
+    pub deleted: bool,
+    /// Only paths deleted at or after WHEN: an age (7d, 36h, 2w) or a date
+    /// (2026-11-01, RFC 3339).
+    #[arg(long, value_name = "WHEN")]
+    pub deleted_since: Option<String>,
+    /// Only files of at least this many bytes.
+    #[arg(long)]
+    pub min_size: Option<u64>,
+    /// Only files of at most this many bytes.
+    #[arg(long)]
+    pub max_size: Option<u64>,
+    /// Only paths modified at or after WHEN (as for --deleted-since).
+    #[arg(long, value_name = "WHEN")]
+    pub newer: Option<String>,
+    /// Only paths modified at or before WHEN.
+    #[arg(long, value_name = "WHEN")]
+    pub older: Option<String>,
+    /// Only this kind of entry.
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<KindArg>,
+    /// Stop after this many paths.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// Files.
+    F,
+    /// Folders.
+    D,
+    /// Symbolic links.
+    L,
 }

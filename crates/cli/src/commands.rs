@@ -2,7 +2,8 @@
 //! render. Each stays short; anything longer belongs in a library crate.
 
 use crate::args::{
-    AdminCommand, BackupArgs, Cli, Command, ConflictArg, ForgetArgs, Global, KeyCommand,
+    AdminCommand, BackupArgs, Cli, Command, ConflictArg, FindArgs, ForgetArgs, Global, KeyCommand,
+    KindArg,
 };
 use crate::password;
 use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
@@ -62,11 +63,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             flat,
             host,
         } => ls(g, &snapshot, path.as_deref(), flat, host),
-        Command::Find {
-            pattern,
-            host,
-            snapshots,
-        } => find(g, &pattern, host, &snapshots),
+        Command::Find(a) => find(g, a),
+        Command::Versions { path, host } => versions(g, &path, host),
+        Command::Catalog { rebuild } => catalog(g, rebuild),
         Command::Diff { first, second } => diff(g, &first, &second),
         Command::Restore {
             what,
@@ -256,6 +255,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         force: a.force,
         upload: Default::default(),
         cancel: None,
+        changed: None,
     };
     let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
     let report = std::thread::scope(|s| {
@@ -383,36 +383,176 @@ fn ls(g: &Global, snap: &str, path: Option<&str>, flat: bool, host: Option<Strin
     Ok(0)
 }
 
-fn find(g: &Global, pattern: &str, host: Option<String>, only: &[String]) -> Result<i32> {
+type Snapshots = Vec<(crypto::Id, format::Snapshot)>;
+
+/// The version catalog of `repo`, up to date with every snapshot.
+fn version_catalog(
+    repo: &Repository,
+) -> Result<(std::sync::Arc<catalog::versions::VersionCatalog>, Snapshots)> {
+    let (all, _) = repo.list_snapshots()?;
+    let c = agent::versions::catalog(repo, &all)?;
+    Ok((c, all))
+}
+
+/// An age (`7d`) before now, or a date or time.
+fn parse_when(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let local = d
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+            .with_context(|| format!("{s} has no local midnight"))?;
+        return Ok(local.with_timezone(&chrono::Utc));
+    }
+    let age = parse_duration(s)
+        .with_context(|| format!("'{s}' is neither an age like 7d nor a date like 2026-11-01"))?;
+    Ok(chrono::Utc::now() - age)
+}
+
+fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+fn find(g: &Global, a: FindArgs) -> Result<i32> {
+    use catalog::versions::{Filter, NameQuery};
     let repo = open(g)?;
     repo.load_index()?;
-    let (mut snaps, _) = repo.list_snapshots()?;
-    snaps.retain(|(id, s)| {
-        host.as_ref().is_none_or(|h| &s.hostname == h)
-            && (only.is_empty() || only.iter().any(|o| id.to_hex().starts_with(o)))
-    });
-    let loader = TreeLoader::new(&repo);
-    let mut n = 0;
+    let (c, all) = version_catalog(&repo)?;
+    let mut in_snapshots = Vec::new();
+    for prefix in &a.snapshots {
+        let found: Vec<_> = all
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(prefix.as_str()))
+            .collect();
+        match found.as_slice() {
+            [(id, _)] => in_snapshots.push(*id),
+            [] => bail!("no snapshot {prefix}: see `tidemark snapshots`"),
+            _ => bail!("{prefix} names several snapshots: give more of the id"),
+        }
+    }
+    let filter = Filter {
+        host: a.host,
+        kind: a.kind.map(|k| match k {
+            KindArg::F => format::NodeKind::File,
+            KindArg::D => format::NodeKind::Dir,
+            KindArg::L => format::NodeKind::Symlink,
+        }),
+        min_size: a.min_size,
+        max_size: a.max_size,
+        modified_after: a.newer.as_deref().map(parse_when).transpose()?,
+        modified_before: a.older.as_deref().map(parse_when).transpose()?,
+        deleted: a.deleted,
+        deleted_since: a.deleted_since.as_deref().map(parse_when).transpose()?,
+        in_snapshots,
+    };
+    let found = c.search(&NameQuery::Glob(a.pattern.clone()), &filter, a.limit)?;
     let mut out = std::io::stdout().lock();
-    snapshot::find(&loader, &snaps, pattern, &mut |f| {
-        n += 1;
+    for h in &found.hits {
         let line = if g.json {
-            to_json(&f).to_string()
+            let mut v = to_json(h);
+            // The newest snapshot that has it: what `restore SNAP:PATH` takes.
+            v["snapshot"] = serde_json::Value::String(h.last_snapshot.to_hex());
+            v.to_string()
         } else {
+            let state = match h.deleted_at {
+                Some(t) => format!("deleted {}", local_time(t)),
+                None => "present".into(),
+            };
             format!(
-                "{}  {}  {:>10}  {}",
-                &f.snapshot.to_hex()[..8],
-                f.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M"),
-                f.size,
-                f.path
+                "{}  {} … {}  {:>10}  {:>3}v  {:<24}  {}",
+                &h.last_snapshot.to_hex()[..8],
+                local_time(h.first_seen),
+                local_time(h.last_seen),
+                human_bytes(h.size),
+                h.versions,
+                state,
+                h.path
             )
         };
         let _ = writeln!(out, "{line}");
-    })?;
+    }
     if !g.json && !g.quiet {
-        eprintln!("{n} match(es) in {} snapshot(s)", snaps.len());
+        eprintln!(
+            "{} path(s){} in {} snapshot(s)",
+            found.hits.len(),
+            if found.truncated {
+                " (more match: narrow the pattern or raise --limit)"
+            } else {
+                ""
+            },
+            all.len()
+        );
+    }
+    Ok(0)
+}
+
+fn versions(g: &Global, path: &str, host: Option<String>) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (c, _) = version_catalog(&repo)?;
+    let v = c.versions(path, host.as_deref())?;
+    if v.is_empty() {
+        bail!("{path} is in no snapshot (give the absolute path as backed up; `tidemark find` finds it by name)");
+    }
+    let mut out = std::io::stdout().lock();
+    for v in &v {
+        let line = if g.json {
+            to_json(v).to_string()
+        } else {
+            format!(
+                "{}  {} … {}  {:>10}  {:>4} snapshot(s){}",
+                &v.first_snapshot.to_hex()[..8],
+                local_time(v.first_seen),
+                local_time(v.last_seen),
+                human_bytes(v.size),
+                v.snapshots,
+                if v.current { "  (current)" } else { "" }
+            )
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(0)
+}
+
+fn catalog(g: &Global, rebuild: bool) -> Result<i32> {
+    let repo = open(g)?;
+    repo.load_index()?;
+    let (all, _) = repo.list_snapshots()?;
+    let started = std::time::Instant::now();
+    if rebuild {
+        agent::versions::opened(&repo)?.clear()?;
+    }
+    let c = agent::versions::catalog(&repo, &all)?;
+    let took = started.elapsed();
+    let stats = c.stats()?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "path": c.path(),
+                "snapshots": stats.snapshots,
+                "paths": stats.paths,
+                "versions": stats.versions,
+                "bytes": stats.bytes,
+                "sync_ms": took.as_millis() as u64,
+            })
+        );
+    } else {
+        println!(
+            "{} snapshot(s), {} path(s), {} version(s), {} on disk{}; brought up to date in {:.1} s",
+            stats.snapshots,
+            stats.paths,
+            stats.versions,
+            human_bytes(stats.bytes),
+            c.path()
+                .map(|p| format!(" at {}", p.display()))
+                .unwrap_or_else(|| " (in memory: no cache folder)".into()),
+            took.as_secs_f64()
+        );
     }
     Ok(0)
 }

@@ -17,7 +17,7 @@ use format::{
     BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
 };
 use repository::{Repository, UploadOptions, Uploader};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -44,6 +44,38 @@ pub struct BackupOptions {
     /// Set from another thread to stop the backup soon (a pause from the
     /// tray). Packs already stored stay, so the next backup resumes there.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// What changed since `parent`, as a file watcher saw it: only these
+    /// folders (and the ones on the way to them) are listed, every other
+    /// folder's tree is taken from `parent` without being walked. Needs an
+    /// explicit `parent`; without one the backup walks everything.
+    pub changed: Option<ChangedFolders>,
+}
+
+/// Folders that changed since a snapshot (see [`BackupOptions::changed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedFolders {
+    /// Folders whose entries changed: listed again, their files compared
+    /// with the parent's by metadata as in any backup.
+    pub dirs: BTreeSet<PathBuf>,
+    /// Subtrees walked entirely (a new folder, a watcher overflow).
+    pub rescan: BTreeSet<PathBuf>,
+}
+
+impl ChangedFolders {
+    /// `p` is inside (or is) a subtree to walk entirely.
+    fn walk_all(&self, p: &Path) -> bool {
+        p.ancestors().any(|a| self.rescan.contains(a))
+    }
+
+    /// `p` is, or is on the way to, a changed folder. Paths order by
+    /// component, so whatever lies below `p` sorts right after it.
+    fn leads_to_change(&self, p: &Path) -> bool {
+        [&self.dirs, &self.rescan].iter().any(|set| {
+            set.range(p.to_path_buf()..)
+                .next()
+                .is_some_and(|e| e.starts_with(p))
+        })
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -92,6 +124,21 @@ pub fn backup(
         trie.insert(p);
     }
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+    // Incremental: the parent's totals, corrected below for every folder
+    // that is walked again (its old entries out, its new ones in).
+    let changed = match (&opts.changed, &opts.parent, &parent) {
+        (Some(c), Some(_), Some(_)) => Some(c),
+        _ => None,
+    };
+    let summary = match (changed, &parent) {
+        (Some(_), Some((_, p))) => SnapshotSummary {
+            total_files: p.summary.total_files,
+            total_bytes: p.summary.total_bytes,
+            dirs: p.summary.dirs,
+            ..Default::default()
+        },
+        _ => SnapshotSummary::default(),
+    };
     let walked = std::thread::scope(|scope| {
         let walker = Walker {
             repo,
@@ -100,7 +147,9 @@ pub fn backup(
             opts,
             progress,
             errors: Vec::new(),
-            summary: SnapshotSummary::default(),
+            summary,
+            changed,
+            totals_exact: true,
             chunker: repo.config().chunker.clone(),
             prefetch: crate::prefetch::Prefetcher::start(),
         };
@@ -110,6 +159,9 @@ pub fn backup(
             .spawn_scoped(scope, move || {
                 let mut walker = walker;
                 let root = walker.virtual_dir(Path::new("/"), &trie, parent_tree)?;
+                if !walker.totals_exact {
+                    walker.recount(&root)?;
+                }
                 Ok::<_, SnapshotError>((root, walker.errors, walker.summary))
             })
             .map_err(SnapshotError::Io)?
@@ -223,6 +275,11 @@ struct Walker<'a> {
     summary: SnapshotSummary,
     chunker: format::ChunkerParams,
     prefetch: crate::prefetch::Prefetcher,
+    /// Set for an incremental backup.
+    changed: Option<&'a ChangedFolders>,
+    /// False once an old tree could not be read to take its entries out
+    /// of the parent's totals; the totals are then counted afresh.
+    totals_exact: bool,
 }
 
 impl Walker<'_> {
@@ -240,6 +297,90 @@ impl Walker<'_> {
     fn parent_tree(&self, id: Option<Id>) -> Option<Arc<Tree>> {
         // A damaged parent only costs speed: everything is read again.
         id.and_then(|id| self.loader.load(&id).ok())
+    }
+
+    /// The parent's subtree for `path`, taken as it is when the watcher saw
+    /// no change at or below it.
+    fn reuse(&self, path: &Path, prev_sub: Option<Id>) -> Option<Id> {
+        let c = self.changed?;
+        (!c.walk_all(path) && !c.leads_to_change(path))
+            .then_some(prev_sub)
+            .flatten()
+    }
+
+    /// Takes a replaced folder (its own count and its files) out of the
+    /// totals inherited from the parent.
+    fn forget_old(&mut self, old: &Tree) {
+        let s = &mut self.summary;
+        s.dirs = s.dirs.saturating_sub(1);
+        for n in old.nodes.iter().filter(|n| n.kind == NodeKind::File) {
+            s.total_files = s.total_files.saturating_sub(1);
+            s.total_bytes = s.total_bytes.saturating_sub(n.size);
+        }
+    }
+
+    /// Takes a whole old subtree out of the inherited totals (a folder that
+    /// is gone or no longer walked).
+    fn forget_subtree(&mut self, id: &Id) {
+        let Some(t) = self.parent_tree(Some(*id)) else {
+            self.totals_exact = false;
+            return;
+        };
+        self.forget_old(&t);
+        for n in &t.nodes {
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                self.forget_subtree(&sub);
+            }
+        }
+    }
+
+    /// After an incremental walk: the old entries of a folder walked again
+    /// leave the totals; its subfolders that are walked again do the same
+    /// themselves, the ones that are gone are taken out whole.
+    fn forget_replaced(&mut self, parent: Option<Id>, ptree: Option<&Tree>, new: &Tree) {
+        if self.changed.is_none() || parent.is_none() {
+            return;
+        }
+        let Some(old) = ptree else {
+            self.totals_exact = false;
+            return;
+        };
+        self.forget_old(old);
+        for n in &old.nodes {
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                let kept = new
+                    .find(n.name.as_bytes())
+                    .is_some_and(|m| m.kind == NodeKind::Dir);
+                if !kept {
+                    self.forget_subtree(&sub);
+                }
+            }
+        }
+    }
+
+    /// Counts the totals from the new trees (after an old tree could not be
+    /// read): everything but the files and bytes read stays as counted.
+    fn recount(&mut self, root: &Id) -> Result<()> {
+        let (mut files, mut bytes, mut dirs) = (0u64, 0u64, 0u64);
+        let mut stack = vec![*root];
+        while let Some(id) = stack.pop() {
+            let t = self.loader.load(&id)?;
+            dirs += 1;
+            for n in &t.nodes {
+                match (n.kind, n.subtree) {
+                    (NodeKind::File, _) => {
+                        files += 1;
+                        bytes += n.size;
+                    }
+                    (NodeKind::Dir, Some(sub)) => stack.push(sub),
+                    _ => {}
+                }
+            }
+        }
+        self.summary.total_files = files;
+        self.summary.total_bytes = bytes;
+        self.summary.dirs = dirs;
+        Ok(())
     }
 
     fn store_tree(&mut self, mut tree: Tree) -> Result<Id> {
@@ -278,6 +419,8 @@ impl Walker<'_> {
             };
             tree.nodes.extend(node);
         }
+        tree.sort();
+        self.forget_replaced(parent, ptree.as_deref(), &tree);
         self.store_tree(tree)
     }
 
@@ -297,7 +440,12 @@ impl Walker<'_> {
                     .and_then(|p| p.subtree);
                 node.subtree = Some(if self.opts.one_file_system && md.dev() != dev {
                     // A mount point: keep the folder, not what is mounted on it.
+                    if let (Some(_), Some(old)) = (self.changed, prev_sub) {
+                        self.forget_subtree(&old);
+                    }
                     self.store_tree(Tree::default())?
+                } else if let Some(same) = self.reuse(path, prev_sub) {
+                    same
                 } else {
                     self.dir(path, prev_sub, dev)?
                 });
@@ -359,7 +507,10 @@ impl Walker<'_> {
         // Name the files about to be read, so the disk works ahead of us.
         for (full, md, node) in &entries {
             if md.is_dir() {
-                self.prefetch.hint(Hint::Dir(full.clone()));
+                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
+                if self.reuse(full, prev.and_then(|p| p.subtree)).is_none() {
+                    self.prefetch.hint(Hint::Dir(full.clone()));
+                }
             } else if md.is_file() && md.len() > 0 {
                 let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
                 if self.opts.force || !prev.is_some_and(|p| unchanged(p, node)) {
@@ -374,6 +525,7 @@ impl Walker<'_> {
                 tree.nodes.push(node);
             }
         }
+        self.forget_replaced(parent, ptree.as_deref(), &tree);
         self.store_tree(tree)
     }
 

@@ -9,9 +9,8 @@ use crate::Result;
 use crypto::Id;
 use format::{Node, NodeKind, Snapshot};
 use repository::Problem;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
-use std::sync::Arc;
 
 pub fn resolve_path(loader: &TreeLoader<'_>, root: &Id, path: &str) -> Result<Node> {
     loader.resolve(root, path)
@@ -84,77 +83,6 @@ pub fn ls(
         Some(sub) => walk(loader, &base, &sub, recursive, out),
         None => Ok(()),
     }
-}
-
-/// One match of `find`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Found {
-    pub snapshot: Id,
-    pub time: chrono::DateTime<chrono::Utc>,
-    pub path: String,
-    pub kind: NodeKind,
-    pub size: u64,
-    pub mtime_ns: i64,
-}
-
-type Matches = Arc<Vec<(String, Node)>>;
-
-/// Finds entries whose name matches a glob (case-insensitive) in every
-/// given snapshot. A subtree already searched is not searched again.
-pub fn find(
-    loader: &TreeLoader<'_>,
-    snapshots: &[(Id, Snapshot)],
-    pattern: &str,
-    out: &mut dyn FnMut(Found),
-) -> Result<()> {
-    let glob = globset::GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| SnapshotError::BadPattern {
-            pattern: pattern.to_string(),
-            message: e.to_string(),
-        })?
-        .compile_matcher();
-    let mut memo: HashMap<Id, Matches> = HashMap::new();
-    fn search(
-        loader: &TreeLoader<'_>,
-        tree: &Id,
-        glob: &globset::GlobMatcher,
-        memo: &mut HashMap<Id, Matches>,
-    ) -> Result<Matches> {
-        if let Some(m) = memo.get(tree) {
-            return Ok(Arc::clone(m));
-        }
-        let t = loader.load(tree)?;
-        let mut found = Vec::new();
-        for n in &t.nodes {
-            let name = n.name.to_string_lossy();
-            if glob.is_match(&name) {
-                found.push((name.clone(), n.clone()));
-            }
-            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-                for (rel, node) in search(loader, &sub, glob, memo)?.iter() {
-                    found.push((format!("{name}/{rel}"), node.clone()));
-                }
-            }
-        }
-        let m = Arc::new(found);
-        memo.insert(*tree, Arc::clone(&m));
-        Ok(m)
-    }
-    for (id, snap) in snapshots {
-        for (rel, node) in search(loader, &snap.tree, &glob, &mut memo)?.iter() {
-            out(Found {
-                snapshot: *id,
-                time: snap.time,
-                path: format!("/{rel}"),
-                kind: node.kind,
-                size: node.size,
-                mtime_ns: node.mtime_ns,
-            });
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

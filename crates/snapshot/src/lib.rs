@@ -20,10 +20,9 @@ mod restore;
 pub use repository::retention;
 mod trees;
 
-pub use backup::{backup, scan, BackupOptions, BackupReport};
+pub use backup::{backup, scan, BackupOptions, BackupReport, ChangedFolders};
 pub use browse::{
-    cat, diff, find, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Found,
-    Listed,
+    cat, diff, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Listed,
 };
 pub use error::{FileError, FileErrorKind, SnapshotError};
 pub use exclude::Excludes;

@@ -817,3 +817,89 @@ fn live_locks_block_and_stale_locks_do_not() {
     assert!(repo.locks().is_empty());
     tm.run(&["verify", "--json"]).expect_code(exit::OK);
 }
+
+#[test]
+fn find_versions_and_deleted_files_come_from_the_catalog() {
+    let work = workdir();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("docs")).expect("mkdir");
+    let a = src.join("docs/Plan.txt");
+    let tm = tidemark(work.path());
+    tm.init(None);
+    std::fs::write(&a, "first draft").expect("write");
+    std::fs::write(src.join("keep.md"), "stays").expect("write");
+    let s1 = str_of(&tm.backup(&[&src], &[])["snapshot"]).to_string();
+    std::fs::write(&a, "second draft, longer").expect("write");
+    let s2 = str_of(&tm.backup(&[&src], &[])["snapshot"]).to_string();
+    std::fs::remove_file(&a).expect("delete");
+    let s3 = str_of(&tm.backup(&[&src], &[])["snapshot"]).to_string();
+    let a_str = a.to_string_lossy().into_owned();
+
+    let found = tm.ok(&["find", "plan.TXT", "--json"]).json_lines();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["path"], a_str.as_str());
+    assert_eq!(found[0]["deleted"], true);
+    assert_eq!(found[0]["versions"], 2);
+    assert_eq!(found[0]["snapshot"], s2.as_str(), "last seen in the second");
+    let deleted = tm.ok(&["find", "*", "--deleted", "--json"]).json_lines();
+    let paths: BTreeSet<&str> = deleted.iter().filter_map(|h| h["path"].as_str()).collect();
+    assert_eq!(paths, BTreeSet::from([a_str.as_str()]), "{deleted:?}");
+    let present = tm
+        .ok(&["find", "*.md", "-s", &s3[..8], "--json"])
+        .json_lines();
+    assert_eq!(present.len(), 1);
+    assert!(tm
+        .ok(&["find", "*.txt", "-s", &s3[..8], "--json"])
+        .json_lines()
+        .is_empty());
+
+    let v = tm.ok(&["versions", &a_str, "--json"]).json_lines();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(
+        (
+            v[0]["first_snapshot"].as_str(),
+            v[1]["first_snapshot"].as_str()
+        ),
+        (Some(s1.as_str()), Some(s2.as_str()))
+    );
+    assert_eq!(v[1]["size"], "second draft, longer".len());
+
+    // Deleted, yet recoverable from the snapshot it lived in.
+    let target = work.path().join("back");
+    tm.ok(&[
+        "restore",
+        &format!("{s2}:{a_str}"),
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let restored = target.join(a.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        std::fs::read_to_string(&restored).expect("restored"),
+        "second draft, longer"
+    );
+
+    // Thinning the second snapshot takes its version out of the catalog.
+    tm.ok(&["forget", &s2]);
+    let v = tm.ok(&["versions", &a_str, "--json"]).json_lines();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["last_snapshot"], s1.as_str());
+    let found = tm.ok(&["find", "plan.txt", "--json"]).json_lines();
+    assert_eq!(found[0]["snapshot"], s1.as_str());
+
+    // Rebuilt from the repository, it answers the same.
+    let stats = tm.ok(&["catalog", "--rebuild", "--json"]).json();
+    assert_eq!(stats["snapshots"], 2, "{stats}");
+    assert_eq!(
+        tm.ok(&["find", "plan.txt", "--json"]).json_lines(),
+        found,
+        "a rebuilt catalog answers as the kept one"
+    );
+    // A bad pattern is a clear error.
+    let out = tm.run(&["find", "[oops"]);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.printed().contains("bad search pattern"),
+        "{}",
+        out.printed()
+    );
+}

@@ -1,0 +1,179 @@
+//! Incremental backups from a watcher's changed folders: they walk only
+//! those folders, reuse every other subtree of the parent unread, and give
+//! the same snapshot as a full walk of the same files.
+
+use crypto::KdfParams;
+use repository::{InitOptions, OpenOptions, Repository};
+use snapshot::{BackupOptions, BackupReport, ChangedFolders, NoProgress, TreeLoader};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use storage::{DynStorage, MemoryStorage};
+
+fn new_repo() -> Arc<Repository> {
+    let s: DynStorage = Arc::new(MemoryStorage::new());
+    let opts = InitOptions {
+        kdf: KdfParams {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..Default::default()
+    };
+    Arc::new(Repository::init(s, b"pw", &opts, &OpenOptions::default()).expect("init"))
+}
+
+fn backup(
+    repo: &Arc<Repository>,
+    src: &Path,
+    parent: Option<&BackupReport>,
+    changed: Option<ChangedFolders>,
+) -> BackupReport {
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        hostname: "test".into(),
+        parent: parent.map(|p| p.id),
+        changed,
+        ..Default::default()
+    };
+    snapshot::backup(repo, &opts, &NoProgress).expect("backup")
+}
+
+fn write(p: &Path, body: &str) {
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, body).expect("write");
+}
+
+fn set(paths: &[&PathBuf]) -> BTreeSet<PathBuf> {
+    paths.iter().map(|p| (*p).clone()).collect()
+}
+
+/// Every file below `src` in a snapshot, with its size.
+fn files(repo: &Repository, r: &BackupReport, src: &Path) -> BTreeSet<(String, u64)> {
+    let loader = TreeLoader::new(repo);
+    let mut out = BTreeSet::new();
+    snapshot::ls(
+        &loader,
+        &r.snapshot.tree,
+        &src.to_string_lossy(),
+        true,
+        &mut |e| {
+            if e.node.kind == format::NodeKind::File {
+                out.insert((e.path.clone(), e.node.size));
+            }
+        },
+    )
+    .expect("ls");
+    out
+}
+
+fn subtree(repo: &Repository, r: &BackupReport, path: &Path) -> Option<crypto::Id> {
+    TreeLoader::new(repo)
+        .resolve(&r.snapshot.tree, &path.to_string_lossy())
+        .expect("resolve")
+        .subtree
+}
+
+#[test]
+fn an_incremental_backup_walks_only_changed_folders_and_equals_a_full_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    for d in ["a", "b", "c/d", "quiet"] {
+        for f in 0..5 {
+            write(&src.join(d).join(format!("f{f}.txt")), &format!("{d} {f}"));
+        }
+    }
+    let repo = new_repo();
+    let s1 = backup(&repo, &src, None, None);
+    assert_eq!(s1.snapshot.summary.total_files, 20);
+
+    write(&src.join("a/f0.txt"), "a 0, edited and longer");
+    write(&src.join("c/d/new.txt"), "new");
+    std::fs::remove_file(src.join("b/f1.txt")).expect("rm");
+    std::fs::remove_dir_all(src.join("c/d")).ok();
+    write(&src.join("c/d/again.txt"), "the folder came back");
+    write(&src.join("e/f/g.txt"), "a new subtree");
+    // A change the watcher did not report: an incremental backup must not
+    // walk this folder at all, so it keeps the parent's version.
+    write(
+        &src.join("quiet/f0.txt"),
+        "changed behind the watcher's back",
+    );
+    let changed = ChangedFolders {
+        dirs: set(&[&src.join("a"), &src.join("b"), &src.join("c"), &src]),
+        rescan: set(&[&src.join("c/d"), &src.join("e")]),
+    };
+    let inc = backup(&repo, &src, Some(&s1), Some(changed));
+    assert_eq!(
+        subtree(&repo, &inc, &src.join("quiet")),
+        subtree(&repo, &s1, &src.join("quiet")),
+        "an unchanged folder's tree is the parent's, unread"
+    );
+    let seen = files(&repo, &inc, &src);
+    assert!(seen.contains(&(src.join("a/f0.txt").display().to_string(), 22)));
+    assert!(seen.contains(&(src.join("c/d/again.txt").display().to_string(), 20)));
+    assert!(seen.contains(&(src.join("e/f/g.txt").display().to_string(), 13)));
+    assert!(!seen.iter().any(|(p, _)| p.ends_with("b/f1.txt")));
+    assert!(!seen.iter().any(|(p, _)| p.ends_with("c/d/f0.txt")));
+    assert_eq!(
+        inc.snapshot.summary.files_changed + inc.snapshot.summary.files_new,
+        3,
+        "only the changed folders' new and edited files were read: {:?}",
+        inc.snapshot.summary
+    );
+
+    // The periodic full scan catches what the watcher missed; apart from
+    // that file, both agree on every tree and on the totals.
+    let full = backup(&repo, &src, Some(&inc), None);
+    let missed = files(&repo, &full, &src);
+    assert!(missed.contains(&(src.join("quiet/f0.txt").display().to_string(), 33)));
+    write(&src.join("quiet/f0.txt"), "quiet 0");
+    let again = backup(&repo, &src, Some(&full), None);
+    let s = &again.snapshot.summary;
+    let i = &inc.snapshot.summary;
+    assert_eq!(
+        (s.total_files, s.total_bytes, s.dirs),
+        (i.total_files, i.total_bytes, i.dirs),
+        "the incremental totals equal a full walk's"
+    );
+    for d in ["a", "b", "c", "c/d", "e"] {
+        assert_eq!(
+            subtree(&repo, &again, &src.join(d)),
+            subtree(&repo, &inc, &src.join(d)),
+            "{d} differs between the incremental and the full walk"
+        );
+    }
+}
+
+#[test]
+fn a_rescan_of_the_root_catches_everything_and_nothing_changed_costs_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    for d in 0..4 {
+        write(&src.join(format!("d{d}/x")), "x");
+    }
+    let repo = new_repo();
+    let s1 = backup(&repo, &src, None, None);
+    write(&src.join("d2/x"), "changed");
+    std::fs::remove_dir_all(src.join("d3")).expect("rm");
+    let all = ChangedFolders {
+        dirs: BTreeSet::new(),
+        rescan: set(&[&src]),
+    };
+    let r = backup(&repo, &src, Some(&s1), Some(all));
+    let seen = files(&repo, &r, &src);
+    assert_eq!(seen.len(), 3);
+    assert!(seen.contains(&(src.join("d2/x").display().to_string(), 7)));
+    assert_eq!(
+        (
+            r.snapshot.summary.total_files,
+            r.snapshot.summary.total_bytes
+        ),
+        (3, 9)
+    );
+    // No change at all: the same root tree, nothing read.
+    let none = backup(&repo, &src, Some(&r), Some(ChangedFolders::default()));
+    assert_eq!(none.snapshot.tree, r.snapshot.tree);
+    assert_eq!(none.snapshot.summary.bytes_read, 0);
+    assert_eq!(none.snapshot.summary.total_files, 3);
+}
