@@ -83,6 +83,11 @@ pub struct Config {
     pub exclude_caches: bool,
     /// Minutes between scheduled backups; 0 means on demand only.
     pub every_minutes: u32,
+    /// Watch the folders and back up changes within about a minute.
+    pub continuous: bool,
+    /// While watching, walk everything this often anyway (hours), for what
+    /// a watcher cannot see.
+    pub full_scan_hours: u32,
     pub retention: Retention,
     /// A password file the user chose because no keyring is reachable.
     pub password_file: Option<String>,
@@ -96,6 +101,8 @@ impl Default for Config {
             excludes: default_excludes(),
             exclude_caches: true,
             every_minutes: 60,
+            continuous: true,
+            full_scan_hours: 6,
             retention: Retention::default(),
             password_file: None,
         }

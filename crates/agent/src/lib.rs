@@ -9,6 +9,7 @@
 //! and leaves every label to the front end.
 
 mod config;
+pub mod continuous;
 pub mod device;
 mod error;
 pub mod jobs;

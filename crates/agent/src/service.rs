@@ -109,6 +109,8 @@ pub struct Timing {
     pub destination_retry: chrono::Duration,
     /// The longest the worker sleeps without looking at the clock.
     pub tick: Duration,
+    /// The watcher's quiet period and longest delay, when not the defaults.
+    pub watch: Option<(Duration, Duration)>,
 }
 
 impl Default for Timing {
@@ -116,6 +118,7 @@ impl Default for Timing {
         Timing {
             destination_retry: schedule::DESTINATION_RETRY,
             tick: TICK,
+            watch: None,
         }
     }
 }
@@ -132,6 +135,9 @@ pub(crate) struct Shared {
     /// derivation (Argon2id, about a second by design).
     pub(crate) repo: Mutex<Option<(String, Arc<Repository>)>>,
     pub(crate) hostname: String,
+    /// Continuous protection of the configured folders, with the settings
+    /// it was started for (a change restarts it).
+    pub(crate) protection: Mutex<Option<(String, Option<Arc<crate::continuous::Protection>>)>>,
 }
 
 /// Snapshots with their ids, oldest first.
@@ -183,6 +189,7 @@ impl Agent {
             wake: Condvar::new(),
             repo: Mutex::new(None),
             hostname: repository::hostname(),
+            protection: Mutex::new(None),
         });
         let s = shared.clone();
         let worker = std::thread::Builder::new()
@@ -480,6 +487,9 @@ impl Agent {
         self.shared.wake.notify_all();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
+        }
+        if let Some((_, Some(p))) = lock(&self.shared.protection).take() {
+            p.stop();
         }
     }
 }

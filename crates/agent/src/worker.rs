@@ -3,6 +3,7 @@
 //! becomes throttled status events.
 
 use crate::config::{Config, Destination};
+use crate::continuous::{Plan, Protection};
 use crate::error::{AgentError, Result};
 use crate::jobs;
 use crate::schedule::{self, Next, RunState};
@@ -59,14 +60,79 @@ pub(crate) fn resting_status(
     }
 }
 
+/// Starts, restarts or stops watching as the settings say; returns the
+/// protection in force. Watching starts before the next backup's walk, so
+/// that backup can serve as the baseline for the changes seen after it.
+fn protection(s: &Arc<Shared>, config: &Config) -> Option<Arc<Protection>> {
+    let wanted = config.continuous && config.destination.is_some();
+    let key = format!(
+        "{:?}|{:?}|{}|{}",
+        config.folders, config.excludes, config.exclude_caches, config.full_scan_hours
+    );
+    let mut cur = lock(&s.protection);
+    match &*cur {
+        Some((k, p)) if wanted && *k == key => return p.clone(),
+        _ => {}
+    }
+    if let Some((_, Some(old))) = cur.take() {
+        old.stop();
+    }
+    if !wanted {
+        return None;
+    }
+    let folders: Vec<PathBuf> = config
+        .folders
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .collect();
+    let started = config.excludes().and_then(|ex| {
+        Protection::start(
+            &folders,
+            &ex,
+            std::time::Duration::from_secs(u64::from(config.full_scan_hours.max(1)) * 3600),
+            s.timing.watch,
+        )
+    });
+    let p = match started {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            // Remembered under its key, so it is not retried every tick;
+            // scheduled backups go on as without watching.
+            tracing::warn!(error = %e, "not watching for changes");
+            *cur = Some((key, None));
+            return None;
+        }
+    };
+    let (watching, shared) = (Arc::clone(&p), Arc::clone(s));
+    let spawned = std::thread::Builder::new()
+        .name("agent-watch".into())
+        .spawn(move || {
+            while !watching.stopped() {
+                if watching.wait(std::time::Duration::from_secs(1)) {
+                    shared.wake.notify_all();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "not watching for changes");
+        *cur = Some((key, None));
+        return None;
+    }
+    *cur = Some((key, Some(Arc::clone(&p))));
+    Some(p)
+}
+
 pub(crate) fn run(s: &Arc<Shared>) {
     loop {
+        let config = lock(&s.inner).config.clone();
+        let watching = protection(s, &config);
         let mut g = lock(&s.inner);
         if g.quit {
             return;
         }
         let now = Utc::now();
-        let next = if g.config.destination.is_none() {
+        let mut next = if g.config.destination.is_none() {
             Next::Idle
         } else {
             schedule::next(
@@ -76,6 +142,16 @@ pub(crate) fn run(s: &Arc<Shared>) {
                 s.timing.destination_retry,
             )
         };
+        // Changes seen (or a full scan due) start a backup at once, unless
+        // paused or waiting out failures; the very first backup still
+        // waits for the setup to ask for it.
+        if matches!(next, Next::Idle | Next::WaitUntil(_))
+            && g.run.failures == 0
+            && g.run.last_success.is_some()
+            && watching.as_ref().is_some_and(|p| p.due())
+        {
+            next = Next::RunNow;
+        }
         let resting = resting_status(&g.config, &g.run, now, s.timing.destination_retry);
         s.set_status(&mut g, resting);
         let wait = match next {
@@ -84,8 +160,10 @@ pub(crate) fn run(s: &Arc<Shared>) {
                 g.cancel = Some(cancel.clone());
                 g.run.last_attempt = Some(now);
                 let config = g.config.clone();
+                // "Back up now" and retries after a failure walk everything.
+                let force_full = g.run.requested || g.run.failures > 0;
                 drop(g);
-                let result = run_backup(s, &config, cancel);
+                let result = run_backup(s, &config, cancel, watching.as_deref(), force_full);
                 let mut g = lock(&s.inner);
                 g.cancel = None;
                 record(&mut g.run, &result, now);
@@ -137,7 +215,32 @@ fn record(run: &mut RunState, result: &Result<BackupDone>, started: DateTime<Utc
     }
 }
 
-fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Result<BackupDone> {
+fn run_backup(
+    s: &Arc<Shared>,
+    config: &Config,
+    cancel: Arc<AtomicBool>,
+    watching: Option<&Protection>,
+    force_full: bool,
+) -> Result<BackupDone> {
+    let plan = watching.map(|p| p.plan(force_full));
+    let started = Instant::now();
+    let result = backup_with(s, config, cancel, plan.as_ref());
+    if let (Some(p), Some(plan)) = (watching, plan) {
+        let id = result
+            .as_ref()
+            .ok()
+            .and_then(|d| crypto::Id::from_hex(&d.snapshot).ok());
+        p.finished(plan, started, id);
+    }
+    result
+}
+
+fn backup_with(
+    s: &Arc<Shared>,
+    config: &Config,
+    cancel: Arc<AtomicBool>,
+    plan: Option<&Plan>,
+) -> Result<BackupDone> {
     let repo = match s.repository() {
         Ok(r) => r,
         Err(e) => {
@@ -165,7 +268,7 @@ fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Resu
         });
     }
     let excludes = config.excludes()?;
-    let opts = snapshot::BackupOptions {
+    let mut opts = snapshot::BackupOptions {
         paths: folders.clone(),
         excludes: excludes.clone(),
         hostname: s.hostname.clone(),
@@ -173,18 +276,25 @@ fn run_backup(s: &Arc<Shared>, config: &Config, cancel: Arc<AtomicBool>) -> Resu
         cancel: Some(cancel.clone()),
         ..Default::default()
     };
+    let incremental = plan.is_some_and(|p| !p.is_full());
+    if let Some(plan) = plan {
+        plan.apply(&mut opts);
+    }
     let progress = Reporter::new(s.clone(), false);
     let report = std::thread::scope(|scope| {
         let p = &progress;
         let cancel = &cancel;
-        // Sizes the job for the progress bar's ETA; cheap next to the backup
-        // (metadata only) and abandoned on cancel.
-        scope.spawn(move || {
-            let (_, bytes) = snapshot::scan(&folders, &excludes, &|_, _| {});
-            if !cancel.load(Ordering::Relaxed) {
-                p.total.store(bytes, Ordering::Relaxed);
-            }
-        });
+        // Sizes the job for the progress bar's ETA; cheap next to a full
+        // backup (metadata only) and abandoned on cancel. A backup of a few
+        // changed folders would spend more on this than on itself.
+        if !incremental {
+            scope.spawn(move || {
+                let (_, bytes) = snapshot::scan(&folders, &excludes, &|_, _| {});
+                if !cancel.load(Ordering::Relaxed) {
+                    p.total.store(bytes, Ordering::Relaxed);
+                }
+            });
+        }
         jobs::backup(&repo, &opts, &progress)
     });
     match report {

@@ -23,11 +23,8 @@ struct Bed {
     events: Receiver<Event>,
 }
 
-fn bed() -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let data = root.join("home/Documents");
-    std::fs::create_dir_all(&data).unwrap();
+/// An agent on the settings under `root`, and its events.
+fn start(root: &Path) -> (Agent, Receiver<Event>) {
     let (tx, rx) = channel();
     let tx = std::sync::Mutex::new(tx);
     let agent = Agent::start_with(
@@ -38,9 +35,19 @@ fn bed() -> Bed {
         Timing {
             destination_retry: chrono::Duration::milliseconds(500),
             tick: Duration::from_millis(200),
+            watch: Some((Duration::from_millis(300), Duration::from_secs(2))),
         },
     )
     .unwrap();
+    (agent, rx)
+}
+
+fn bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let data = root.join("home/Documents");
+    std::fs::create_dir_all(&data).unwrap();
+    let (agent, rx) = start(&root);
     Bed {
         repo: root.join("usb/backup"),
         _dir: dir,
@@ -53,6 +60,10 @@ fn bed() -> Bed {
 
 impl Bed {
     fn setup(&self, recovery: bool) -> agent::SetupDone {
+        self.setup_with(recovery, false)
+    }
+
+    fn setup_with(&self, recovery: bool, continuous: bool) -> agent::SetupDone {
         let done = self
             .agent
             .setup_own_storage(OwnStorageSetup {
@@ -67,8 +78,10 @@ impl Bed {
             .unwrap();
         let mut c = self.agent.config();
         c.folders = vec![self.data.to_string_lossy().into()];
-        // On demand only, so every backup in these tests is one we asked for.
+        // On demand only, so every backup in these tests is one we asked for
+        // (unless the test is about watching).
         c.every_minutes = 0;
+        c.continuous = continuous;
         self.agent.set_config(c).unwrap();
         done
     }
@@ -332,4 +345,84 @@ fn a_missing_disk_is_waited_for_and_the_backup_runs_when_it_returns() {
         _ => None,
     });
     assert_eq!(done.files, 1);
+}
+
+/// The snapshots that finished within `secs`, without asking for any
+/// (or only the first of them, with `first`).
+fn finished(events: &Receiver<Event>, secs: f64, first: bool) -> Vec<agent::BackupDone> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut out = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(Event::BackupFinished { done }) => {
+                out.push(done);
+                if first {
+                    break;
+                }
+            }
+            Ok(Event::BackupFailed { message, .. }) => panic!("backup failed: {message}"),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn continuous_protection_backs_up_changes_by_itself_and_catches_up_after_a_restart() {
+    let mut b = bed();
+    b.setup_with(false, true);
+    write(&b.data.join("old.txt"), b"there before");
+    b.backup();
+    // Editor temp and lock files alone start nothing.
+    write(&b.data.join(".draft.txt.swp"), b"vim swap");
+    write(&b.data.join("~$report.docx"), b"office lock");
+    assert!(finished(&b.events, 2.0, false).is_empty());
+
+    // A saved file is backed up without asking, within the watcher's
+    // quiet period plus the backup.
+    let saved = Instant::now();
+    write(&b.data.join("new/draft.txt"), b"saved once");
+    let done = finished(&b.events, 20.0, true);
+    assert!(!done.is_empty(), "no backup followed a saved file");
+    let took = saved.elapsed();
+    let v = b
+        .agent
+        .versions(&b.data.join("new/draft.txt").to_string_lossy())
+        .unwrap();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].snapshot, done[0].snapshot);
+    eprintln!("saved -> committed in {:.1} s", took.as_secs_f64());
+
+    // An editor saving every 100 ms for 4 s: a handful of snapshots (one
+    // per longest delay of 2 s), not forty, and the last save is in.
+    let draft = b.data.join("new/draft.txt");
+    for i in 0..40 {
+        write(&draft, format!("save {i}").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let burst = finished(&b.events, 8.0, false);
+    assert!(
+        (1..=5).contains(&burst.len()),
+        "{} snapshots for one editing burst",
+        burst.len()
+    );
+    let v = b.agent.versions(&draft.to_string_lossy()).unwrap();
+    let last = v.last().unwrap();
+    assert_eq!(last.size, "save 39".len() as u64, "{v:?}");
+
+    // Changed while the agent was off: the start-up scan catches it.
+    b.agent.shutdown();
+    write(&b.data.join("old.txt"), b"changed while nobody watched");
+    let (agent, events) = start(&b.root);
+    b.agent = agent;
+    b.events = events;
+    let caught = finished(&b.events, 20.0, true);
+    assert!(!caught.is_empty(), "no start-up scan");
+    let v = b
+        .agent
+        .versions(&b.data.join("old.txt").to_string_lossy())
+        .unwrap();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[1].size, "changed while nobody watched".len() as u64);
 }
