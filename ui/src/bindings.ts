@@ -72,6 +72,13 @@ export type Config = {
 	exclude_caches: boolean,
 	/**  Minutes between scheduled backups; 0 means on demand only. */
 	every_minutes: number,
+	/**  Watch the folders and back up changes within about a minute. */
+	continuous: boolean,
+	/**
+	 *  While watching, walk everything this often anyway (hours), for what
+	 *  a watcher cannot see.
+	 */
+	full_scan_hours: number,
 	retention: Retention,
 	/**  A password file the user chose because no keyring is reachable. */
 	password_file: string | null,

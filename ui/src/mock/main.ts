@@ -44,6 +44,8 @@ const state: Args = {
     excludes: [".cache", "node_modules"],
     exclude_caches: true,
     every_minutes: 60,
+    continuous: true,
+    full_scan_hours: 6,
     retention: { within_hours: 24, hourly: 168, daily: 30, weekly: 52, monthly: 120 },
     password_file: null,
   },
