@@ -242,6 +242,94 @@ fn fill_missing(table: &mut toml::Table, defaults: &toml::Table) {
 mod tests {
     use super::*;
 
+    /// The default thinning, snapshot by snapshot: one every 20 minutes
+    /// for 400 days, and the exact set a timeline keeps, derived by hand
+    /// from the calendar (UTC).
+    #[test]
+    fn default_thinning_keeps_exactly_the_timeline() {
+        use chrono::{Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
+        use std::collections::BTreeSet;
+        // A Wednesday, at noon.
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let oldest = now - Duration::days(400);
+        let mut snaps = Vec::new();
+        let mut t = now;
+        let mut n = 0u32;
+        while t >= oldest {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            snaps.push((
+                crypto::Id(id),
+                format::Snapshot {
+                    version: 1,
+                    time: t,
+                    hostname: "lap".into(),
+                    username: "u".into(),
+                    paths: vec!["/home/u".into()],
+                    tree: crypto::Id([0; 32]),
+                    parent: None,
+                    tags: Vec::new(),
+                    summary: Default::default(),
+                },
+            ));
+            t -= Duration::minutes(20);
+            n += 1;
+        }
+        let kept: BTreeSet<_> =
+            snapshot::retention::apply(&snaps, &Retention::default().policy(), now)
+                .into_iter()
+                .filter(|d| d.keep)
+                .map(|d| d.time)
+                .collect();
+
+        let at =
+            |d: NaiveDate, h: u32, m: u32| Utc.from_utc_datetime(&d.and_hms_opt(h, m, 0).unwrap());
+        let today = now.date_naive();
+        let mut want = BTreeSet::from([now]);
+        // Everything of the last 24 hours.
+        let mut t = now;
+        while now - t <= Duration::hours(24) {
+            want.insert(t);
+            t -= Duration::minutes(20);
+        }
+        // The newest of each of the 167 hours before this one: hh:40.
+        for k in 1..168 {
+            let h = now - Duration::hours(k);
+            want.insert(at(h.date_naive(), h.hour(), 40));
+        }
+        // The newest of each of the 29 days before today: 23:40.
+        for d in 1..30 {
+            want.insert(at(today - Duration::days(d), 23, 40));
+        }
+        // The newest of each of the 51 weeks before this one: Sunday 23:40.
+        let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
+        for w in 1..52 {
+            want.insert(at(monday - Duration::days(7 * (w - 1) + 1), 23, 40));
+        }
+        // The newest of each earlier month that has snapshots: its last day, 23:40.
+        let mut first_of_month = today.with_day(1).unwrap();
+        loop {
+            let last_day = first_of_month.pred_opt().unwrap();
+            let newest = at(last_day, 23, 40);
+            if newest < oldest {
+                break;
+            }
+            want.insert(newest);
+            first_of_month = last_day.with_day(1).unwrap();
+        }
+        assert_eq!(
+            kept.len(),
+            want.len(),
+            "kept but not wanted: {:?}; wanted but not kept: {:?}",
+            kept.difference(&want).collect::<Vec<_>>(),
+            want.difference(&kept).collect::<Vec<_>>()
+        );
+        assert_eq!(kept, want);
+        // 73 in the last day, 167 - 24 more hourly, and the dailies, weeklies
+        // and monthlies beyond them: a few hundred of 28,801.
+        assert!(kept.len() < 400, "{}", kept.len());
+    }
+
     #[test]
     fn settings_round_trip_and_missing_means_defaults() {
         let d = tempfile::tempdir().unwrap();

@@ -66,6 +66,10 @@ pub enum Command {
     },
     /// Back up files and folders.
     Backup(BackupArgs),
+    /// Continuous protection: back up PATH... now, then each batch of
+    /// changes as it happens (only the changed folders are listed), with a
+    /// full scan every few hours. Prints one line per snapshot; stop with Ctrl-C.
+    Watch(WatchArgs),
     /// Enrol this device with a company server (then use --repo URL).
     Enroll {
         /// The server, e.g. https://backup.example.com:8443
@@ -234,6 +238,24 @@ pub struct BackupArgs {
     /// Read every file, even unchanged ones.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// A batch of changes is backed up after this long without a change ...
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub quiet_ms: u64,
+    /// ... or this long after its first change, however busy the folders.
+    #[arg(long, default_value_t = 20000, value_name = "MS")]
+    pub max_delay_ms: u64,
+    /// Walk everything this often anyway, for what watching cannot see.
+    #[arg(long, default_value_t = 6)]
+    pub full_scan_hours: u64,
+    /// Stop after this many snapshots (for scripts and tests).
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]

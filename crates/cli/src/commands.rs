@@ -3,7 +3,7 @@
 
 use crate::args::{
     AdminCommand, BackupArgs, Cli, Command, ConflictArg, FindArgs, ForgetArgs, Global, KeyCommand,
-    KindArg,
+    KindArg, WatchArgs,
 };
 use crate::password;
 use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             pack_size_mib,
         } => init(g, if_missing, kdf_memory, pack_size_mib),
         Command::Backup(a) => backup(g, a),
+        Command::Watch(a) => watch(g, a),
         Command::Enroll {
             url,
             code,
@@ -225,8 +226,8 @@ fn init(
     Ok(0)
 }
 
-fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
-    let repo = Arc::new(open(g)?);
+/// The exclude patterns given on the command line and in exclude files.
+fn exclude_patterns(a: &BackupArgs) -> Result<Vec<String>> {
     let mut patterns = a.excludes.clone();
     for f in &a.exclude_file {
         let text = std::fs::read_to_string(f)
@@ -238,6 +239,111 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
                 .map(String::from),
         );
     }
+    Ok(patterns)
+}
+
+fn watch(g: &Global, a: WatchArgs) -> Result<i32> {
+    use agent::continuous::{Plan, Protection};
+    use std::time::{Duration, Instant};
+    let repo = Arc::new(open(g)?);
+    let b = &a.backup;
+    let excludes = Excludes::new(&exclude_patterns(b)?, b.exclude_caches)?;
+    let paths: Vec<PathBuf> = b
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("{}", p.display())))
+        .collect::<Result<_>>()?;
+    // Watching starts before the first walk, so that walk is the baseline
+    // every later change is relative to.
+    let watching = Protection::start(
+        &paths,
+        &excludes,
+        Duration::from_secs(a.full_scan_hours.max(1) * 3600),
+        Some((
+            Duration::from_millis(a.quiet_ms),
+            Duration::from_millis(a.max_delay_ms.max(a.quiet_ms)),
+        )),
+    )?;
+    if !g.quiet && !g.json {
+        eprintln!("watching {} folder(s); Ctrl-C stops", paths.len());
+    }
+    let mut made = 0u64;
+    let mut failures = 0u32;
+    while a.count.is_none_or(|n| made < n) {
+        if !watching.due() {
+            watching.wait(Duration::from_secs(1));
+            continue;
+        }
+        let plan = watching.plan(failures > 0);
+        let mut opts = snapshot::BackupOptions {
+            paths: paths.clone(),
+            excludes: excludes.clone(),
+            one_file_system: b.one_file_system,
+            hostname: b.host.clone().unwrap_or_else(hostname),
+            username: username(),
+            tags: b.tags.clone(),
+            ..Default::default()
+        };
+        plan.apply(&mut opts);
+        let (kind, dirs, rescan) = match &plan {
+            Plan::Full => ("full", 0, 0),
+            Plan::Changes { changes, .. } => ("changes", changes.dirs.len(), changes.rescan.len()),
+        };
+        let started = Instant::now();
+        let began = chrono::Utc::now();
+        match agent::jobs::backup(&repo, &opts, &snapshot::NoProgress) {
+            Ok(r) => {
+                watching.finished(plan, started, Some(r.id));
+                failures = 0;
+                made += 1;
+                let s = &r.snapshot.summary;
+                if g.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "snapshot": r.id.to_hex(),
+                            "kind": kind,
+                            "started": began,
+                            "committed": r.snapshot.time,
+                            "dirs": dirs,
+                            "rescan": rescan,
+                            "files_read": s.files_new + s.files_changed,
+                            "total_files": s.total_files,
+                            "duration_ms": s.duration_ms,
+                            "errors": r.errors.len(),
+                        })
+                    );
+                } else if !g.quiet {
+                    println!(
+                        "{}  {}  {:<7}  {} folder(s) changed, {} file(s) read, {} in all, {:.1} s",
+                        local_time(r.snapshot.time),
+                        &r.id.to_hex()[..8],
+                        kind,
+                        dirs + rescan,
+                        s.files_new + s.files_changed,
+                        s.total_files,
+                        s.duration_ms as f64 / 1000.0
+                    );
+                }
+                for e in &r.errors {
+                    eprintln!("warning: {}: {}", e.path.display(), e.message);
+                }
+            }
+            Err(e) => {
+                watching.finished(plan, started, None);
+                failures += 1;
+                let wait = Duration::from_secs(5u64 << failures.min(6));
+                eprintln!("backup failed: {e}; trying again in {} s", wait.as_secs());
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
+    let repo = Arc::new(open(g)?);
+    let patterns = exclude_patterns(&a)?;
     let excludes = Excludes::new(&patterns, a.exclude_caches)?;
     let parent = a
         .parent

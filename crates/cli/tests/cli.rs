@@ -8,6 +8,7 @@
 
 mod cli {
     mod behaviour;
+    mod continuous;
     mod corruption;
     mod crash;
     mod server;
