@@ -173,6 +173,10 @@ export type Overview = {
 	 */
 	bytes_logical: number,
 	recent: BackupDone[],
+	/**  Continuous protection, when it is on. */
+	watching: Watching | null,
+	/**  The local search catalog's size on disk. */
+	catalog_bytes: number | null,
 };
 
 /**  How to set up own storage in the first-run wizard. */
@@ -292,6 +296,21 @@ export type Version = {
 	last_seen: string,
 	size: number,
 	mtime: string,
+};
+
+/**  How watching for changes goes, for the status page. */
+export type Watching = {
+	folders: number,
+	/**
+	 *  Times the system's event queue overflowed (each made Tidemark look
+	 *  through the whole folder; nothing was lost).
+	 */
+	overflows: number,
+	/**
+	 *  What makes watching miss changes (caught by the periodic full scan),
+	 *  with what to do about it.
+	 */
+	problems: string[],
 };
 
 /* Tauri Specta runtime */

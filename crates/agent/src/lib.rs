@@ -29,6 +29,6 @@ pub use error::{AgentError, Result};
 pub use paths::Paths;
 pub use service::{
     username, Agent, Conflict, Overview, OwnStorageSetup, RestoreRequest, RestoreTarget, SetupDone,
-    Timing,
+    Timing, Watching,
 };
 pub use status::{BackupDone, Event, EventSink, Progress, Status};

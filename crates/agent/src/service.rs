@@ -91,6 +91,23 @@ pub struct Overview {
     /// have stored.
     pub bytes_logical: u64,
     pub recent: Vec<BackupDone>,
+    /// Continuous protection, when it is on.
+    pub watching: Option<Watching>,
+    /// The local search catalog's size on disk.
+    pub catalog_bytes: Option<u64>,
+}
+
+/// How watching for changes goes, for the status page.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct Watching {
+    pub folders: u32,
+    /// Times the system's event queue overflowed (each made Tidemark look
+    /// through the whole folder; nothing was lost).
+    pub overflows: u64,
+    /// What makes watching miss changes (caught by the periodic full scan),
+    /// with what to do about it.
+    pub problems: Vec<String>,
 }
 
 pub(crate) struct Inner {
@@ -407,9 +424,31 @@ impl Agent {
     }
 
     pub fn overview(&self) -> Result<Overview> {
-        let (_, snaps) = self.history()?;
+        let (repo, snaps) = self.history()?;
+        let watching = match &*lock(&self.shared.protection) {
+            Some((_, Some(p))) => {
+                let h = p.health();
+                let mut problems: Vec<String> = h.problems.iter().map(|p| p.to_string()).collect();
+                if h.problems_omitted > 0 {
+                    problems.push(format!("and {} more", h.problems_omitted));
+                }
+                Some(Watching {
+                    folders: h.roots as u32,
+                    overflows: h.overflows,
+                    problems,
+                })
+            }
+            _ => None,
+        };
+        let catalog_bytes = crate::versions::opened(&repo)
+            .and_then(|c| Ok(c.stats()?))
+            .ok()
+            .filter(|_| repo.cache_dir().is_some())
+            .map(|s| s.bytes);
         let mut o = Overview {
             snapshots: snaps.len() as u32,
+            watching,
+            catalog_bytes,
             ..Default::default()
         };
         for (id, s) in &snaps {

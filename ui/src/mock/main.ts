@@ -162,6 +162,8 @@ const handlers: Record<string, (a: Args) => unknown> = {
     bytes_stored: 1200,
     bytes_logical: 9100,
     recent: snaps.map((s) => ({ snapshot: s.id, time: s.time, files: s.files, bytes: s.bytes, bytes_added: 100, bytes_stored: 80, unreadable: 0 })).reverse(),
+    watching: { folders: 1, overflows: 0, problems: [] },
+    catalog_bytes: 409600,
   }),
   network_status: () => ({
     uploads: { kind: "paused" },

@@ -195,12 +195,17 @@ test("settings show the status figures and save the schedule", async () => {
   await p.getByText("87%").waitFor();
   // The throttle's decision and the rule behind it.
   await p.getByText("Paused: metered connection (your organisation's rule)").waitFor();
+  // Continuous protection and the search catalog.
+  await p.getByText("1 folder(s)").waitFor();
+  await p.getByText("410 KB").waitFor();
   await p.getByLabel("Back up", { exact: true }).selectOption({ label: "Every 15 minutes" });
+  await p.getByLabel("Back up changes as they happen (within a minute of saving)").uncheck();
   await p.getByLabel("Start Tidemark when I log in").check();
   await p.getByRole("button", { name: "Save" }).click();
   await p.getByText("Saved.").waitFor();
   const saved = (await calls(p, "set_config")).at(-1).args.config;
   assert.equal(saved.every_minutes, 15);
+  assert.equal(saved.continuous, false);
   assert.deepEqual((await calls(p, "set_autostart")).at(-1).args, { enabled: true });
   await close();
 });
