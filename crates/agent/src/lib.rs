@@ -23,6 +23,7 @@ mod status;
 pub mod timeline;
 pub mod versions;
 mod worker;
+pub mod zero_touch;
 
 pub use config::{default_excludes, default_folders, Config, Destination, Retention};
 pub use error::{AgentError, Result};

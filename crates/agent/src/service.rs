@@ -219,6 +219,11 @@ impl Agent {
         })
     }
 
+    /// The name this machine's snapshots and enrolments carry.
+    pub fn hostname(&self) -> String {
+        self.shared.hostname.clone()
+    }
+
     pub fn paths(&self) -> &Paths {
         &self.shared.paths
     }

@@ -9,6 +9,9 @@
 //! - `CATALOG_BENCH_SNAPSHOTS`: snapshots (default 100)
 //! - `CATALOG_BENCH_REPS`: repetitions of each query (default 20)
 //! - `CATALOG_BENCH_SEED`: the data set's seed (default 1)
+//! - `CATALOG_BENCH_BUDGET`: seconds the incremental syncs may take in all
+//!   (default 300); when spent, the remaining snapshots are left out and
+//!   the report says so
 //!
 //! Everything is deterministic for a seed. Trees are built the way a backup
 //! builds them: a snapshot shares every unchanged folder's tree with the
@@ -62,10 +65,6 @@ impl Rng {
 
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
     fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
@@ -284,7 +283,7 @@ const TOP: &[(&str, Cat, u32)] = &[
 ];
 
 fn word(r: &mut Rng) -> &'static str {
-    r.pick(WORDS)
+    *r.pick(WORDS)
 }
 
 fn cap(w: &str) -> String {
@@ -1026,6 +1025,7 @@ fn main() {
     let n_files = env_or("CATALOG_BENCH_PATHS", 1_000_000) as usize;
     let n_snaps = (env_or("CATALOG_BENCH_SNAPSHOTS", 100) as usize).max(2);
     let reps = env_or("CATALOG_BENCH_REPS", 20) as usize;
+    let budget = Duration::from_secs(env_or("CATALOG_BENCH_BUDGET", 300));
     let seed = env_or("CATALOG_BENCH_SEED", 1);
     let wall = Instant::now();
     eprintln!("catalog bench: {n_files} files x {n_snaps} snapshots, seed {seed}");
@@ -1078,12 +1078,23 @@ fn main() {
         after_first.paths
     );
     let mut incr = Vec::new();
+    let phase = Instant::now();
     for k in 1..n_snaps {
+        if phase.elapsed() > budget {
+            eprintln!(
+                "time budget of {} s for the incremental syncs spent: stopping after {k} of {n_snaps} snapshots",
+                budget.as_secs()
+            );
+            break;
+        }
         let t = Instant::now();
         let r = c.sync(&snaps[..=k], &mem).expect("sync");
         incr.push(t.elapsed());
         assert_eq!((r.added, r.removed, r.failed.len()), (1, 0, 0), "{r:?}");
+        eprintln!("  snapshot {k}: {:.0} ms", ms(t.elapsed()));
     }
+    // Snapshots catalogued: all of them unless the budget ran out.
+    let done = incr.len() + 1;
     let incr_total: Duration = incr.iter().sum();
     let (incr_med, incr_p95, incr_max) = median_p95(&incr);
     eprintln!(
@@ -1095,7 +1106,7 @@ fn main() {
     let (db_bytes, wal_bytes) = (file_len(&db_path, ""), file_len(&db_path, "-wal"));
 
     // ---- queries
-    let latest = snaps[n_snaps - 1].0;
+    let latest = snaps[done - 1].0;
     let hot_path = format!("{}/{HOT_FILE}", home.path(home.hot));
     let hot_dir = home.path(home.hot);
     let agent = Filter {
@@ -1278,14 +1289,18 @@ fn main() {
         });
     }
 
+    // ---- what SQLite does with the catalog's statements
+    let diag = diagnose(&db_path, reps, &hot_dir);
+
     // ---- rebuild from scratch
     let t = Instant::now();
     c.clear().expect("clear");
     let clear_time = t.elapsed();
+    eprintln!("rebuilding {done} snapshots from scratch");
     let t = Instant::now();
-    let r = c.sync(&snaps, &mem).expect("rebuild");
+    let r = c.sync(&snaps[..done], &mem).expect("rebuild");
     let rebuild = t.elapsed();
-    assert_eq!(r.added, n_snaps, "{r:?}");
+    assert_eq!(r.added, done, "{r:?}");
     let stats2 = c.stats().expect("stats");
     let (db2, wal2) = (file_len(&db_path, ""), file_len(&db_path, "-wal"));
     assert_eq!(
@@ -1382,6 +1397,16 @@ fn main() {
             fmt_ms(incr_max)
         ),
     );
+    if done < n_snaps {
+        row(
+            "**Snapshots catalogued**",
+            format!(
+                "**only {done} of {n_snaps}: the {} s budget for the incremental syncs ran out** \
+                 (`CATALOG_BENCH_BUDGET`); the figures below are for {done} snapshots",
+                budget.as_secs()
+            ),
+        );
+    }
     row(
         "Catalog contents",
         format!(
@@ -1405,7 +1430,7 @@ fn main() {
         format!("{:.0}", stats.bytes as f64 / stats.paths.max(1) as f64),
     );
     row(
-        &format!("Rebuild from scratch: `clear()` + `sync` of all {n_snaps}"),
+        &format!("Rebuild from scratch: `clear()` + `sync` of all {done} snapshots"),
         format!(
             "{:.1} s + {:.1} s = {:.1} s",
             clear_time.as_secs_f64(),
@@ -1451,4 +1476,163 @@ fn main() {
     }
     println!();
     println!("⚠: median over the 100 ms target.");
+    println!();
+    println!(
+        "SQLite's plans for the catalog's statements (the SQL copied from \
+         crates/catalog/src/versions*, run on the finished catalog through a second connection; \
+         timed statements run inside a transaction that is rolled back):"
+    );
+    println!();
+    println!("| Statement (where) | Plan | Median ms |");
+    println!("| --- | --- | ---: |");
+    for d in &diag {
+        println!(
+            "| {} | {} | {} |",
+            d.what,
+            d.plan.replace('|', "\\|"),
+            d.median.map_or("-".into(), fmt_ms)
+        );
+    }
+}
+
+struct Diag {
+    what: String,
+    plan: String,
+    median: Option<f64>,
+}
+
+/// EXPLAIN QUERY PLAN of the statements the catalog runs, and the cost of
+/// the ones that matter per changed path or per search.
+fn diagnose(db_path: &std::path::Path, reps: usize, dir: &str) -> Vec<Diag> {
+    let db = rusqlite::Connection::open(db_path).expect("a second connection");
+    let plan = |sql: &str| -> String {
+        let mut st = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let nulls = std::iter::repeat_n(rusqlite::types::Null, st.parameter_count());
+        let rows = st
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .expect("explain")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("explain");
+        format!("`{}`", rows.join("; "))
+    };
+    // A path with an open version, from the middle of the table.
+    let probe: Option<(i64, i64)> = db
+        .query_row(
+            "SELECT node, line FROM versions WHERE to_seq IS NULL AND kind = 0
+             LIMIT 1 OFFSET (SELECT count(*) / 2 FROM versions WHERE kind = 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+        .or_else(|| {
+            db.query_row(
+                "SELECT node, line FROM versions WHERE to_seq IS NULL LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()
+        });
+    let time_sql = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Option<f64> {
+        let mut t = Vec::new();
+        for _ in 0..reps.clamp(3, 20) {
+            db.execute_batch("BEGIN").ok()?;
+            let start = Instant::now();
+            let mut st = db.prepare_cached(sql).ok()?;
+            if st.readonly() {
+                let mut rows = st.query(params).ok()?;
+                while rows.next().ok()?.is_some() {}
+            } else {
+                st.execute(params).ok()?;
+            }
+            t.push(start.elapsed());
+            drop(st);
+            db.execute_batch("ROLLBACK").ok()?;
+        }
+        Some(median_p95(&t).0)
+    };
+    let close = "UPDATE versions SET to_seq = ?3 WHERE node = ?1 AND line = ?2 AND to_seq IS NULL";
+    let close_indexed = "UPDATE versions INDEXED BY versions_node SET to_seq = ?3 \
+                         WHERE node = ?1 AND line = ?2 AND to_seq IS NULL";
+    let names = "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid \
+                 WHERE names.name LIKE ?1 ESCAPE '\\'";
+    let spans = "SELECT line, from_seq, to_seq, kind, size, mtime FROM versions \
+                 WHERE node = ?1 ORDER BY line, from_seq";
+    let deleted_in = "SELECT n.id, n.name, v.line, v.from_seq, v.to_seq, v.kind, v.size, v.mtime \
+                      FROM nodes n JOIN versions v ON v.node = n.id \
+                      WHERE n.parent = ?1 AND v.line = ?2 AND v.from_seq <= ?3 \
+                      ORDER BY n.id, v.from_seq";
+    let deleted_in_forced =
+        "SELECT n.id, n.name, v.line, v.from_seq, v.to_seq, v.kind, v.size, v.mtime \
+                      FROM nodes n CROSS JOIN versions v INDEXED BY versions_node ON v.node = n.id \
+                      WHERE n.parent = ?1 AND v.line = ?2 AND v.from_seq <= ?3 \
+                      ORDER BY n.id, v.from_seq";
+    let names_no_escape = "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid \
+                           WHERE names.name LIKE ?1";
+    let node_id = "SELECT id FROM nodes WHERE parent = ?1 AND name = ?2";
+    let mut dir_node = 1_i64;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        dir_node = db
+            .query_row(node_id, rusqlite::params![dir_node, part], |r| r.get(0))
+            .unwrap_or(-1);
+    }
+    let (at_line, at_seq): (i64, i64) = db
+        .query_row(
+            "SELECT line, seq FROM snaps ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((1, 1));
+    let mut out = Vec::new();
+    let (node, line) = probe.unwrap_or((0, 0));
+    let seq = 1_000_000_i64;
+    out.push(Diag {
+        what: "close a version, per changed or deleted path (write.rs `close`)".into(),
+        plan: plan(close),
+        median: time_sql(close, &[&node, &line, &seq]),
+    });
+    out.push(Diag {
+        what: "the same UPDATE with `INDEXED BY versions_node` (for comparison)".into(),
+        plan: plan(close_indexed),
+        median: time_sql(close_indexed, &[&node, &line, &seq]),
+    });
+    out.push(Diag {
+        what: "find a node, per path (write.rs `node_id`, query.rs `node_of`)".into(),
+        plan: plan(node_id),
+        median: None,
+    });
+    for like in ["%report%", "%zzqq%", "%ab%"] {
+        out.push(Diag {
+            what: format!("search candidates, LIKE '{like}', all rows (versions.rs `search`)"),
+            plan: plan(names),
+            median: time_sql(names, &[&like]),
+        });
+    }
+    out.push(Diag {
+        what: "the same without `ESCAPE`, LIKE '%report%' (for comparison)".into(),
+        plan: plan(names_no_escape),
+        median: time_sql(names_no_escape, &[&"%report%"]),
+    });
+    out.push(Diag {
+        what: "the same without `ESCAPE`, LIKE '%zzqq%' (for comparison)".into(),
+        plan: plan(names_no_escape),
+        median: time_sql(names_no_escape, &[&"%zzqq%"]),
+    });
+    out.push(Diag {
+        what: "spans of one candidate (versions.rs `search`)".into(),
+        plan: plan(spans),
+        median: time_sql(spans, &[&node]),
+    });
+    out.push(Diag {
+        what: format!("deleted_in (versions.rs), folder {dir}"),
+        plan: plan(deleted_in),
+        median: time_sql(deleted_in, &[&dir_node, &at_line, &at_seq]),
+    });
+    out.push(Diag {
+        what: "the same from the folder's children: `nodes n CROSS JOIN versions v INDEXED BY versions_node` (for comparison)".into(),
+        plan: plan(deleted_in_forced),
+        median: time_sql(deleted_in_forced, &[&dir_node, &at_line, &at_seq]),
+    });
+    out
 }

@@ -70,6 +70,17 @@ pub enum Command {
     /// changes as it happens (only the changed folders are listed), with a
     /// full scan every few hours. Prints one line per snapshot; stop with Ctrl-C.
     Watch(WatchArgs),
+    /// Run the backup agent without a window, as the desktop app does in its
+    /// tray: on the first start it enrols from the installer's enrolment
+    /// file, then backs up on its schedule and as files change.
+    Agent {
+        /// Exit after the first backup ends, with its outcome (scripts, tests).
+        #[arg(long)]
+        once: bool,
+        /// Accepted from autostart entries; the agent always runs in the background.
+        #[arg(long, hide = true)]
+        background: bool,
+    },
     /// Enrol this device with a company server (then use --repo URL).
     Enroll {
         /// The server, e.g. https://backup.example.com:8443
@@ -108,6 +119,10 @@ pub enum Command {
         /// Argon2id memory in KiB for the server's repository key (tests only).
         #[arg(long, hide = true)]
         kdf_memory: Option<u32>,
+        /// Files the download pages offer (the app and `tidemark` binaries,
+        /// an icon): employees install from /download/CODE links.
+        #[arg(long)]
+        downloads: Option<PathBuf>,
     },
     /// List snapshots.
     Snapshots {

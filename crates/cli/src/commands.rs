@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => init(g, if_missing, kdf_memory, pack_size_mib),
         Command::Backup(a) => backup(g, a),
         Command::Watch(a) => watch(g, a),
+        Command::Agent { once, .. } => agent_cmd(g, once),
         Command::Enroll {
             url,
             code,
@@ -56,7 +57,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             key,
             insecure_http,
             kdf_memory,
-        } => server_cmd(g, &data, listen, cert.zip(key), insecure_http, kdf_memory),
+            downloads,
+        } => server_cmd(
+            g,
+            &data,
+            listen,
+            cert.zip(key),
+            insecure_http,
+            kdf_memory,
+            downloads.as_deref(),
+        ),
         Command::Snapshots { host } => snapshots(g, host),
         Command::Ls {
             snapshot,
@@ -240,6 +250,55 @@ fn exclude_patterns(a: &BackupArgs) -> Result<Vec<String>> {
         );
     }
     Ok(patterns)
+}
+
+fn agent_cmd(g: &Global, once: bool) -> Result<i32> {
+    use agent::Event;
+    let paths = agent::Paths::for_user()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let tx = std::sync::Mutex::new(tx);
+    let a = agent::Agent::start(
+        paths,
+        Arc::new(move |e| {
+            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(e);
+        }),
+    )?;
+    if let Some(server) = a.enrol_from_file()? {
+        if !g.quiet {
+            eprintln!("enrolled with {server}; the first backup starts now");
+        }
+    }
+    if a.config().destination.is_none() {
+        bail!("Tidemark is not set up on this account: install it from your company's download page, or run the desktop app's setup");
+    }
+    for e in rx {
+        if g.json {
+            println!("{}", to_json(&e));
+        }
+        match &e {
+            Event::BackupFinished { done } => {
+                if !g.json && !g.quiet {
+                    println!(
+                        "{}  backed up {} file(s), {} added",
+                        local_time(done.time),
+                        done.files,
+                        human_bytes(done.bytes_added)
+                    );
+                }
+                if once {
+                    return Ok(0);
+                }
+            }
+            Event::BackupFailed { message, .. } => {
+                eprintln!("backup failed: {message}");
+                if once {
+                    return Ok(1);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(0)
 }
 
 fn watch(g: &Global, a: WatchArgs) -> Result<i32> {
@@ -1129,6 +1188,7 @@ fn server_cmd(
     cert: Option<(PathBuf, PathBuf)>,
     insecure_http: bool,
     kdf_memory: Option<u32>,
+    downloads: Option<&Path>,
 ) -> Result<i32> {
     use server::serve::Tls;
     let kdf = kdf_memory.map(|m| crypto::KdfParams {
@@ -1148,6 +1208,7 @@ fn server_cmd(
         data,
         listen,
         tls,
+        downloads,
         |addr, cert| {
             let scheme = if cert.is_some() { "https" } else { "http" };
             emit(

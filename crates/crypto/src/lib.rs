@@ -6,6 +6,8 @@
 //! This crate owns key material and makes sure it is zeroized when dropped.
 //! It must not do I/O, pick file names, or know what a chunk or a pack is.
 
+pub mod signing;
+
 use chacha20::cipher::consts::U10;
 use chacha20::hchacha;
 use rand::RngCore;
@@ -322,6 +324,12 @@ pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Key
     let k = Key(out);
     out.zeroize();
     Ok(k)
+}
+
+/// SHA-256 of `bytes` as plain lowercase hex (what `sha256sum` prints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The SHA-256 fingerprint of a certificate (DER) as colon-separated hex,

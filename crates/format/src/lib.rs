@@ -5,6 +5,7 @@
 //! compress, do I/O, or know about files on the user's disk beyond the
 //! metadata a tree records.
 
+pub mod enrolment;
 mod names;
 pub mod pack;
 

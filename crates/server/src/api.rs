@@ -105,6 +105,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         .route("/v1/admin/users/{user}/blobs/{id}", get(admin_user_blob))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .merge(crate::download::routes())
         .layer(json_limit)
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),

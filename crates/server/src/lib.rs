@@ -17,6 +17,7 @@
 //! It must not depend on the agent, the snapshot engine or any front end.
 
 mod api;
+mod download;
 mod error;
 pub mod meta;
 pub mod retention;
@@ -69,6 +70,21 @@ pub struct Server {
     /// The organisation's master keys, hex, as sent to enrolled devices.
     keys: String,
     pub metrics: Metrics,
+    /// Signs enrolment files; devices trust its public key from their installer.
+    pub(crate) signing: crypto::signing::SigningKey,
+    /// How devices reach this server, once it listens (see [`Published`]).
+    published: std::sync::OnceLock<Published>,
+}
+
+/// What the download pages need to know about the running server.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// SHA-256 of the certificate devices will see (empty over plain HTTP).
+    pub fingerprint: String,
+    /// `https` or `http`.
+    pub scheme: String,
+    /// Where the files offered for download are (the app, the CLI, icons).
+    pub downloads: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Server {
@@ -87,6 +103,7 @@ pub struct Opened {
 }
 
 const SECRET_FILE: &str = "server.secret";
+const SIGNING_FILE: &str = "org-signing.pk8";
 
 impl Server {
     /// Opens the server's data folder, creating it (a repository, the
@@ -144,6 +161,20 @@ impl Server {
         // Packs stored by a server killed before indexing them.
         repo.recover_unindexed_packs()?;
         let meta: Arc<dyn Meta> = Arc::new(SqliteMeta::open(&dir.join("server.sqlite"))?);
+        let signing_path = dir.join(SIGNING_FILE);
+        let signing = if signing_path.exists() {
+            let pkcs8 = zeroize::Zeroizing::new(
+                std::fs::read(&signing_path)
+                    .map_err(|e| data_err(format!("cannot read {SIGNING_FILE}: {e}")))?,
+            );
+            crypto::signing::SigningKey::from_pkcs8(&pkcs8)
+                .map_err(|e| data_err(format!("{SIGNING_FILE}: {e}")))?
+        } else {
+            let (key, pkcs8) =
+                crypto::signing::SigningKey::generate().map_err(|e| data_err(e.to_string()))?;
+            write_private(&signing_path, &pkcs8).map_err(|e| data_err(e.to_string()))?;
+            key
+        };
         let mac_key = crypto::mac(&[0; 32], &[b"tidemark server mac key", secret.as_bytes()]);
         let server = Arc::new(Server {
             keys: repo.export_keys(),
@@ -151,6 +182,8 @@ impl Server {
             meta,
             mac_key,
             metrics: Metrics::default(),
+            signing,
+            published: std::sync::OnceLock::new(),
         });
         let first_admin_code = if server.meta.users()?.is_empty() {
             let admin = server.meta.create_user("admin", true)?;
@@ -162,6 +195,22 @@ impl Server {
             server,
             first_admin_code,
         })
+    }
+
+    /// Tells the download pages how devices reach this server; the first
+    /// call wins (a server listens once).
+    pub fn publish(&self, p: Published) {
+        let _ = self.published.set(p);
+    }
+
+    pub(crate) fn published(&self) -> Published {
+        self.published.get().cloned().unwrap_or_default()
+    }
+
+    /// The organisation's public signing key (hex), which installers give
+    /// devices so they can check enrolment files.
+    pub fn org_public_key(&self) -> String {
+        hex::encode(self.signing.public_key())
     }
 
     pub(crate) fn hash_secret(&self, what: &[u8], secret: &str) -> [u8; 32] {

@@ -79,6 +79,8 @@ pub trait Meta: Send + Sync {
         uses: Option<u32>,
         expires: i64,
     ) -> MetaResult<()>;
+    /// The user and expiry of a code that could still enrol, without using it.
+    fn peek_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<(i64, i64)>>;
     /// Uses one use of a code, atomically; `None` when unknown, spent or expired.
     fn redeem_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<CodeGrant>>;
     fn create_device(
@@ -242,6 +244,21 @@ impl Meta for SqliteMeta {
                 params![&code_hash[..], user_id, uses, expires],
             )
             .map(|_| ())
+        })
+    }
+
+    fn peek_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<(i64, i64)>> {
+        self.with(|db| {
+            let row: Option<(i64, Option<i64>, i64)> = db
+                .query_row(
+                    "SELECT user_id, uses_left, expires FROM codes WHERE hash = ?1",
+                    [&code_hash[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            Ok(row
+                .filter(|(_, uses, expires)| *expires > now && uses.is_none_or(|u| u > 0))
+                .map(|(user, _, expires)| (user, expires)))
         })
     }
 

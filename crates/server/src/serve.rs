@@ -86,10 +86,10 @@ pub async fn serve(
     dir: &Path,
     listen: SocketAddr,
     tls: Tls,
+    downloads: Option<&Path>,
     on_ready: impl FnOnce(SocketAddr, Option<&Certificate>),
 ) -> Result<(), ServerError> {
     let server_for_retention = server.clone();
-    let app = crate::app(server, Limits::default());
     let io = |e: std::io::Error| tls_err(dir, format!("cannot listen on {listen}: {e}"));
     let listener = std::net::TcpListener::bind(listen).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
@@ -107,6 +107,15 @@ pub async fn serve(
         Tls::SelfSigned => Some(self_signed(dir, &[repository::hostname()])?),
         Tls::Files { cert, key } => Some(load(&cert, &key)?),
     };
+    server.publish(crate::Published {
+        fingerprint: cert
+            .as_ref()
+            .map(|c| c.fingerprint.clone())
+            .unwrap_or_default(),
+        scheme: if cert.is_some() { "https" } else { "http" }.into(),
+        downloads: downloads.map(Path::to_path_buf),
+    });
+    let app = crate::app(server, Limits::default());
     on_ready(bound, cert.as_ref());
     spawn_index_flush(server_for_retention.clone());
     spawn_retention(server_for_retention);

@@ -1,0 +1,255 @@
+//! From download to protected, with no administrator: the company server's
+//! download page serves the per-user installer and a signed enrolment file;
+//! the installer puts Tidemark into a fresh HOME; its first start enrols and
+//! backs up; uninstalling leaves nothing but the backups. A tampered
+//! enrolment file enrols nothing.
+
+use super::server::{curl, start};
+use super::support::{tidemark, workdir};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Runs the installer as the user of `home`, with `args`.
+fn sh(script: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg(script)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("run sh")
+}
+
+fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).expect("below").display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
+    let work = workdir();
+    let downloads = work.path().join("downloads");
+    std::fs::create_dir_all(&downloads).expect("mkdir");
+    std::fs::copy(env!("CARGO_BIN_EXE_tidemark"), downloads.join("tidemark")).expect("copy");
+    let icon = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../icons/128x128.png");
+    std::fs::copy(&icon, downloads.join("tidemark.png")).expect("copy the icon");
+    let data = work.path().join("server");
+    let s = start(
+        work.path(),
+        &data,
+        &["--downloads", downloads.to_str().expect("utf-8")],
+    );
+    let url = s.url();
+    let admin_dir = work.path().join("admin");
+    std::fs::create_dir_all(&admin_dir).expect("mkdir");
+    let admin = tidemark(&admin_dir).with_repo(&url).with_env(
+        "TIDEMARK_DEVICE_SECRET_FILE",
+        admin_dir.join("device.secret"),
+    );
+    admin.ok(&[
+        "enroll",
+        &url,
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+    admin.ok(&["admin", "add-user", "ann"]);
+    let policy = work.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"folders": ["~/Work"], "every_minutes": 60, "continuous": false}"#,
+    )
+    .expect("write");
+    admin.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
+    let code = admin.json(&["admin", "code", "ann", "--uses", "1"])["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+
+    // Ann's new laptop: an empty home with her work in it.
+    let ann_work = work.path().join("ann");
+    let home = ann_work.join("home");
+    let docs = home.join("Work");
+    std::fs::create_dir_all(docs.join("plans")).expect("mkdir");
+    std::fs::write(docs.join("plans/q1.txt"), "first quarter").expect("write");
+    std::fs::write(docs.join("notes.md"), "# notes\n").expect("write");
+    let started = Instant::now();
+    let (ok, page) = curl(&["-k", &format!("{url}/download/{code}")]);
+    assert!(ok && page.contains("Tidemark for ann"), "{page}");
+    let script = work.path().join("install.sh");
+    let (ok, body) = curl(&["-k", &format!("{url}/download/{code}/install.sh")]);
+    assert!(ok && body.starts_with("#!/bin/sh"), "{body}");
+    std::fs::write(&script, &body).expect("save the installer");
+    let out = sh(&script, &home, &[]);
+    assert!(
+        out.status.success(),
+        "install: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = files_under(&home);
+    for f in [
+        ".local/bin/tidemark",
+        ".local/share/applications/tidemark.desktop",
+        ".local/share/icons/hicolor/128x128/apps/tidemark.png",
+        ".config/autostart/tidemark.desktop",
+        ".config/tidemark/org-signing.pub",
+        ".config/tidemark/enrolment.tidemark",
+    ] {
+        assert!(
+            installed.iter().any(|i| i == f),
+            "{f} missing: {installed:?}"
+        );
+    }
+    let autostart =
+        std::fs::read_to_string(home.join(".config/autostart/tidemark.desktop")).expect("read");
+    assert!(
+        autostart.contains(&format!(
+            "Exec={}/.local/bin/tidemark agent --background",
+            home.display()
+        )),
+        "{autostart}"
+    );
+
+    // First start of the installed program: enrols without a question and
+    // backs up the folders the organisation's policy names.
+    let secret = (
+        "TIDEMARK_DEVICE_SECRET_FILE",
+        ann_work.join("device.secret"),
+    );
+    let installed_tidemark =
+        test_support::Tidemark::new(home.join(".local/bin/tidemark"), &ann_work)
+            .with_env(secret.0, &secret.1);
+    let out = installed_tidemark.run(&["agent", "--once"]);
+    assert_eq!(out.code, Some(0), "first start: {}", out.printed());
+    let ann = tidemark(&ann_work)
+        .with_repo(&url)
+        .with_env(secret.0, &secret.1);
+    let took = started.elapsed();
+    eprintln!(
+        "download → first committed backup: {:.1} s",
+        took.as_secs_f64()
+    );
+    let devices = admin.json(&["admin", "devices"]);
+    assert!(devices.to_string().contains("\"ann\""), "{devices}");
+    let snaps = ann.ok(&["snapshots", "--json"]).json();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    let target = work.path().join("restored");
+    ann.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let back = target.join(docs.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        std::fs::read_to_string(back.join("plans/q1.txt")).expect("restored"),
+        "first quarter"
+    );
+    assert!(
+        home.join(".config/tidemark/enrolment.tidemark.used")
+            .exists(),
+        "the enrolment file is put aside once used"
+    );
+
+    // Uninstall keeps settings; --purge leaves nothing of Tidemark in HOME;
+    // the backup stays on the server.
+    let out = sh(&script, &home, &["--uninstall"]);
+    assert!(out.status.success());
+    let left = files_under(&home);
+    assert!(
+        !left.iter().any(|f| f.starts_with(".local/bin/")
+            || f.contains("tidemark.desktop")
+            || f.ends_with("tidemark.png")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|f| f == ".config/tidemark/agent.toml"),
+        "{left:?}"
+    );
+    let out = sh(&script, &home, &["--uninstall", "--purge"]);
+    assert!(out.status.success());
+    let left = files_under(&home);
+    assert!(
+        !left.iter().any(|f| f.contains("tidemark")),
+        "left behind: {left:?}"
+    );
+    let snaps = admin.json(&["admin", "snapshots", "--user", "ann"]);
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+}
+
+#[test]
+fn a_tampered_or_foreign_enrolment_file_enrols_nothing() {
+    let work = workdir();
+    let data = work.path().join("server");
+    let s = start(work.path(), &data, &[]);
+    let url = s.url();
+    let admin_dir = work.path().join("admin");
+    std::fs::create_dir_all(&admin_dir).expect("mkdir");
+    let admin = tidemark(&admin_dir).with_repo(&url).with_env(
+        "TIDEMARK_DEVICE_SECRET_FILE",
+        admin_dir.join("device.secret"),
+    );
+    admin.ok(&[
+        "enroll",
+        &url,
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+    let code = admin.json(&["admin", "code", "admin", "--uses", "1"])["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let (ok, key) = curl(&["-k", &format!("{url}/v1/org-key")]);
+    assert!(ok, "{key}");
+    let key: serde_json::Value = serde_json::from_str(&key).expect("json");
+    let (ok, file) = curl(&["-k", &format!("{url}/download/{code}/enrolment.tidemark")]);
+    assert!(ok, "{file}");
+    let mut f: serde_json::Value = serde_json::from_str(&file).expect("json");
+    let devices_before = admin.json(&["admin", "devices"]).to_string();
+
+    let eve_work = work.path().join("eve");
+    let conf = eve_work.join("home/.config/tidemark");
+    std::fs::create_dir_all(&conf).expect("mkdir");
+    std::fs::write(
+        conf.join("org-signing.pub"),
+        key["public_key"].as_str().expect("key"),
+    )
+    .expect("write");
+    // Pointed at another server: the signature no longer holds.
+    f["server"] = serde_json::Value::String("https://127.0.0.1:9".into());
+    std::fs::write(conf.join("enrolment.tidemark"), f.to_string()).expect("write");
+    let eve = tidemark(&eve_work).with_env(
+        "TIDEMARK_DEVICE_SECRET_FILE",
+        eve_work.join("device.secret"),
+    );
+    let out = eve.run(&["agent", "--once"]);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.printed().contains("not signed by your organisation"),
+        "{}",
+        out.printed()
+    );
+    assert!(!conf.join("agent.toml").exists(), "nothing may be set up");
+    assert_eq!(
+        admin.json(&["admin", "devices"]).to_string(),
+        devices_before
+    );
+    // The link itself is refused once the code is gone.
+    let (_, body) = curl(&[
+        "-k",
+        &format!("{url}/download/NOT-A-CODE/enrolment.tidemark"),
+    ]);
+    assert!(body.contains("unknown, used up or expired"), "{body}");
+}
