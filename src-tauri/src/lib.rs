@@ -176,6 +176,13 @@ pub fn run() {
                     let _ = handle.run_on_main_thread(move || on_agent_event(&h, ev));
                 }),
             )?;
+            // Installed from the company's download page: enrol from the
+            // signed enrolment file before deciding what to show.
+            match agent.enrol_from_file() {
+                Ok(Some(server)) => tracing::info!(%server, "enrolled from the installer's file"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "the installer's enrolment file was not used"),
+            }
             let configured = agent.config().destination.is_some();
             app.manage(Arc::new(agent));
             tray::create(app.handle())?;
