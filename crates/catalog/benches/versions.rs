@@ -283,7 +283,7 @@ const TOP: &[(&str, Cat, u32)] = &[
 ];
 
 fn word(r: &mut Rng) -> &'static str {
-    *r.pick(WORDS)
+    WORDS[r.below(WORDS.len())]
 }
 
 fn cap(w: &str) -> String {
@@ -765,11 +765,11 @@ impl Home {
         }
         // The thesis changes every few days; its folder loses and gains a
         // file now and then.
-        if snap % 4 == 0 {
+        if snap.is_multiple_of(4) {
             let hot = self.hot;
             self.change_file(hot, HOT_FILE);
         }
-        if snap % 5 == 0 {
+        if snap.is_multiple_of(5) {
             let hot = self.hot;
             if let Some(name) = self.random_file(hot) {
                 if name != HOT_FILE {
@@ -811,7 +811,7 @@ impl Home {
             log.added += n;
             log.folders_added += dirs.len();
         }
-        if snap % 12 == 0 {
+        if snap.is_multiple_of(12) {
             let candidates: Vec<usize> = alive
                 .iter()
                 .copied()
@@ -986,7 +986,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -26,7 +26,7 @@ mod write;
 use chrono::{DateTime, Utc};
 use crypto::Id;
 use format::{NodeKind, Snapshot, Tree};
-use query::{compile, hit_of, load_snaps, node_of, span_at, PathCache, Span};
+use query::{candidates_sql, compile, hit_of, load_snaps, node_of, span_at, PathCache, Span};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -206,6 +206,9 @@ impl VersionCatalog {
             db.busy_timeout(Duration::from_secs(30))?;
             db.pragma_update(None, "journal_mode", "WAL")?;
             db.pragma_update(None, "synchronous", "NORMAL")?;
+            // The log of a first catalogue of a million paths is as large
+            // as the catalog; it shrinks back to this after a checkpoint.
+            db.pragma_update(None, "journal_size_limit", 16 << 20)?;
             Ok(db)
         };
         let db = match open(&path).and_then(|db| Self::prepare(db, false)) {
@@ -406,6 +409,11 @@ impl VersionCatalog {
                 }
             }
         }
+        if report.added + report.removed > 0 {
+            // Fold the write-ahead log into the database now rather than
+            // leave it at its largest until the next automatic checkpoint.
+            self.with(|db| db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))?;
+        }
         Ok(report)
     }
 
@@ -490,15 +498,18 @@ impl VersionCatalog {
             let mut paths = PathCache::default();
             let mut hits = Vec::new();
             let mut truncated = false;
-            let mut names = db.prepare_cached(
-                "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
-                 WHERE names.name LIKE ?1 ESCAPE '\\'",
-            )?;
+            let Some((sql, args)) = candidates_sql(&snaps, filter, &like)? else {
+                return Ok(SearchResult {
+                    hits: Vec::new(),
+                    truncated: false,
+                });
+            };
+            let mut names = db.prepare_cached(&sql)?;
             let mut spans_of = db.prepare_cached(
                 "SELECT line, from_seq, to_seq, kind, size, mtime FROM versions
                  WHERE node = ?1 ORDER BY line, from_seq",
             )?;
-            let mut rows = names.query([&like])?;
+            let mut rows = names.query(rusqlite::params_from_iter(args.iter()))?;
             'names: while let Some(r) = rows.next()? {
                 let node: i64 = r.get(0)?;
                 let name: String = r.get(1)?;
@@ -586,9 +597,12 @@ impl VersionCatalog {
                 return Ok(Vec::new());
             };
             let mut st = db.prepare_cached(
+                // From the folder's children to their versions: without
+                // statistics SQLite would otherwise walk every version of
+                // the backup set.
                 "SELECT n.id, n.name, v.line, v.from_seq, v.to_seq, v.kind, v.size, v.mtime
-                 FROM nodes n JOIN versions v ON v.node = n.id
-                 WHERE n.parent = ?1 AND v.line = ?2 AND v.from_seq <= ?3
+                 FROM nodes n CROSS JOIN versions v INDEXED BY versions_node
+                 WHERE n.parent = ?1 AND v.node = n.id AND v.line = ?2 AND v.from_seq <= ?3
                  ORDER BY n.id, v.from_seq",
             )?;
             let mut by_node: BTreeMap<i64, (String, Vec<Span>)> = BTreeMap::new();

@@ -223,10 +223,10 @@ pub(super) fn compile(query: &NameQuery) -> Result<(String, globset::GlobMatcher
                 }
                 like.push('%');
             }
-            '%' | '_' | '\\' => {
-                like.push('\\');
-                like.push(c);
-            }
+            // LIKE's own wildcards become "any one character": a superset
+            // the glob then narrows. (An ESCAPE clause would keep SQLite
+            // from handing the LIKE to the trigram index.)
+            '%' | '_' => like.push('_'),
             c => like.push(c),
         }
     }
@@ -303,4 +303,114 @@ pub(super) fn hit_of(
         deleted,
         deleted_at,
     })
+}
+
+/// Whether the trigram index can answer `like`: it needs three literal
+/// characters in a row.
+fn has_trigram(like: &str) -> bool {
+    let mut run = 0;
+    for c in like.chars() {
+        if c == '%' || c == '_' {
+            run = 0;
+        } else {
+            run += 1;
+            if run >= 3 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The SQL that lists candidate names with the filters that one version
+/// row can decide (a superset of what [`hit_of`] keeps), so SQLite, not a
+/// query per name, discards most of them. Names are found through the
+/// trigram index when the pattern allows; otherwise, with a filter, from
+/// the versions table. `None`: nothing can match (no such host).
+pub(super) fn candidates_sql(
+    snaps: &Snaps,
+    filter: &Filter,
+    like: &str,
+) -> rusqlite::Result<Option<(String, Vec<rusqlite::types::Value>)>> {
+    use rusqlite::types::Value;
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = vec![Value::Text(like.to_string())];
+    let arg = |v: Value, args: &mut Vec<Value>| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    if let Some(host) = &filter.host {
+        let lines: Vec<i64> = snaps
+            .hosts
+            .iter()
+            .filter(|(_, h)| *h == host)
+            .map(|(l, _)| *l)
+            .collect();
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let list: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        conds.push(format!("v.line IN ({})", list.join(",")));
+    }
+    if let Some(k) = filter.kind {
+        conds.push(format!(
+            "v.kind = {}",
+            arg(Value::Integer(super::write::kind_code(k)), &mut args)
+        ));
+    }
+    if let Some(m) = filter.min_size {
+        conds.push(format!(
+            "v.size >= {}",
+            arg(Value::Integer(m as i64), &mut args)
+        ));
+    }
+    if let Some(m) = filter.max_size {
+        conds.push(format!(
+            "v.size <= {}",
+            arg(Value::Integer(m.min(i64::MAX as u64) as i64), &mut args)
+        ));
+    }
+    if let Some(t) = filter.modified_after {
+        let ns = t.timestamp_nanos_opt().unwrap_or(i64::MIN);
+        conds.push(format!("v.mtime >= {}", arg(Value::Integer(ns), &mut args)));
+    }
+    if let Some(t) = filter.modified_before {
+        let ns = t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        conds.push(format!("v.mtime <= {}", arg(Value::Integer(ns), &mut args)));
+    }
+    if filter.deleted || filter.deleted_since.is_some() {
+        conds.push("v.to_seq IS NOT NULL".into());
+    }
+    if let Some(since) = filter.deleted_since {
+        // The first snapshot at or after `since`: a deletion that late
+        // closes its version there or later.
+        match snaps.by_seq.values().find(|s| s.time >= since) {
+            Some(first) => conds.push(format!(
+                "v.to_seq >= {}",
+                arg(Value::Integer(first.seq), &mut args)
+            )),
+            None => return Ok(None),
+        }
+    }
+    let sql = if conds.is_empty() {
+        "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
+         WHERE names.name LIKE ?1"
+            .to_string()
+    } else if has_trigram(like) {
+        format!(
+            "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
+             WHERE names.name LIKE ?1 AND EXISTS (
+                 SELECT 1 FROM versions v INDEXED BY versions_node
+                 WHERE v.node = n.id AND {})",
+            conds.join(" AND ")
+        )
+    } else {
+        // No trigram to look names up by: the filter is the narrower way in.
+        format!(
+            "SELECT DISTINCT n.id, n.name FROM versions v JOIN nodes n ON n.id = v.node
+             WHERE {} AND n.name LIKE ?1",
+            conds.join(" AND ")
+        )
+    };
+    Ok(Some((sql, args)))
 }

@@ -181,6 +181,19 @@ fn versions_deletions_and_search_follow_the_snapshots() {
         ..Default::default()
     };
     assert_eq!(search(&c, &contains(".txt"), &f).len(), 1);
+    // No three letters to look names up by: the filter leads instead.
+    let big = search(&c, &NameQuery::Glob("*".into()), &f);
+    assert_eq!(
+        big.iter().map(|h| h.path.as_str()).collect::<Vec<_>>(),
+        vec!["/home/u/Docs/Report.txt"]
+    );
+    let f = Filter {
+        deleted: true,
+        host: Some("lap".into()),
+        kind: Some(NodeKind::File),
+        ..Default::default()
+    };
+    assert_eq!(search(&c, &NameQuery::Glob("*".into()), &f).len(), 1);
     let f = Filter {
         in_snapshots: vec![s3.0],
         ..Default::default()

@@ -29,7 +29,7 @@ pub(super) fn id_from(bytes: Vec<u8>) -> rusqlite::Result<Id> {
     })
 }
 
-fn kind_code(k: NodeKind) -> i64 {
+pub(super) fn kind_code(k: NodeKind) -> i64 {
     match k {
         NodeKind::File => 0,
         NodeKind::Dir => 1,
@@ -295,7 +295,10 @@ impl Writer<'_> {
         let r = self
             .tx
             .prepare_cached(
-                "UPDATE versions SET to_seq = ?3 WHERE node = ?1 AND line = ?2 AND to_seq IS NULL",
+                // The node's own versions: without statistics SQLite would
+                // pick (line, to_seq) and read every open version of the set.
+                "UPDATE versions INDEXED BY versions_node SET to_seq = ?3
+                 WHERE node = ?1 AND line = ?2 AND to_seq IS NULL",
             )
             .and_then(|mut st| st.execute(params![node, self.line, self.seq]));
         self.db(r).map(|_| ())
