@@ -33,7 +33,7 @@ NODE_HOME := $(HOME)/.cache/tidemark/node
 export PATH := $(NODE_HOME)/bin:$(PATH)
 UI := ui
 
-.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-netbed e2e-deps screenshots check fmt lint layers bench clean
+.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-deb test-netbed e2e-deps screenshots check fmt lint layers bench clean
 
 all: build
 
@@ -114,7 +114,7 @@ run: build build-app
 
 test: test-deps space ui ui-mock fmt lint layers
 	$(CARGO) test --workspace --no-fail-fast
-	@$(MAKE) --no-print-directory test-ui test-e2e test-netbed
+	@$(MAKE) --no-print-directory test-ui test-e2e test-deb test-netbed
 
 # tauri-driver bridges WebDriver to WebKitWebDriver for the app's end-to-end test.
 e2e-deps: rust
@@ -124,6 +124,11 @@ e2e-deps: rust
 test-e2e: e2e-deps
 	$(CARGO) build -p tidemark-app
 	tests/e2e/run.sh $(CARGO_TARGET_DIR)/debug/tidemark-app
+
+# The app's .deb from the Tauri bundler: installed with dpkg, checked,
+# started under Xvfb, removed (tests/deb/run.sh; needs root).
+test-deb: ui
+	tests/deb/run.sh
 
 # The network test bed (tests/netbed): two namespaces, a shaped and delayed
 # link, the server and a real backup; fails when a throttling gate fails.
