@@ -3,7 +3,9 @@
 //! wait on it), and maps errors to a stable code plus a message.
 
 use agent::timeline::{DirEntry, Preview, SearchHit, SnapshotInfo, Version};
-use agent::{Agent, Config, Overview, OwnStorageSetup, RestoreRequest, SetupDone, Status};
+use agent::{
+    Agent, Config, OtherDevice, Overview, OwnStorageSetup, RestoreRequest, SetupDone, Status,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tauri::State;
@@ -178,6 +180,14 @@ pub async fn preview(
 pub async fn restore(agent: State<'_, Shared>, request: RestoreRequest) -> Result<(), ApiError> {
     let a = agent.inner().clone();
     blocking(move || a.restore(request)).await
+}
+
+/// Other computers of this user whose backups can be restored here.
+#[tauri::command]
+#[specta::specta]
+pub async fn other_devices(agent: State<'_, Shared>) -> Result<Vec<OtherDevice>, ApiError> {
+    let a = agent.inner().clone();
+    blocking(move || a.other_devices()).await
 }
 
 #[tauri::command]

@@ -36,6 +36,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::preview,
             commands::restore,
             commands::overview,
+            commands::other_devices,
             commands::get_autostart,
             commands::set_autostart,
         ])
@@ -181,7 +182,9 @@ pub fn run() {
             match agent.enrol_from_file() {
                 Ok(Some(server)) => tracing::info!(%server, "enrolled from the installer's file"),
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "the installer's enrolment file was not used"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the installer's enrolment file was not used")
+                }
             }
             let configured = agent.config().destination.is_some();
             app.manage(Arc::new(agent));

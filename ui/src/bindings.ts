@@ -26,6 +26,8 @@ export const commands = {
 	preview: (snapshot: string, path: string) => typedError<Preview, ApiError>(__TAURI_INVOKE("preview", { snapshot, path })),
 	restore: (request: RestoreRequest) => typedError<null, ApiError>(__TAURI_INVOKE("restore", { request })),
 	overview: () => typedError<Overview, ApiError>(__TAURI_INVOKE("overview")),
+	/**  Other computers of this user whose backups can be restored here. */
+	otherDevices: () => typedError<OtherDevice[], ApiError>(__TAURI_INVOKE("other_devices")),
 	getAutostart: () => __TAURI_INVOKE<boolean>("get_autostart"),
 	setAutostart: (enabled: boolean) => typedError<null, ApiError>(__TAURI_INVOKE("set_autostart", { enabled })),
 };
@@ -154,6 +156,19 @@ export type NetworkStatus = {
 	on_battery: boolean | null,
 	/**  Where each reading came from, and which fell back to heuristics. */
 	sources: string[],
+};
+
+/**  Another computer's backups, for restoring them onto this one. */
+export type OtherDevice = {
+	hostname: string,
+	snapshots: number,
+	/**  Its newest snapshot: what a restore of the device takes. */
+	latest: string,
+	latest_time: string,
+	/**  The folders it backed up. */
+	paths: string[],
+	files: number,
+	bytes: number,
 };
 
 /**  Figures for the status page. */

@@ -29,7 +29,7 @@ pub use config::{default_excludes, default_folders, Config, Destination, Retenti
 pub use error::{AgentError, Result};
 pub use paths::Paths;
 pub use service::{
-    username, Agent, Conflict, Overview, OwnStorageSetup, RestoreRequest, RestoreTarget, SetupDone,
-    Timing, Watching,
+    username, Agent, Conflict, OtherDevice, Overview, OwnStorageSetup, RestoreRequest,
+    RestoreTarget, SetupDone, Timing, Watching,
 };
 pub use status::{BackupDone, Event, EventSink, Progress, Status};

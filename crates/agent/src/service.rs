@@ -76,6 +76,21 @@ pub struct RestoreRequest {
     pub conflict: Conflict,
 }
 
+/// Another computer's backups, for restoring them onto this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct OtherDevice {
+    pub hostname: String,
+    pub snapshots: u32,
+    /// Its newest snapshot: what a restore of the device takes.
+    pub latest: String,
+    pub latest_time: DateTime<Utc>,
+    /// The folders it backed up.
+    pub paths: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// Figures for the status page.
 #[derive(Debug, Clone, Default, Serialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -468,9 +483,45 @@ impl Agent {
         Ok(o)
     }
 
+    /// The other computers whose backups this repository (or this user's
+    /// account on the company server) holds, newest backup first: what
+    /// "restore from another device of mine" offers on a new laptop.
+    pub fn other_devices(&self) -> Result<Vec<OtherDevice>> {
+        let (_, all) = self.everything()?;
+        let mut by_host: std::collections::BTreeMap<String, OtherDevice> = Default::default();
+        for (id, s) in &all {
+            if s.hostname == self.shared.hostname {
+                continue;
+            }
+            let d = by_host
+                .entry(s.hostname.clone())
+                .or_insert_with(|| OtherDevice {
+                    hostname: s.hostname.clone(),
+                    snapshots: 0,
+                    latest: id.to_hex(),
+                    latest_time: s.time,
+                    paths: s.paths.clone(),
+                    files: s.summary.total_files,
+                    bytes: s.summary.total_bytes,
+                });
+            d.snapshots += 1;
+            if s.time >= d.latest_time {
+                d.latest = id.to_hex();
+                d.latest_time = s.time;
+                d.paths = s.paths.clone();
+                d.files = s.summary.total_files;
+                d.bytes = s.summary.total_bytes;
+            }
+        }
+        let mut v: Vec<OtherDevice> = by_host.into_values().collect();
+        v.sort_by(|a, b| b.latest_time.cmp(&a.latest_time));
+        Ok(v)
+    }
+
     /// Restores in the background; progress and the result come as events.
+    /// The snapshot may be another device's (see [`Agent::other_devices`]).
     pub fn restore(&self, req: RestoreRequest) -> Result<()> {
-        let (repo, snaps) = self.history()?;
+        let (repo, snaps) = self.everything()?;
         let (_, snap) = timeline::find(&snaps, &req.snapshot)?;
         let snap = snap.clone();
         let target = match &req.target {

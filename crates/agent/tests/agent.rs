@@ -426,3 +426,53 @@ fn continuous_protection_backs_up_changes_by_itself_and_catches_up_after_a_resta
     assert_eq!(v.len(), 2, "{v:?}");
     assert_eq!(v[1].size, "changed while nobody watched".len() as u64);
 }
+
+#[test]
+fn a_new_laptop_restores_the_old_ones_files_into_place() {
+    let b = bed();
+    b.setup(false);
+    write(&b.data.join("mine.txt"), b"this laptop");
+    b.backup();
+    // The old laptop backed up into the same repository, from elsewhere.
+    let old = b.root.join("old-home/Documents");
+    write(&old.join("thesis/ch1.md"), b"chapter one");
+    write(&old.join("budget.ods"), b"numbers");
+    let repo = b.agent.repository().unwrap();
+    let opts = snapshot::BackupOptions {
+        paths: vec![old.clone()],
+        hostname: "old-laptop".into(),
+        ..Default::default()
+    };
+    agent::jobs::backup(&repo, &opts, &snapshot::NoProgress).unwrap();
+    std::fs::remove_dir_all(b.root.join("old-home")).unwrap();
+
+    let devices = b.agent.other_devices().unwrap();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    let d = &devices[0];
+    assert_eq!((d.hostname.as_str(), d.files), ("old-laptop", 2));
+    assert_eq!(d.paths, vec![old.to_string_lossy().into_owned()]);
+    b.agent
+        .restore(RestoreRequest {
+            snapshot: d.latest.clone(),
+            path: "/".into(),
+            target: RestoreTarget::Original,
+            conflict: Conflict::KeepBoth,
+        })
+        .unwrap();
+    b.wait("the restore", 60, |e| match e {
+        Event::RestoreFinished { .. } => Some(()),
+        _ => None,
+    });
+    assert_eq!(
+        std::fs::read(old.join("thesis/ch1.md")).unwrap(),
+        b"chapter one"
+    );
+    assert_eq!(std::fs::read(old.join("budget.ods")).unwrap(), b"numbers");
+    // This laptop's own backups are not "another device".
+    assert!(b
+        .agent
+        .other_devices()
+        .unwrap()
+        .iter()
+        .all(|d| d.hostname != b.agent.hostname()));
+}

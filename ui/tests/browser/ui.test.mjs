@@ -198,6 +198,11 @@ test("settings show the status figures and save the schedule", async () => {
   // Continuous protection and the search catalog.
   await p.getByText("1 folder(s)").waitFor();
   await p.getByText("410 KB").waitFor();
+  // A new laptop restores the old one's newest backup into place.
+  await p.getByRole("button", { name: "Restore old-laptop's files here" }).click();
+  await p.getByText("Restoring old-laptop's files to their places").waitFor();
+  const r = (await calls(p, "restore")).at(-1).args.request;
+  assert.deepEqual(r, { snapshot: "f".repeat(64), path: "/", target: { kind: "original" }, conflict: "keep_both" });
   await p.getByLabel("Back up", { exact: true }).selectOption({ label: "Every 15 minutes" });
   await p.getByLabel("Back up changes as they happen (within a minute of saving)").uncheck();
   await p.getByLabel("Start Tidemark when I log in").check();
