@@ -514,7 +514,7 @@ impl Agent {
             }
         }
         let mut v: Vec<OtherDevice> = by_host.into_values().collect();
-        v.sort_by(|a, b| b.latest_time.cmp(&a.latest_time));
+        v.sort_by_key(|d| std::cmp::Reverse(d.latest_time));
         Ok(v)
     }
 
