@@ -21,6 +21,7 @@ pub mod secrets;
 mod service;
 mod status;
 pub mod timeline;
+pub mod update;
 pub mod versions;
 mod worker;
 pub mod zero_touch;

@@ -41,6 +41,8 @@ pub struct RunState {
     pub requested: bool,
     /// When unused data was last deleted from own storage.
     pub last_prune: Option<DateTime<Utc>>,
+    /// When the company server was last asked for an update.
+    pub last_update_check: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

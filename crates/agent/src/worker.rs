@@ -173,7 +173,10 @@ pub(crate) fn run(s: &Arc<Shared>) {
                 s.set_status(&mut g, resting);
                 drop(g);
                 match result {
-                    Ok(d) => s.emit(Event::BackupFinished { done: d }),
+                    Ok(d) => {
+                        s.emit(Event::BackupFinished { done: d });
+                        maybe_update(s, &config);
+                    }
                     Err(AgentError::Cancelled) => {}
                     Err(e) => {
                         let failures = lock(&s.inner).run.failures;
@@ -315,6 +318,46 @@ fn backup_with(
             }
             Ok(done(&r.id, &r.snapshot))
         }
+    }
+}
+
+/// How often the company server is asked for an update.
+const UPDATE_EVERY: chrono::Duration = chrono::Duration::hours(6);
+
+/// Right after a backup, the quiet moment an update may use: asks the
+/// company server (at most every six hours) and installs a signed update
+/// into a per-user install; a restore running meanwhile defers it.
+fn maybe_update(s: &Arc<Shared>, config: &Config) {
+    if !matches!(config.destination, Some(Destination::Server { .. })) {
+        return;
+    }
+    let now = Utc::now();
+    {
+        let mut g = lock(&s.inner);
+        if g.run
+            .last_update_check
+            .is_some_and(|t| now - t < UPDATE_EVERY)
+        {
+            return;
+        }
+        g.run.last_update_check = Some(now);
+        save_state(&s.paths.state_file(), &g.run);
+    }
+    let Some(dir) = crate::update::per_user_bin_dir() else {
+        return;
+    };
+    match crate::update::check(&s.paths, config, crate::update::VERSION) {
+        Ok(Some(offer)) => {
+            let busy = matches!(
+                lock(&s.inner).status,
+                Status::BackingUp { .. } | Status::Restoring { .. }
+            );
+            if let Err(e) = crate::update::install(&s.paths, config, busy, &offer, &dir) {
+                tracing::warn!(error = %e, version = %offer.version, "update not installed");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot check for updates"),
     }
 }
 

@@ -73,6 +73,13 @@ pub enum Command {
     /// Run the backup agent without a window, as the desktop app does in its
     /// tray: on the first start it enrols from the installer's enrolment
     /// file, then backs up on its schedule and as files change.
+    /// Check the company server for a signed update and install it into
+    /// this per-user install (the programs are replaced; the next start runs them).
+    Update {
+        /// Only say whether an update is offered.
+        #[arg(long)]
+        check: bool,
+    },
     Agent {
         /// Exit after the first backup ends, with its outcome (scripts, tests).
         #[arg(long)]

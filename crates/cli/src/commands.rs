@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup(g, a),
         Command::Watch(a) => watch(g, a),
         Command::Agent { once, .. } => agent_cmd(g, once),
+        Command::Update { check } => update_cmd(g, check),
         Command::Enroll {
             url,
             code,
@@ -250,6 +251,52 @@ fn exclude_patterns(a: &BackupArgs) -> Result<Vec<String>> {
         );
     }
     Ok(patterns)
+}
+
+fn update_cmd(g: &Global, check_only: bool) -> Result<i32> {
+    use agent::update;
+    let paths = agent::Paths::for_user()?;
+    let config = agent::Config::load(&paths.config_file())?;
+    let Some(offer) = update::check(&paths, &config, update::VERSION)? else {
+        emit(
+            g,
+            &serde_json::json!({ "current": update::VERSION, "offered": null }),
+            || format!("Tidemark {} is up to date", update::VERSION),
+        );
+        return Ok(0);
+    };
+    if check_only {
+        emit(
+            g,
+            &serde_json::json!({ "current": update::VERSION, "offered": offer.version }),
+            || {
+                format!(
+                    "Tidemark {} is offered (this is {})",
+                    offer.version,
+                    update::VERSION
+                )
+            },
+        );
+        return Ok(0);
+    }
+    let dir = update::per_user_bin_dir().ok_or_else(|| {
+        anyhow::anyhow!(
+            "this Tidemark was installed system-wide: update it with your package manager"
+        )
+    })?;
+    let replaced = update::install(&paths, &config, false, &offer, &dir)?;
+    emit(
+        g,
+        &serde_json::json!({ "current": update::VERSION, "installed": offer.version, "replaced": replaced }),
+        || {
+            format!(
+                "installed Tidemark {} ({}); it runs from the next start",
+                offer.version,
+                replaced.join(", ")
+            )
+        },
+    );
+    Ok(0)
 }
 
 fn agent_cmd(g: &Global, once: bool) -> Result<i32> {

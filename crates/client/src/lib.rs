@@ -260,6 +260,23 @@ impl ServerClient {
         self.json(r)
     }
 
+    /// The raw bytes of a GET, at most `limit` of them (a download).
+    pub fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
+        use std::io::Read;
+        let url = format!("{}{path}", self.base);
+        let r = self.send(|| self.http.get(&url))?;
+        let mut out = Vec::new();
+        r.take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if out.len() as u64 > limit {
+            return Err(ClientError::Protocol(format!(
+                "{path} is larger than {limit} bytes"
+            )));
+        }
+        Ok(out)
+    }
+
     pub fn post(
         &self,
         path: &str,

@@ -8,6 +8,7 @@
 pub mod enrolment;
 mod names;
 pub mod pack;
+pub mod update;
 
 pub use crypto::{Id, KdfParams};
 pub use names::EntryName;

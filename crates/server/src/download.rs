@@ -22,6 +22,7 @@ const INSTALLER: &str = include_str!("../../../installers/linux/install.sh");
 pub(crate) fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/org-key", get(org_key))
+        .route("/v1/update", get(update))
         .route("/download/files", get(files))
         .route("/download/files/{name}", get(file))
         .route("/download/{code}", get(page))
@@ -238,4 +239,47 @@ async fn installer(
         body,
     )
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateQuery {
+    platform: String,
+}
+
+/// The update on offer for `platform`: the version in `DOWNLOADS/VERSION`
+/// with the offered files' checksums, signed with the organisation key;
+/// none when the organisation's policy pins another version
+/// (`"app_version"`), or nothing is offered for that platform.
+async fn update(
+    State(s): State<Arc<Server>>,
+    axum::extract::Query(q): axum::extract::Query<UpdateQuery>,
+) -> Result<Response, ApiError> {
+    use format::update::{UpdateFile, UpdateOffer};
+    let pinned = s
+        .meta
+        .policy()?
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .and_then(|p| {
+            p.get("app_version")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        });
+    let version = s
+        .published()
+        .downloads
+        .and_then(|d| std::fs::read_to_string(d.join("VERSION")).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let offer = match version {
+        Some(v) if q.platform == "linux-x86_64" && pinned.as_ref().is_none_or(|p| *p == v) => {
+            let files = offered(&s)
+                .into_iter()
+                .filter(|(n, _)| n != "VERSION")
+                .map(|(name, sha256)| UpdateFile { name, sha256 })
+                .collect();
+            Some(UpdateOffer::sign(&s.signing, &v, &q.platform, files))
+        }
+        _ => None,
+    };
+    Ok(axum::Json(serde_json::json!({ "offer": offer, "pinned": pinned })).into_response())
 }

@@ -164,6 +164,58 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
         "the enrolment file is put aside once used"
     );
 
+    // Updates: the server offers a newer build signed with the
+    // organisation key; an admin's pin holds it back; a per-user install
+    // replaces its program; an offer under another key is refused.
+    let installed = home.join(".local/bin/tidemark");
+    let mut newer = std::fs::read(&installed).expect("read");
+    newer.extend_from_slice(b"\0tidemark 9.9.9");
+    std::fs::write(downloads.join("tidemark"), &newer).expect("write");
+    std::fs::write(downloads.join("VERSION"), "9.9.9\n").expect("write");
+    let offered = installed_tidemark.run(&["--json", "update", "--check"]);
+    assert_eq!(offered.code, Some(0), "{}", offered.printed());
+    assert_eq!(offered.json()["offered"], "9.9.9", "{}", offered.printed());
+    std::fs::write(
+        &policy,
+        r#"{"folders": ["~/Work"], "app_version": "0.1.0"}"#,
+    )
+    .expect("write");
+    admin.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
+    let pinned = installed_tidemark.run(&["--json", "update", "--check"]);
+    assert!(
+        pinned.json()["offered"].is_null(),
+        "a pinned version is not offered: {}",
+        pinned.printed()
+    );
+    std::fs::write(&policy, r#"{"folders": ["~/Work"]}"#).expect("write");
+    admin.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
+    let key_file = home.join(".config/tidemark/org-signing.pub");
+    let good_key = std::fs::read_to_string(&key_file).expect("key");
+    std::fs::write(&key_file, "ab".repeat(32)).expect("write");
+    let refused = installed_tidemark.run(&["update"]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused
+            .printed()
+            .contains("not signed by your organisation's key"),
+        "{}",
+        refused.printed()
+    );
+    assert_ne!(
+        std::fs::read(&installed).expect("read"),
+        newer,
+        "a refused update changed the program"
+    );
+    std::fs::write(&key_file, good_key).expect("write");
+    let done = installed_tidemark.run(&["--json", "update"]);
+    assert_eq!(done.code, Some(0), "{}", done.printed());
+    assert_eq!(done.json()["replaced"], serde_json::json!(["tidemark"]));
+    assert_eq!(
+        std::fs::read(&installed).expect("read"),
+        newer,
+        "the update was not installed"
+    );
+
     // Uninstall keeps settings; --purge leaves nothing of Tidemark in HOME;
     // the backup stays on the server.
     let out = sh(&script, &home, &["--uninstall"]);
