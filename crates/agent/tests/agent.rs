@@ -394,8 +394,9 @@ fn continuous_protection_backs_up_changes_by_itself_and_catches_up_after_a_resta
     assert_eq!(v[0].snapshot, done[0].snapshot);
     eprintln!("saved -> committed in {:.1} s", took.as_secs_f64());
 
-    // An editor saving every 100 ms for 4 s: a handful of snapshots (one
-    // per longest delay of 2 s), not forty, and the last save is in.
+    // An editor saving every 100 ms for 4 s: a handful of snapshots (about
+    // one per longest delay of 2 s; more only if a loaded machine stretches
+    // a pause past the 300 ms quiet period), not forty; the last save is in.
     let draft = b.data.join("new/draft.txt");
     for i in 0..40 {
         write(&draft, format!("save {i}").as_bytes());
@@ -403,7 +404,7 @@ fn continuous_protection_backs_up_changes_by_itself_and_catches_up_after_a_resta
     }
     let burst = finished(&b.events, 8.0, false);
     assert!(
-        (1..=5).contains(&burst.len()),
+        (1..=10).contains(&burst.len()),
         "{} snapshots for one editing burst",
         burst.len()
     );
