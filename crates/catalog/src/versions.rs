@@ -35,7 +35,7 @@ use std::time::Duration;
 use write::{clear_line, id_from, line_key, remove, AddError, Writer};
 
 /// Bumped whenever the schema or the meaning of a column changes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The file name inside the per-repository cache folder.
 pub const FILE_NAME: &str = "versions.sqlite";
@@ -302,6 +302,7 @@ impl VersionCatalog {
              CREATE INDEX IF NOT EXISTS versions_node ON versions (node, line);
              CREATE INDEX IF NOT EXISTS versions_from ON versions (line, from_seq);
              CREATE INDEX IF NOT EXISTS versions_to ON versions (line, to_seq);
+             CREATE INDEX IF NOT EXISTS versions_big ON versions (size) WHERE size >= 1048576;
              INSERT OR IGNORE INTO nodes (id, parent, name) VALUES (1, 0, '/');",
         )?;
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
