@@ -305,6 +305,9 @@ pub(super) fn hit_of(
     })
 }
 
+/// The size from which files are in the `versions_big` partial index.
+const BIG_FILE: u64 = 1 << 20;
+
 /// Whether the trigram index can answer `like`: it needs three literal
 /// characters in a row.
 fn has_trigram(like: &str) -> bool {
@@ -392,30 +395,43 @@ pub(super) fn candidates_sql(
             None => return Ok(None),
         }
     }
-    let sql = if conds.is_empty() && !has_trigram(like) {
+    // Large files have their own (partial) index: the one filter narrow
+    // enough to lead when the name pattern cannot.
+    let big = filter.min_size.is_some_and(|m| m >= BIG_FILE);
+    if big {
+        conds.push(format!("v.size >= {BIG_FILE}"));
+    }
+    let exists = |conds: &[String]| {
+        format!(
+            "EXISTS (SELECT 1 FROM versions v INDEXED BY versions_node
+                     WHERE v.node = n.id AND {})",
+            conds.join(" AND ")
+        )
+    };
+    let sql = match (has_trigram(like), conds.is_empty()) {
+        (true, true) => "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
+             WHERE names.name LIKE ?1"
+            .to_string(),
+        (true, false) => format!(
+            "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
+             WHERE names.name LIKE ?1 AND {}",
+            exists(&conds)
+        ),
+        (false, _) if big => format!(
+            "SELECT DISTINCT n.id, n.name FROM versions v INDEXED BY versions_big
+             JOIN nodes n ON n.id = v.node WHERE {} AND n.name LIKE ?1",
+            conds.join(" AND ")
+        ),
         // Fewer than three letters in a row: the trigram index cannot
         // help, and scanning it reads each name back through the nodes
         // table; scanning the nodes table itself is several times faster.
-        "SELECT id, name FROM nodes WHERE name LIKE ?1 AND id <> 1".to_string()
-    } else if conds.is_empty() {
-        "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
-         WHERE names.name LIKE ?1"
-            .to_string()
-    } else if has_trigram(like) {
-        format!(
-            "SELECT n.id, n.name FROM names JOIN nodes n ON n.id = names.rowid
-             WHERE names.name LIKE ?1 AND EXISTS (
-                 SELECT 1 FROM versions v INDEXED BY versions_node
-                 WHERE v.node = n.id AND {})",
-            conds.join(" AND ")
-        )
-    } else {
-        // No trigram to look names up by: the filter is the narrower way in.
-        format!(
-            "SELECT DISTINCT n.id, n.name FROM versions v JOIN nodes n ON n.id = v.node
-             WHERE {} AND n.name LIKE ?1",
-            conds.join(" AND ")
-        )
+        (false, true) => {
+            "SELECT n.id, n.name FROM nodes n WHERE n.name LIKE ?1 AND n.id <> 1".to_string()
+        }
+        (false, false) => format!(
+            "SELECT n.id, n.name FROM nodes n WHERE n.name LIKE ?1 AND n.id <> 1 AND {}",
+            exists(&conds)
+        ),
     };
     Ok(Some((sql, args)))
 }

@@ -225,6 +225,7 @@ fn globs_are_whole_name_and_case_insensitive_contains_is_substring() {
             ("/d/notes_100%.md", 2, 1),
             ("/d/x.jpg.bak", 3, 1),
             ("/d/ab", 4, 1),
+            ("/d/disk.iso", 5, 3 << 20),
         ]),
     );
     c.sync(&[s], &m).unwrap();
@@ -254,6 +255,16 @@ fn globs_are_whole_name_and_case_insensitive_contains_is_substring() {
     assert!(c
         .search(&NameQuery::Glob("[".into()), &Filter::default(), 10)
         .is_err());
+    // Large files: found from their own index, whatever the name.
+    let big = Filter {
+        min_size: Some(2 << 20),
+        ..Default::default()
+    };
+    let found = c.search(&NameQuery::Glob("*".into()), &big, 10).unwrap();
+    assert_eq!(found.hits.len(), 1);
+    assert_eq!(found.hits[0].name, "disk.iso");
+    let found = c.search(&contains("is"), &big, 10).unwrap();
+    assert_eq!(found.hits.len(), 1);
     // The limit says so when it cuts.
     let r = c.search(&contains("."), &Filter::default(), 2).unwrap();
     assert_eq!((r.hits.len(), r.truncated), (2, true));
