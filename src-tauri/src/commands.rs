@@ -182,6 +182,13 @@ pub async fn restore(agent: State<'_, Shared>, request: RestoreRequest) -> Resul
     blocking(move || a.restore(request)).await
 }
 
+/// Why the installer's enrolment file was refused, if it was.
+#[tauri::command]
+#[specta::specta]
+pub fn enrolment_problem(agent: State<'_, Shared>) -> Option<String> {
+    agent.enrolment_problem()
+}
+
 /// Other computers of this user whose backups can be restored here.
 #[tauri::command]
 #[specta::specta]

@@ -37,6 +37,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::restore,
             commands::overview,
             commands::other_devices,
+            commands::enrolment_problem,
             commands::get_autostart,
             commands::set_autostart,
         ])

@@ -28,6 +28,8 @@ export const commands = {
 	overview: () => typedError<Overview, ApiError>(__TAURI_INVOKE("overview")),
 	/**  Other computers of this user whose backups can be restored here. */
 	otherDevices: () => typedError<OtherDevice[], ApiError>(__TAURI_INVOKE("other_devices")),
+	/**  Why the installer's enrolment file was refused, if it was. */
+	enrolmentProblem: () => __TAURI_INVOKE<string | null>("enrolment_problem"),
 	getAutostart: () => __TAURI_INVOKE<boolean>("get_autostart"),
 	setAutostart: (enabled: boolean) => typedError<null, ApiError>(__TAURI_INVOKE("set_autostart", { enabled })),
 };

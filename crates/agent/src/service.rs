@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     /// Continuous protection of the configured folders, with the settings
     /// it was started for (a change restarts it).
     pub(crate) protection: Mutex<Option<(String, Option<Arc<crate::continuous::Protection>>)>>,
+    /// Why the installer's enrolment file was not used, for the setup page.
+    pub(crate) enrolment_problem: Mutex<Option<String>>,
 }
 
 /// Snapshots with their ids, oldest first.
@@ -222,6 +224,7 @@ impl Agent {
             repo: Mutex::new(None),
             hostname: repository::hostname(),
             protection: Mutex::new(None),
+            enrolment_problem: Mutex::new(None),
         });
         let s = shared.clone();
         let worker = std::thread::Builder::new()
@@ -232,6 +235,10 @@ impl Agent {
             shared,
             worker: Some(worker),
         })
+    }
+
+    pub(crate) fn shared_enrolment_problem(&self) -> &Mutex<Option<String>> {
+        &self.shared.enrolment_problem
     }
 
     /// The name this machine's snapshots and enrolments carry.

@@ -76,6 +76,24 @@ impl Agent {
     /// set up yet. Returns the server's address when it enrolled. The file
     /// is renamed once used, so it is never used twice.
     pub fn enrol_from_file(&self) -> Result<Option<String>> {
+        let r = self.try_enrol_from_file();
+        *self
+            .shared_enrolment_problem()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = r.as_ref().err().map(|e| e.to_string());
+        r
+    }
+
+    /// Why the installer's enrolment file was not used, when it was not:
+    /// the setup page shows it (nothing was enrolled).
+    pub fn enrolment_problem(&self) -> Option<String> {
+        self.shared_enrolment_problem()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn try_enrol_from_file(&self) -> Result<Option<String>> {
         if self.config().destination.is_some() {
             return Ok(None);
         }

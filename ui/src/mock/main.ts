@@ -165,6 +165,7 @@ const handlers: Record<string, (a: Args) => unknown> = {
     watching: { folders: 1, overflows: 0, problems: [] },
     catalog_bytes: 409600,
   }),
+  enrolment_problem: () => (new URLSearchParams(location.search).get("refused") ? "this enrolment file was not signed by your organisation's key" : null),
   other_devices: () => [
     { hostname: "old-laptop", snapshots: 40, latest: "f".repeat(64), latest_time: snaps[1].time, paths: ["/home/me/Documents"], files: 1234, bytes: 5600000 },
   ],

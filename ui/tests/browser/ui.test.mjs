@@ -214,3 +214,13 @@ test("settings show the status figures and save the schedule", async () => {
   assert.deepEqual((await calls(p, "set_autostart")).at(-1).args, { enabled: true });
   await close();
 });
+
+test("a refused enrolment file is explained on the setup page", async () => {
+  const { p, close } = await page("?configured=0&refused=1", "");
+  await p.getByText("The enrolment file from your company's download page was not used: this enrolment file was not signed by your organisation's key").waitFor();
+  await close();
+  const { p: q, close: close2 } = await page("?configured=0", "");
+  await q.getByRole("heading", { name: "Set up Tidemark" }).waitFor();
+  assert.equal(await q.getByText("was not used").count(), 0);
+  await close2();
+});
