@@ -259,7 +259,15 @@ impl IndexStore for Catalog {
     fn contains_many(&self, ids: &[Id]) -> StoreResult<Vec<bool>> {
         self.with(|db| {
             let mut st = db.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
-            ids.iter().map(|id| st.exists([&id.0[..]])).collect()
+            // Probed in key order for B-tree locality (see the server's
+            // ownership lookups), answered in the caller's order.
+            let mut order: Vec<usize> = (0..ids.len()).collect();
+            order.sort_unstable_by_key(|&i| ids[i]);
+            let mut out = vec![false; ids.len()];
+            for i in order {
+                out[i] = st.exists([&ids[i].0[..]])?;
+            }
+            Ok(out)
         })
     }
 

@@ -531,13 +531,15 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
 /// Which of `ids` the user may reference: owned, and still stored (ownership
 /// outlives a chunk removed by a prune, and referencing it would leave a hole).
 fn owned_and_stored(s: &Server, user_id: i64, ids: &[Id]) -> ApiResult<Vec<bool>> {
-    let owned = s.meta.owned(user_id, ids)?;
-    let stored = s.repo.has_blobs(ids).map_err(ApiError::internal)?;
-    Ok(owned
-        .into_iter()
-        .zip(stored)
-        .map(|(o, st)| o && st)
-        .collect())
+    let mut usable = s.meta.owned(user_id, ids)?;
+    // Only what the user owns needs the second lookup.
+    let owned: Vec<usize> = (0..ids.len()).filter(|&i| usable[i]).collect();
+    let asked: Vec<Id> = owned.iter().map(|&i| ids[i]).collect();
+    let stored = s.repo.has_blobs(&asked).map_err(ApiError::internal)?;
+    for (i, st) in owned.into_iter().zip(stored) {
+        usable[i] = st;
+    }
+    Ok(usable)
 }
 
 /// Checks that every tree and chunk the snapshot reaches is owned by the
