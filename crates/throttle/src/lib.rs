@@ -218,6 +218,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
     let mut decision = policy::decide(&[], &[], &conditions, chrono::Local::now().naive_local());
     let mut sensed: Option<Instant> = None;
     let mut scanned: Option<Instant> = None;
+    let mut local_only = false;
     let mut fds: Vec<i32> = Vec::new();
     let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
     // A per-tick trace of the controller for the network test bed's plots
@@ -247,6 +248,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
         if scanned.is_none_or(|t| now - t >= SCAN_EVERY) {
             scanned = Some(now);
             let peers = inner.peers.lock().map(|p| p.clone()).unwrap_or_default();
+            local_only = !peers.is_empty() && peers.iter().all(|p| p.ip().is_loopback());
             fds = if peers.is_empty() {
                 Vec::new()
             } else {
@@ -267,6 +269,10 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             // last rate.
             Action::Pause => (false, Some(controller.rate())),
             Action::Full => (true, None),
+            // Uploads to this machine itself cross no link anyone shares:
+            // there is nobody to yield to (and the handshake probes would
+            // only measure CPU contention). Caps and pauses still hold.
+            Action::Yield if local_only => (true, None),
             Action::Yield | Action::LimitMbps(_) | Action::SharePercent(_) => {
                 let ceiling = match decision.action {
                     Action::LimitMbps(m) => m * 125_000.0,
