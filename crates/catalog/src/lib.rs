@@ -59,6 +59,23 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// A SQLite database file with its write-ahead log and shared-memory
+/// index: what a catalog is on disk.
+pub(crate) fn database_files(path: &Path) -> [PathBuf; 3] {
+    ["", "-wal", "-shm"].map(|suffix| {
+        let mut p = path.to_path_buf().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    })
+}
+
+/// Deletes a damaged cache database; it is rebuilt from the repository.
+pub(crate) fn remove_database(path: &Path) {
+    for f in database_files(path) {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
 impl Catalog {
     /// Opens (or creates) the catalog in `dir`. A file that is not a usable
     /// database, or has an older schema, is replaced by an empty one.
@@ -72,11 +89,7 @@ impl Catalog {
             Ok(db) => db,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "rebuilding the unreadable local catalog");
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(PathBuf::from(p));
-                }
+                remove_database(&path);
                 Self::connect(&path).map_err(|source| CatalogError::Open {
                     path: path.clone(),
                     source,

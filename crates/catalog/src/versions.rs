@@ -215,11 +215,7 @@ impl VersionCatalog {
             Ok(db) => db,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "rebuilding the unreadable version catalog");
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(PathBuf::from(p));
-                }
+                crate::remove_database(&path);
                 open(&path)
                     .and_then(|db| Self::prepare(db, false))
                     .map_err(|source| VersionsError::Open {
@@ -659,11 +655,11 @@ impl VersionCatalog {
             })
         })?;
         if let Some(p) = &self.path {
-            for suffix in ["", "-wal"] {
-                let mut f = p.clone().into_os_string();
-                f.push(suffix);
-                s.bytes += std::fs::metadata(PathBuf::from(f)).map_or(0, |m| m.len());
-            }
+            // The database and its log; the shared-memory index is transient.
+            s.bytes = crate::database_files(p)[..2]
+                .iter()
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
         }
         Ok(s)
     }
