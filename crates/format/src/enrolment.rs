@@ -5,6 +5,27 @@
 //! against the organisation key its installer brought, and the expiry.
 
 use crypto::signing::{verify_signature, SigningKey};
+
+/// Every part length-prefixed, so no two different documents sign the same
+/// bytes (shared by the enrolment file and the update offer).
+pub(crate) fn length_prefixed(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// Whether a document names the trusted key as its signer (hex) and
+/// carries that key's signature (hex) of `bytes`. The named key only says
+/// which key signed; trust comes from comparing it with the device's.
+pub(crate) fn signed_by(trusted: &[u8], public_key: &str, signature: &str, bytes: &[u8]) -> bool {
+    match (hex::decode(public_key), hex::decode(signature)) {
+        (Ok(signer), Ok(sig)) => signer == trusted && verify_signature(trusted, bytes, &sig),
+        _ => false,
+    }
+}
 use serde::{Deserialize, Serialize};
 
 /// The `format` field of version 1.
@@ -46,21 +67,16 @@ impl EnrolmentFile {
     /// What the signature covers: every field but the signature, each
     /// length-prefixed so no two different files sign the same bytes.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
         let expires = self.expires.to_string();
-        for part in [
-            self.format.as_str(),
+        length_prefixed(&[
+            &self.format,
             &self.server,
             &self.fingerprint,
             &self.code,
             &self.user,
             &expires,
             &self.public_key,
-        ] {
-            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            out.extend_from_slice(part.as_bytes());
-        }
-        out
+        ])
     }
 
     /// A signed file for these fields.
@@ -97,9 +113,7 @@ impl EnrolmentFile {
                 f.format
             )));
         }
-        let sig = hex::decode(&f.signature).map_err(|_| EnrolmentError::BadSignature)?;
-        let signer = hex::decode(&f.public_key).map_err(|_| EnrolmentError::BadSignature)?;
-        if signer != trusted || !verify_signature(trusted, &f.signed_bytes(), &sig) {
+        if !signed_by(trusted, &f.public_key, &f.signature, &f.signed_bytes()) {
             return Err(EnrolmentError::BadSignature);
         }
         if now >= f.expires {

@@ -4,7 +4,8 @@
 //! key that vouches for enrolment files, so an update signed by anyone else
 //! (another server, someone in the middle) is refused.
 
-use crypto::signing::{verify_signature, SigningKey};
+use crate::enrolment::{length_prefixed, signed_by};
+use crypto::signing::SigningKey;
 use serde::{Deserialize, Serialize};
 
 pub const UPDATE_FORMAT: &str = "tidemark-update/1";
@@ -37,22 +38,17 @@ pub enum UpdateError {
 
 impl UpdateOffer {
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut parts: Vec<String> = vec![
-            self.format.clone(),
-            self.version.clone(),
-            self.platform.clone(),
-            self.public_key.clone(),
+        let mut parts: Vec<&str> = vec![
+            &self.format,
+            &self.version,
+            &self.platform,
+            &self.public_key,
         ];
         for f in &self.files {
-            parts.push(f.name.clone());
-            parts.push(f.sha256.clone());
+            parts.push(&f.name);
+            parts.push(&f.sha256);
         }
-        let mut out = Vec::new();
-        for p in parts {
-            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            out.extend_from_slice(p.as_bytes());
-        }
-        out
+        length_prefixed(&parts)
     }
 
     pub fn sign(key: &SigningKey, version: &str, platform: &str, files: Vec<UpdateFile>) -> Self {
@@ -75,9 +71,7 @@ impl UpdateOffer {
         if o.format != UPDATE_FORMAT {
             return Err(UpdateError::Malformed(format!("format {:?}", o.format)));
         }
-        let sig = hex::decode(&o.signature).map_err(|_| UpdateError::BadSignature)?;
-        let signer = hex::decode(&o.public_key).map_err(|_| UpdateError::BadSignature)?;
-        if signer != trusted || !verify_signature(trusted, &o.signed_bytes(), &sig) {
+        if !signed_by(trusted, &o.public_key, &o.signature, &o.signed_bytes()) {
             return Err(UpdateError::BadSignature);
         }
         Ok(o)
