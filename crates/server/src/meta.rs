@@ -114,6 +114,22 @@ pub struct SqliteMeta {
     db: Mutex<Connection>,
 }
 
+/// A code's user, uses left and expiry, if it could still enrol now.
+fn usable_code(
+    db: &Connection,
+    code_hash: &[u8; 32],
+    now: i64,
+) -> rusqlite::Result<Option<(i64, Option<i64>, i64)>> {
+    let row: Option<(i64, Option<i64>, i64)> = db
+        .query_row(
+            "SELECT user_id, uses_left, expires FROM codes WHERE hash = ?1",
+            [&code_hash[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(row.filter(|(_, uses, expires)| *expires > now && uses.is_none_or(|u| u > 0)))
+}
+
 impl SqliteMeta {
     pub fn open(path: &Path) -> MetaResult<Self> {
         let db = Connection::open(path)?;
@@ -249,31 +265,15 @@ impl Meta for SqliteMeta {
 
     fn peek_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<(i64, i64)>> {
         self.with(|db| {
-            let row: Option<(i64, Option<i64>, i64)> = db
-                .query_row(
-                    "SELECT user_id, uses_left, expires FROM codes WHERE hash = ?1",
-                    [&code_hash[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            Ok(row
-                .filter(|(_, uses, expires)| *expires > now && uses.is_none_or(|u| u > 0))
-                .map(|(user, _, expires)| (user, expires)))
+            Ok(usable_code(db, code_hash, now)?.map(|(user, _, expires)| (user, expires)))
         })
     }
 
     fn redeem_code(&self, code_hash: &[u8; 32], now: i64) -> MetaResult<Option<CodeGrant>> {
         self.with(|db| {
             let tx = db.transaction()?;
-            let row: Option<(i64, Option<i64>, i64)> = tx
-                .query_row(
-                    "SELECT user_id, uses_left, expires FROM codes WHERE hash = ?1",
-                    [&code_hash[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let grant = match row {
-                Some((user_id, uses, expires)) if expires > now && uses.is_none_or(|u| u > 0) => {
+            let grant = match usable_code(&tx, code_hash, now)? {
+                Some((user_id, uses, _)) => {
                     if uses.is_some() {
                         tx.execute(
                             "UPDATE codes SET uses_left = uses_left - 1 WHERE hash = ?1",
