@@ -382,7 +382,18 @@ impl Agent {
 
     /// Enrols with a company server and makes it the destination.
     pub fn enroll(&self, url: &str, code: &str) -> Result<device::Enrolled> {
-        let e = device::enroll(&self.shared.paths, url, code, &self.shared.hostname, None)?;
+        self.enroll_pinned(url, code, None)
+    }
+
+    /// [`Agent::enroll`] expecting the certificate fingerprint `expect`
+    /// (from a signed enrolment file) instead of trusting the first one.
+    pub(crate) fn enroll_pinned(
+        &self,
+        url: &str,
+        code: &str,
+        expect: Option<String>,
+    ) -> Result<device::Enrolled> {
+        let e = device::enroll(&self.shared.paths, url, code, &self.shared.hostname, expect)?;
         let mut config = self.config();
         config.destination = Some(Destination::Server {
             url: e.server.clone(),

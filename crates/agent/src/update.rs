@@ -8,7 +8,7 @@
 //! restore runs; the new version runs from the next start.
 
 use crate::error::{AgentError, Result};
-use crate::zero_touch::ORG_KEY_FILE;
+use crate::zero_touch::org_key;
 use crate::{device, Agent, Status};
 use format::update::{newer, UpdateOffer};
 use std::path::Path;
@@ -74,19 +74,8 @@ pub fn check(
     let Some(crate::config::Destination::Server { url }) = &config.destination else {
         return Ok(None);
     };
-    let url = url.clone();
-    let key_file = paths.config.join(ORG_KEY_FILE);
-    let trusted = std::fs::read_to_string(&key_file)
-        .ok()
-        .and_then(|k| hex::decode(k.trim()).ok())
-        .ok_or_else(|| {
-            AgentError::Invalid(format!(
-                "updates cannot be checked: your organisation's key ({}) is missing; \
-                 install Tidemark from your company's download page",
-                key_file.display()
-            ))
-        })?;
-    let (c, _) = device::client(paths, &url)?;
+    let trusted = org_key(&paths.config, "updates")?;
+    let (c, _) = device::client(paths, url)?;
     let v = c.get(&format!("/v1/update?platform={PLATFORM}"))?;
     let offer = match v.get("offer") {
         Some(o) if !o.is_null() => o,

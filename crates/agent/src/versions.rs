@@ -63,13 +63,9 @@ pub fn catalog(repo: &Repository, all: &[(Id, Snapshot)]) -> Result<Arc<VersionC
 
 /// Brings the catalog up to date after a backup or a thinning, so the next
 /// search does not wait for it.
-pub fn refresh(repo: &Repository) -> Result<SyncReport> {
+pub fn refresh(repo: &Repository) -> Result<()> {
     let (all, _) = repo.list_snapshots()?;
-    let c = opened(repo)?;
-    let loader = TreeLoader::new(repo);
-    let report = c.sync(&all, &Trees(&loader))?;
-    log(&report);
-    Ok(report)
+    catalog(repo, &all).map(|_| ())
 }
 
 fn log(r: &SyncReport) {

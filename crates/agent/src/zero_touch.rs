@@ -14,6 +14,23 @@ use std::path::Path;
 /// The organisation's public signing key (hex), beside the enrolment file.
 pub const ORG_KEY_FILE: &str = "org-signing.pub";
 
+/// The organisation's public key the installer left in `dir`: the only key
+/// enrolment files and update offers are checked against. `what` names
+/// what could not be checked without it.
+pub fn org_key(dir: &Path, what: &str) -> Result<Vec<u8>> {
+    let key_file = dir.join(ORG_KEY_FILE);
+    std::fs::read_to_string(&key_file)
+        .ok()
+        .and_then(|k| hex::decode(k.trim()).ok())
+        .ok_or_else(|| {
+            AgentError::Invalid(format!(
+                "{what} cannot be checked: your organisation's key ({}) is missing or damaged; \
+                 install Tidemark from your company's download page",
+                key_file.display()
+            ))
+        })
+}
+
 /// Reads and checks the enrolment file in `dir`; `Ok(None)` when there is none.
 pub fn read(dir: &Path, now: i64) -> Result<Option<EnrolmentFile>> {
     let file = dir.join(ENROLMENT_FILE);
@@ -22,18 +39,7 @@ pub fn read(dir: &Path, now: i64) -> Result<Option<EnrolmentFile>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(AgentError::io(&file, e)),
     };
-    let key_file = dir.join(ORG_KEY_FILE);
-    let key = std::fs::read_to_string(&key_file)
-        .ok()
-        .and_then(|k| hex::decode(k.trim()).ok())
-        .ok_or_else(|| {
-            AgentError::Invalid(format!(
-                "{} cannot be checked: your organisation's key ({}) is missing or damaged; \
-                 install Tidemark from your company's download page",
-                file.display(),
-                key_file.display()
-            ))
-        })?;
+    let key = org_key(dir, &file.display().to_string())?;
     EnrolmentFile::open(&bytes, &key, now)
         .map(Some)
         .map_err(|e| AgentError::Invalid(e.to_string()))
@@ -102,16 +108,12 @@ impl Agent {
             return Ok(None);
         };
         let expect = (!f.fingerprint.is_empty()).then(|| f.fingerprint.clone());
-        let e = device::enroll(self.paths(), &f.server, &f.code, &self.hostname(), expect)?;
+        let e = self.enroll_pinned(&f.server, &f.code, expect)?;
         let used = dir.join(format!("{ENROLMENT_FILE}.used"));
         if let Err(err) = std::fs::rename(dir.join(ENROLMENT_FILE), &used) {
             tracing::warn!(error = %err, "cannot put the used enrolment file aside");
         }
         let mut config = self.config();
-        config.destination = Some(crate::config::Destination::Server {
-            url: e.server.clone(),
-        });
-        config.password_file = None;
         match device::client(self.paths(), &e.server).and_then(|(c, _)| Ok(c.get("/v1/policy")?)) {
             Ok(policy) => {
                 let home = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
