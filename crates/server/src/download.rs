@@ -14,7 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 use format::enrolment::{EnrolmentFile, ENROLMENT_FILE};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The per-user installer; the server puts its settings in front of it.
 const INSTALLER: &str = include_str!("../../../installers/linux/install.sh");
@@ -93,12 +95,33 @@ fn offered(s: &Server) -> Vec<(String, String)> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| safe_name(n))
         .filter_map(|n| {
-            let bytes = std::fs::read(dir.join(&n)).ok()?;
-            Some((n, crypto::sha256_hex(&bytes)))
+            let sum = sha256_of(&dir.join(&n))?;
+            Some((n, sum))
         })
         .collect();
     out.sort();
     out
+}
+
+/// SHA-256 of an offered file, computed once per version of it (size and
+/// modification time): the programs are large, and every installer and
+/// every device's update check lists them.
+fn sha256_of(path: &std::path::Path) -> Option<String> {
+    type Sums = HashMap<PathBuf, (u64, std::time::SystemTime, String)>;
+    static SUMS: OnceLock<Mutex<Sums>> = OnceLock::new();
+    let md = std::fs::metadata(path).ok()?;
+    let stamp = (md.len(), md.modified().ok()?);
+    let sums = SUMS.get_or_init(Default::default);
+    if let Some((len, mtime, sum)) = sums.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        if (*len, *mtime) == stamp {
+            return Some(sum.clone());
+        }
+    }
+    let sum = crypto::sha256_hex(&std::fs::read(path).ok()?);
+    sums.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_path_buf(), (stamp.0, stamp.1, sum.clone()));
+    Some(sum)
 }
 
 fn safe_name(n: &str) -> bool {
