@@ -4,7 +4,7 @@
 //! backs up; uninstalling leaves nothing but the backups. A tampered
 //! enrolment file enrols nothing.
 
-use super::server::{curl, start};
+use super::server::{curl, start, Running};
 use super::support::{tidemark, workdir};
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +20,21 @@ fn sh(script: &Path, home: &Path, args: &[&str]) -> std::process::Output {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .output()
         .expect("run sh")
+}
+
+/// The administrator's device, enrolled with the server's first code.
+fn enrolled_admin(work: &Path, s: &Running) -> test_support::Tidemark {
+    let dir = work.join("admin");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let admin = tidemark(&dir)
+        .with_repo(s.url())
+        .with_env("TIDEMARK_DEVICE_SECRET_FILE", dir.join("device.secret"));
+    admin.ok(&[
+        "enroll",
+        &s.url(),
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+    admin
 }
 
 fn files_under(root: &Path) -> Vec<String> {
@@ -54,17 +69,7 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
         &["--downloads", downloads.to_str().expect("utf-8")],
     );
     let url = s.url();
-    let admin_dir = work.path().join("admin");
-    std::fs::create_dir_all(&admin_dir).expect("mkdir");
-    let admin = tidemark(&admin_dir).with_repo(&url).with_env(
-        "TIDEMARK_DEVICE_SECRET_FILE",
-        admin_dir.join("device.secret"),
-    );
-    admin.ok(&[
-        "enroll",
-        &url,
-        s.ready["admin_code"].as_str().expect("code"),
-    ]);
+    let admin = enrolled_admin(work.path(), &s);
     admin.ok(&["admin", "add-user", "ann"]);
     let policy = work.path().join("policy.json");
     std::fs::write(
@@ -248,17 +253,7 @@ fn a_tampered_or_foreign_enrolment_file_enrols_nothing() {
     let data = work.path().join("server");
     let s = start(work.path(), &data, &[]);
     let url = s.url();
-    let admin_dir = work.path().join("admin");
-    std::fs::create_dir_all(&admin_dir).expect("mkdir");
-    let admin = tidemark(&admin_dir).with_repo(&url).with_env(
-        "TIDEMARK_DEVICE_SECRET_FILE",
-        admin_dir.join("device.secret"),
-    );
-    admin.ok(&[
-        "enroll",
-        &url,
-        s.ready["admin_code"].as_str().expect("code"),
-    ]);
+    let admin = enrolled_admin(work.path(), &s);
     let code = admin.json(&["admin", "code", "admin", "--uses", "1"])["code"]
         .as_str()
         .expect("code")
