@@ -2,28 +2,17 @@
 //! random trees, dedup after an edit, sparse files, and hostile
 //! repositories that try to make restore write outside its target.
 
-use crypto::{Id, KdfParams};
+mod common;
+use common::new_repo;
+
+use crypto::Id;
 use format::{BlobKind, NodeKind};
 use proptest::prelude::*;
-use repository::{InitOptions, OpenOptions, Repository};
+use repository::Repository;
 use snapshot::{BackupOptions, Conflict, NoProgress, RestoreOptions, TreeLoader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use storage::{DynStorage, MemoryStorage};
-
-fn new_repo() -> Arc<Repository> {
-    let s: DynStorage = Arc::new(MemoryStorage::new());
-    let opts = InitOptions {
-        kdf: KdfParams {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        ..Default::default()
-    };
-    Arc::new(Repository::init(s, b"pw", &opts, &OpenOptions::default()).expect("init"))
-}
 
 fn backup(repo: &Arc<Repository>, path: &Path) -> snapshot::BackupReport {
     let opts = BackupOptions {

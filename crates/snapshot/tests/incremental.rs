@@ -2,26 +2,14 @@
 //! those folders, reuse every other subtree of the parent unread, and give
 //! the same snapshot as a full walk of the same files.
 
-use crypto::KdfParams;
-use repository::{InitOptions, OpenOptions, Repository};
+mod common;
+use common::new_repo;
+
+use repository::Repository;
 use snapshot::{BackupOptions, BackupReport, ChangedFolders, NoProgress, TreeLoader};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use storage::{DynStorage, MemoryStorage};
-
-fn new_repo() -> Arc<Repository> {
-    let s: DynStorage = Arc::new(MemoryStorage::new());
-    let opts = InitOptions {
-        kdf: KdfParams {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        ..Default::default()
-    };
-    Arc::new(Repository::init(s, b"pw", &opts, &OpenOptions::default()).expect("init"))
-}
 
 fn backup(
     repo: &Arc<Repository>,
