@@ -99,21 +99,13 @@ impl Mem {
 }
 
 fn node(name: &str, kind: NodeKind, mtime_ns: i64) -> Node {
+    let mode = if kind == NodeKind::Dir { 0o755 } else { 0o644 };
     Node {
-        name: EntryName::new(name.as_bytes().to_vec()),
-        kind,
-        size: 0,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
         uid: 1000,
         gid: 1000,
         mtime_ns,
         ctime_ns: mtime_ns,
-        inode: 0,
-        device: 0,
-        content: Vec::new(),
-        subtree: None,
-        link_target: None,
-        rdev: 0,
+        ..Node::new(EntryName::new(name.as_bytes().to_vec()), kind, mode)
     }
 }
 

@@ -220,6 +220,29 @@ pub struct Node {
     pub rdev: u64,
 }
 
+impl Node {
+    /// An entry with a name, a kind and a mode and nothing else (no size,
+    /// times, owner or content): a synthetic root, or a tree built by hand.
+    pub fn new(name: EntryName, kind: NodeKind, mode: u32) -> Node {
+        Node {
+            name,
+            kind,
+            size: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            content: Vec::new(),
+            subtree: None,
+            link_target: None,
+            rdev: 0,
+        }
+    }
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }

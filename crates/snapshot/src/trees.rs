@@ -50,20 +50,8 @@ impl<'a> TreeLoader<'a> {
     /// The root itself is returned as a synthetic directory node.
     pub fn resolve(&self, root: &Id, path: &str) -> Result<Node> {
         let mut node = Node {
-            name: format::EntryName::new(b"/".to_vec()),
-            kind: NodeKind::Dir,
-            size: 0,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            device: 0,
-            content: vec![],
             subtree: Some(*root),
-            link_target: None,
-            rdev: 0,
+            ..Node::new(format::EntryName::new(b"/".to_vec()), NodeKind::Dir, 0o755)
         };
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let sub = match (node.kind, node.subtree) {

@@ -27,22 +27,7 @@ impl TreeSource for Mem {
 }
 
 fn node(name: &str, kind: NodeKind) -> Node {
-    Node {
-        name: EntryName::new(name.as_bytes().to_vec()),
-        kind,
-        size: 0,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        ctime_ns: 0,
-        inode: 0,
-        device: 0,
-        content: Vec::new(),
-        subtree: None,
-        link_target: None,
-        rdev: 0,
-    }
+    Node::new(EntryName::new(name.as_bytes().to_vec()), kind, 0o644)
 }
 
 #[derive(Default)]
