@@ -101,7 +101,10 @@ mod tests {
             s.connect(&addr.into()).expect("connect");
             let elapsed = t.elapsed();
             let k = kernel_rtt(&s).expect("tcp_info");
-            assert!(!k.is_zero() && k <= elapsed, "kernel {k:?}, connect {elapsed:?}");
+            assert!(
+                !k.is_zero() && k <= elapsed,
+                "kernel {k:?}, connect {elapsed:?}"
+            );
         }
         drop(l);
         assert_eq!(connect_rtt(addr), None);
