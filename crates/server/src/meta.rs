@@ -378,15 +378,7 @@ impl Meta for SqliteMeta {
         self.with(|db| {
             let mut st =
                 db.prepare_cached("SELECT 1 FROM owners WHERE chunk = ?1 AND user_id = ?2")?;
-            // In key order, each probe lands next to the previous one in
-            // the B-tree: fewer pages touched than in the request's order.
-            let mut order: Vec<usize> = (0..ids.len()).collect();
-            order.sort_unstable_by_key(|&i| ids[i]);
-            let mut out = vec![false; ids.len()];
-            for i in order {
-                out[i] = st.exists(params![&ids[i].0[..], user_id])?;
-            }
-            Ok(out)
+            catalog::probe_in_key_order(ids, |id| st.exists(params![&id.0[..], user_id]))
         })
     }
 
