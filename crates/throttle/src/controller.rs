@@ -169,22 +169,25 @@ impl Controller {
             };
             if due {
                 self.last_cut = Some(now);
-                // The knee is where *our* rate met the capacity. A cut near
-                // it moves it; one well below it is more likely a delay
-                // spike (a busy machine, a Wi-Fi retry: on the test bed they
-                // came every second or two at 75-85% of the link and dragged
-                // the knee, and the rate, down to 65% of it) and moves it a
-                // little, so that a link that really got slower is still
-                // learnt within some ten cuts. One far below it (someone
-                // else's flow) does not move it.
-                // A queue far above the target did not come from our own
-                // probing (we cut as soon as ours passes the target): it is
-                // someone else's flow or a transient, and says nothing about
-                // where our rate meets the capacity. On the test bed a 46 ms
-                // spike two seconds into a backup, at a quarter of the link,
-                // set the knee there and kept the backup at 30% for 15 s.
-                let knee_before = self.knee;
-                if q < 4.0 * target {
+                // The knee is where *our* rate met the capacity.
+                // - A queue far above the target did not come from our own
+                //   probing (we cut as soon as ours passes the target): it
+                //   is someone else's flow or a transient and does not move
+                //   the knee. On the test bed a 46 ms spike two seconds into
+                //   a backup, at a quarter of the link, had set the knee
+                //   there and kept the backup at 30% for 15 s.
+                // - A cut near the knee moves it.
+                // - One well below it is more likely a delay spike (a busy
+                //   machine, a Wi-Fi retry: on the test bed they came every
+                //   second or two at 75-85% of the link and dragged the
+                //   knee, and the rate, down to 65% of it). It moves the
+                //   knee a little, so a link that really got slower is still
+                //   learnt within some ten cuts, and the rate takes a small
+                //   step down: a real queue there grows and is cut again,
+                //   harder.
+                let ours = q < 4.0 * target;
+                let below_knee = self.knee.is_some_and(|k| self.rate < 0.9 * k);
+                if ours {
                     self.knee = Some(match self.knee {
                         Some(k) if self.rate >= 0.9 * k => 0.6 * k + 0.4 * self.rate,
                         Some(k) if self.rate >= 0.6 * k => 0.9 * k + 0.1 * self.rate,
@@ -194,11 +197,7 @@ impl Controller {
                 }
                 let severity = ((q - target) / target).min(4.0);
                 let mut keep = (1.0 - 0.1 * (1.0 + severity)).max(0.5);
-                // Well below the knee and not far above the target: most
-                // likely a spike, not a queue, so a small step down. A real
-                // queue there (the link got slower, a foreground flow
-                // starting) grows, and is cut again and harder.
-                if knee_before.is_some_and(|k| self.rate < 0.9 * k) && q < 4.0 * target {
+                if ours && below_knee {
                     keep = keep.max(0.9);
                 }
                 self.rate *= keep;
@@ -325,6 +324,15 @@ mod tests {
         (sent / secs, delays)
     }
 
+    /// One reading `ms` above the link's RTT, with no queue on the link (a
+    /// late wake-up, a Wi-Fi retry), one tick after the link's clock.
+    fn spike(c: &mut Controller, link: &mut Link, ms: u64) {
+        let t = link.clock + Duration::from_millis(20);
+        let srtt = Duration::from_secs_f64(link.srtt) + Duration::from_millis(ms);
+        c.update(t, Sample { srtt });
+        link.clock = t;
+    }
+
     fn link(mbps: f64) -> Link {
         Link {
             capacity: mbps * 125_000.0,
@@ -422,15 +430,7 @@ mod tests {
         // busy machine's late wake-ups): each one is cut for, but the knee
         // hardly moves and the rate comes back within seconds.
         for _ in 0..6 {
-            let t = l.clock + Duration::from_millis(20);
-            let base = Duration::from_secs_f64(l.srtt);
-            c.update(
-                t,
-                Sample {
-                    srtt: base + Duration::from_millis(15),
-                },
-            );
-            l.clock = t;
+            spike(&mut c, &mut l, 15);
             run(&mut c, &mut l, 0.4, |_| 0.0);
         }
         let after = c.capacity().expect("knee");
@@ -450,15 +450,7 @@ mod tests {
         let mut l = link(10.0);
         run(&mut c, &mut l, 2.0, |_| 0.0);
         // 46 ms out of nowhere while we send at a fraction of the link.
-        let t = l.clock + Duration::from_millis(20);
-        let base = Duration::from_secs_f64(l.srtt);
-        c.update(
-            t,
-            Sample {
-                srtt: base + Duration::from_millis(46),
-            },
-        );
-        l.clock = t;
+        spike(&mut c, &mut l, 46);
         assert!(
             c.capacity().is_none(),
             "knee set by a transient: {:?}",
