@@ -11,6 +11,7 @@
 //! stopped backup puts its changes back and makes the next one a full scan.
 
 use crate::error::Result;
+use crate::service::lock;
 use crypto::Id;
 use snapshot::{BackupOptions, ChangedFolders, Excludes};
 use std::path::PathBuf;
@@ -72,10 +73,6 @@ impl std::fmt::Debug for Protection {
             .field("full_every", &self.full_every)
             .finish()
     }
-}
-
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Protection {

@@ -36,10 +36,7 @@ pub fn opened(repo: &Repository) -> Result<Arc<VersionCatalog>> {
         Some(d) => d.display().to_string(),
         None => format!("memory:{}", repo.config().id.to_hex()),
     };
-    let mut open = OPEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut open = crate::service::lock(OPEN.get_or_init(Default::default));
     if let Some(c) = open.get(&key) {
         return Ok(Arc::clone(c));
     }

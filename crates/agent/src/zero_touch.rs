@@ -7,6 +7,7 @@
 //! nothing and says why.
 
 use crate::error::{AgentError, Result};
+use crate::service::lock;
 use crate::{device, Agent, Config};
 use format::enrolment::{EnrolmentFile, ENROLMENT_FILE};
 use std::path::Path;
@@ -83,20 +84,14 @@ impl Agent {
     /// is renamed once used, so it is never used twice.
     pub fn enrol_from_file(&self) -> Result<Option<String>> {
         let r = self.try_enrol_from_file();
-        *self
-            .shared_enrolment_problem()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = r.as_ref().err().map(|e| e.to_string());
+        *lock(self.shared_enrolment_problem()) = r.as_ref().err().map(|e| e.to_string());
         r
     }
 
     /// Why the installer's enrolment file was not used, when it was not:
     /// the setup page shows it (nothing was enrolled).
     pub fn enrolment_problem(&self) -> Option<String> {
-        self.shared_enrolment_problem()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(self.shared_enrolment_problem()).clone()
     }
 
     fn try_enrol_from_file(&self) -> Result<Option<String>> {
