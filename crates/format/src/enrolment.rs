@@ -4,28 +4,8 @@
 //! acts on it without asking anything, so it must check the signature
 //! against the organisation key its installer brought, and the expiry.
 
-use crypto::signing::{verify_signature, SigningKey};
-
-/// Every part length-prefixed, so no two different documents sign the same
-/// bytes (shared by the enrolment file and the update offer).
-pub(crate) fn length_prefixed(parts: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in parts {
-        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        out.extend_from_slice(part.as_bytes());
-    }
-    out
-}
-
-/// Whether a document names the trusted key as its signer (hex) and
-/// carries that key's signature (hex) of `bytes`. The named key only says
-/// which key signed; trust comes from comparing it with the device's.
-pub(crate) fn signed_by(trusted: &[u8], public_key: &str, signature: &str, bytes: &[u8]) -> bool {
-    match (hex::decode(public_key), hex::decode(signature)) {
-        (Ok(signer), Ok(sig)) => signer == trusted && verify_signature(trusted, bytes, &sig),
-        _ => false,
-    }
-}
+use crate::signed::{length_prefixed, signed_by};
+use crypto::signing::SigningKey;
 use serde::{Deserialize, Serialize};
 
 /// The `format` field of version 1.

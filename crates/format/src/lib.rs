@@ -8,6 +8,7 @@
 pub mod enrolment;
 mod names;
 pub mod pack;
+mod signed;
 pub mod update;
 
 pub use crypto::{Id, KdfParams};

@@ -4,7 +4,7 @@
 //! key that vouches for enrolment files, so an update signed by anyone else
 //! (another server, someone in the middle) is refused.
 
-use crate::enrolment::{length_prefixed, signed_by};
+use crate::signed::{length_prefixed, signed_by};
 use crypto::signing::SigningKey;
 use serde::{Deserialize, Serialize};
 
