@@ -368,12 +368,13 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                 .collect();
             let _ = writeln!(
                 w,
-                "{:.3},{:.0},{:.2},{:.2},{:.2},{},{},{:?},{}",
+                "{:.3},{:.0},{:.2},{:.2},{:.2},{:.0},{},{},{:?},{}",
                 born_unix + born.elapsed().as_secs_f64(),
                 rate.unwrap_or(-1.0),
                 srtt.as_secs_f64() * 1e3,
                 controller.base_rtt().unwrap_or_default().as_secs_f64() * 1e3,
                 controller.queueing_delay().as_secs_f64() * 1e3,
+                controller.capacity().unwrap_or(-1.0),
                 busy.len(),
                 paced,
                 decision.action,

@@ -488,6 +488,17 @@ fn profile(
         }
         std::fs::write(a.out.join(format!("wire-{}.csv", p.name)), csv)?;
     }
+    // Each ping and web fetch, to match a slow one against the trace.
+    // Pings are kept in milliseconds, fetches in seconds.
+    let mut csv = String::from("unix_time,kind,ms\n");
+    for (kind, s, to_ms) in [("ping", &pings, 1.0), ("get", &gets, 1e3)] {
+        if let Ok(v) = s.lock() {
+            for (t, x) in v.iter() {
+                csv += &format!("{:.3},{kind},{:.1}\n", start_unix + t, x * to_ms);
+            }
+        }
+    }
+    std::fs::write(a.out.join(format!("probes-{}.csv", p.name)), csv)?;
     let end = link.now();
     let mut t = 0.0;
     while t < end {
