@@ -103,6 +103,11 @@ pub struct Controller {
     /// Since when the rate has sat at the cruise level (None: below it,
     /// recovering, or before any knee was seen).
     cruising: Option<Instant>,
+    /// A cut while probing has confirmed the knee. The first knee comes
+    /// from the start-up's first cut, which can be a delay spike at a
+    /// fraction of the link (on the test bed: one at half of it); until a
+    /// probe confirms it, start-up goes on from the cruise level at once.
+    confirmed: bool,
     queueing: Duration,
 }
 
@@ -117,6 +122,7 @@ impl Controller {
             last: None,
             last_cut: None,
             cruising: None,
+            confirmed: false,
             queueing: Duration::ZERO,
         }
     }
@@ -209,7 +215,10 @@ impl Controller {
                 let below_knee = self.knee.is_some() && !probing;
                 if ours {
                     self.knee = Some(match self.knee {
-                        Some(k) if probing => 0.6 * k + 0.4 * self.rate,
+                        Some(k) if probing => {
+                            self.confirmed = true;
+                            0.6 * k + 0.4 * self.rate
+                        }
                         Some(k) if self.rate >= 0.6 * k => 0.9 * k + 0.1 * self.rate,
                         Some(k) => k,
                         None => self.rate,
@@ -243,14 +252,24 @@ impl Controller {
                         }
                     } else {
                         let since = self.cruising.get_or_insert(now);
+                        let hold = if self.confirmed {
+                            self.cfg.cruise_for
+                        } else {
+                            Duration::ZERO
+                        };
                         let probing = now.saturating_duration_since(*since);
-                        if let Some(p) = probing.checked_sub(self.cfg.cruise_for) {
+                        if let Some(p) = probing.checked_sub(hold) {
                             // Probing: a few percent per second at first,
                             // faster the longer no queue shows (as CUBIC's
                             // convex phase), so a link that got faster is
-                            // found within seconds.
-                            let growth = (self.cfg.probe_growth * (1.0 + p.as_secs_f64() / 2.0))
-                                .min(self.cfg.startup_growth);
+                            // found within seconds; at start-up speed while
+                            // the knee is unconfirmed.
+                            let growth = if self.confirmed {
+                                (self.cfg.probe_growth * (1.0 + p.as_secs_f64() / 2.0))
+                                    .min(self.cfg.startup_growth)
+                            } else {
+                                self.cfg.startup_growth
+                            };
                             self.rate += self.rate * headroom * growth * dt;
                             if self.rate > k {
                                 // Free capacity beyond the old knee.
@@ -490,6 +509,28 @@ mod tests {
             c.capacity()
         );
         run(&mut c, &mut l, 6.0, |_| 0.0);
+        let (got, _) = run(&mut c, &mut l, 4.0, |_| 0.0);
+        assert!(
+            got > 0.85 * l.capacity,
+            "only {:.2} of the link",
+            got / l.capacity
+        );
+    }
+
+    #[test]
+    fn a_small_spike_at_start_up_does_not_hold_the_backup_at_half_the_link() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let mut l = link(10.0);
+        while c.rate() < 0.45 * l.capacity {
+            run(&mut c, &mut l, 0.1, |_| 0.0);
+        }
+        // 7 ms at half the link: indistinguishable from our own queue, so
+        // it sets the knee there (the test bed saw this on a busy start).
+        spike(&mut c, &mut l, 7);
+        let knee = c.capacity().expect("knee set");
+        assert!(knee < 0.6 * l.capacity, "knee {knee:.0}");
+        // The bed measures G4 ten seconds into the backup.
+        run(&mut c, &mut l, 4.0, |_| 0.0);
         let (got, _) = run(&mut c, &mut l, 4.0, |_| 0.0);
         assert!(
             got > 0.85 * l.capacity,
