@@ -33,7 +33,7 @@ NODE_HOME := $(HOME)/.cache/tidemark/node
 export PATH := $(NODE_HOME)/bin:$(PATH)
 UI := ui
 
-.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-deb test-netbed e2e-deps screenshots check fmt lint layers bench clean
+.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-deb test-netbed e2e-deps screenshots check fmt lint layers cross-check bench clean
 
 all: build
 
@@ -112,7 +112,7 @@ run: build build-app
 	else echo "no display: running the app on a virtual X display (Xvfb); set DISPLAY to see it"; \
 	  exec xvfb-run -a -s "-screen 0 1280x800x24" $(CARGO_TARGET_DIR)/release/tidemark-app; fi
 
-test: test-deps space ui ui-mock fmt lint layers
+test: test-deps space ui ui-mock fmt lint layers cross-check
 	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory test-ui test-e2e test-deb test-netbed
 
@@ -158,6 +158,15 @@ lint: ui
 
 layers:
 	@bash tests/layers.sh
+
+# The Windows and macOS sensors (crates/throttle/src/sense) run only on their
+# OS; here they are compiled and linted against those targets' standard
+# libraries, which rustup adds once.
+CROSS_TARGETS := x86_64-pc-windows-gnu aarch64-apple-darwin
+cross-check: rust
+	@for t in $(CROSS_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
+	@for t in $(CROSS_TARGETS); do echo "clippy -p throttle --target $$t"; \
+	  $(CARGO) clippy -q -p throttle --target $$t -- -D warnings || exit 1; done
 
 bench: build
 	TIDEMARK_BIN=$(TIDEMARK) bench/run.sh --scale $${SCALE:-1.0} --rounds $${ROUNDS:-3}

@@ -8,7 +8,7 @@
 //! connected to an upload endpoint are ours to pace. Reading and setting a
 //! socket option on a descriptor cannot disturb its owner's use of it.
 //!
-//! This is the only module with `unsafe` code: three libc socket calls whose
+//! The only module with `unsafe` code on Linux: three libc socket calls whose
 //! buffers are sized and initialised here. No crate offers `TCP_INFO` with
 //! `tcpi_notsent_bytes`/`tcpi_snd_wnd` or `SO_MAX_PACING_RATE`.
 #![allow(unsafe_code)]
