@@ -108,6 +108,8 @@ pub struct Controller {
     /// fraction of the link (on the test bed: one at half of it); until a
     /// probe confirms it, start-up goes on from the cruise level at once.
     confirmed: bool,
+    /// Other programs' outgoing traffic on this machine (bytes/s).
+    foreground: f64,
     queueing: Duration,
 }
 
@@ -123,6 +125,7 @@ impl Controller {
             last_cut: None,
             cruising: None,
             confirmed: false,
+            foreground: 0.0,
             queueing: Duration::ZERO,
         }
     }
@@ -151,6 +154,31 @@ impl Controller {
     pub fn set_ceiling(&mut self, ceiling: f64) {
         self.ceiling = ceiling.max(self.cfg.min_rate);
         self.rate = self.rate.min(self.ceiling);
+    }
+
+    /// What other programs on this machine send through the same interface
+    /// (bytes/s; see [`crate::local`]). The rate is held below the cruise
+    /// level minus that, with a tenth to spare, at once: the user's own
+    /// upload does not have to queue behind ours before we notice it, and
+    /// we do not climb back while it still runs.
+    pub fn set_foreground(&mut self, bytes_per_sec: f64) {
+        self.foreground = bytes_per_sec.max(0.0);
+        if let Some(room) = self.room() {
+            self.rate = self.rate.min(room);
+        }
+    }
+
+    /// The most we may send beside the user's own traffic, once the knee
+    /// is known.
+    fn room(&self) -> Option<f64> {
+        let k = self.knee?;
+        // Below this it is noise: our own handshake probes (~3 KB/s), the
+        // headers of ours counted with a slightly wrong overhead, a DNS
+        // query. Held to it, the rate would never reach the cruise level
+        // and the link would never be probed again.
+        let noise = (0.03 * k).max(8_000.0);
+        (self.foreground > noise)
+            .then(|| (self.cfg.cruise * k - 1.1 * self.foreground).max(self.cfg.min_rate))
     }
 
     /// No data waiting: hold the rate, but forget the clock so an idle gap
@@ -279,6 +307,9 @@ impl Controller {
                     }
                 }
             }
+        }
+        if let Some(room) = self.room() {
+            self.rate = self.rate.min(room);
         }
         self.rate = self
             .rate
@@ -559,6 +590,54 @@ mod tests {
             let share = got / l.capacity;
             assert!(share > 0.9, "{mbps} Mbit/s: only {share:.2} of the link");
         }
+    }
+
+    #[test]
+    fn gives_way_to_the_machines_own_traffic_before_it_queues() {
+        let mut c = Controller::new(ControllerConfig::default());
+        let mut l = link(10.0);
+        l.buffer = 250_000.0;
+        run(&mut c, &mut l, 30.0, |_| 0.0);
+        // Another program on this machine sends 5 Mbit/s for 5 s; the
+        // interface counters show it from its first tick.
+        let fg = 5.0 * 125_000.0;
+        let dt = 0.02;
+        let mut worst_queue: f64 = 0.0;
+        for i in 0..250 {
+            c.set_foreground(fg);
+            let rate = c.rate();
+            l.step(rate, fg, dt);
+            worst_queue = worst_queue.max(l.queue / l.capacity);
+            let t = l.clock + Duration::from_secs_f64(dt);
+            l.clock = t;
+            c.update(
+                t,
+                Sample {
+                    srtt: Duration::from_secs_f64(l.srtt),
+                },
+            );
+            if i == 0 {
+                assert!(
+                    c.rate() + fg <= 0.95 * l.capacity,
+                    "still at {:.0} beside {fg:.0}",
+                    c.rate()
+                );
+            }
+        }
+        assert!(worst_queue < 0.002, "a {:.1} ms queue", worst_queue * 1e3);
+        assert!(
+            c.rate() + fg <= 0.95 * l.capacity,
+            "climbed back to {:.0}",
+            c.rate()
+        );
+        // It stops: the link is taken back within two seconds.
+        c.set_foreground(0.0);
+        run(&mut c, &mut l, 2.0, |_| 0.0);
+        assert!(
+            c.rate() > 0.85 * l.capacity,
+            "only {:.2} of the link",
+            c.rate() / l.capacity
+        );
     }
 
     #[test]

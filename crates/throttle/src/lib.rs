@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod conditions;
 pub mod controller;
 mod gate;
+pub mod local;
 pub mod pacing;
 pub mod policy;
 pub mod probe;
@@ -224,6 +225,8 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
     let mut local_only = false;
     let mut fds: Vec<i32> = Vec::new();
     let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
+    let mut local = local::LocalTraffic::default();
+    let mut iface: Option<String> = None;
     // A per-tick trace of the controller for the network test bed's plots
     // and for anyone tuning it: TIDEMARK_THROTTLE_TRACE=file.csv.
     let mut trace = std::env::var_os("TIDEMARK_THROTTLE_TRACE")
@@ -263,6 +266,11 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                 pacing::sockets_to(&peers)
             };
             applied.retain(|(fd, _)| fds.contains(fd));
+            let now_iface = fds.first().and_then(|fd| pacing::interface_of(*fd));
+            if now_iface != iface {
+                local.reset();
+                iface = now_iface;
+            }
         }
         let infos: Vec<(i32, pacing::TcpInfo)> = fds
             .iter()
@@ -271,6 +279,21 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
         let busy: Vec<&pacing::TcpInfo> =
             infos.iter().map(|(_, i)| i).filter(|i| i.busy()).collect();
         uploading.store(!busy.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        // Other programs' traffic through our interface, read on every tick
+        // while upload sockets exist so the counters stay continuous. Only
+        // where every socket reports what it sent: otherwise our own bytes
+        // would read as someone else's.
+        let ours: Option<Vec<(i32, u64)>> = infos
+            .iter()
+            .map(|(fd, i)| Some((*fd, i.bytes_sent?)))
+            .collect();
+        let foreground = match (iface.as_deref().and_then(local::tx_bytes), ours) {
+            (Some(tx), Some(ours)) => local.sample(now, tx, &ours),
+            _ => {
+                local.reset();
+                0.0
+            }
+        };
 
         let (open, rate) = match decision.action {
             // The gate stops new bytes. What the sockets, the TLS library
@@ -300,6 +323,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                     _ => f64::INFINITY,
                 };
                 controller.set_ceiling(ceiling);
+                controller.set_foreground(foreground);
                 // The handshake probes' RTT; without them (no answer, an
                 // SFTP endpoint) the worst smoothed RTT of the busy sockets.
                 let rtt = samples
@@ -368,13 +392,14 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                 .collect();
             let _ = writeln!(
                 w,
-                "{:.3},{:.0},{:.2},{:.2},{:.2},{:.0},{},{},{:?},{}",
+                "{:.3},{:.0},{:.2},{:.2},{:.2},{:.0},{:.0},{},{},{:?},{}",
                 born_unix + born.elapsed().as_secs_f64(),
                 rate.unwrap_or(-1.0),
                 srtt.as_secs_f64() * 1e3,
                 controller.base_rtt().unwrap_or_default().as_secs_f64() * 1e3,
                 controller.queueing_delay().as_secs_f64() * 1e3,
                 controller.capacity().unwrap_or(-1.0),
+                foreground,
                 busy.len(),
                 paced,
                 decision.action,

@@ -8,9 +8,10 @@
 //! connected to an upload endpoint are ours to pace. Reading and setting a
 //! socket option on a descriptor cannot disturb its owner's use of it.
 //!
-//! The only module with `unsafe` code on Linux: three libc socket calls whose
-//! buffers are sized and initialised here. No crate offers `TCP_INFO` with
-//! `tcpi_notsent_bytes`/`tcpi_snd_wnd` or `SO_MAX_PACING_RATE`.
+//! The only module with `unsafe` code on Linux: libc socket calls (and
+//! `getifaddrs`) whose buffers are sized and initialised here. No crate
+//! offers `TCP_INFO` with `tcpi_notsent_bytes`/`tcpi_snd_wnd` or
+//! `SO_MAX_PACING_RATE`.
 #![allow(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct TcpInfo {
     /// Bytes written by the application, not yet sent.
     pub notsent: u32,
     pub bytes_acked: u64,
+    /// Payload bytes sent, retransmissions included (Linux 4.19+).
+    pub bytes_sent: Option<u64>,
     pub cwnd: u32,
     /// The rate the kernel paces at now, and the cap we set (bytes/s).
     pub pacing_rate: u64,
@@ -50,6 +53,7 @@ impl TcpInfo {
             unacked: u32_at(24)?,
             srtt: Duration::from_micros(u64::from(u32_at(68)?)),
             bytes_acked: u64_at(120)?,
+            bytes_sent: u64_at(200),
             notsent: u32_at(144)?,
             cwnd: u32_at(80)?,
             pacing_rate: u64_at(104)?,
@@ -115,6 +119,73 @@ fn peer(fd: i32) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// The name of the interface that holds the address `fd` sends from: the
+/// one whose other traffic competes with ours.
+#[cfg(target_os = "linux")]
+pub fn interface_of(fd: i32) -> Option<String> {
+    // SAFETY: as in `peer`: a zeroed sockaddr_storage and its size.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let family = i32::from(ss.ss_family);
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `addrs` with a list freed by freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` walks the list getifaddrs returned; ifa_addr is
+        // null or a sockaddr whose family says its real type, and ifa_name
+        // a NUL-terminated name.
+        unsafe {
+            let a = &*cur;
+            if !a.ifa_addr.is_null() && i32::from((*a.ifa_addr).sa_family) == family {
+                let same = match family {
+                    libc::AF_INET => {
+                        let x: &libc::sockaddr_in = &*a.ifa_addr.cast();
+                        let y: &libc::sockaddr_in = &*(&ss as *const libc::sockaddr_storage).cast();
+                        x.sin_addr.s_addr == y.sin_addr.s_addr
+                    }
+                    libc::AF_INET6 => {
+                        let x: &libc::sockaddr_in6 = &*a.ifa_addr.cast();
+                        let y: &libc::sockaddr_in6 =
+                            &*(&ss as *const libc::sockaddr_storage).cast();
+                        x.sin6_addr.s6_addr == y.sin6_addr.s6_addr
+                    }
+                    _ => false,
+                };
+                if same {
+                    found = Some(
+                        std::ffi::CStr::from_ptr(a.ifa_name)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+            cur = a.ifa_next;
+        }
+    }
+    // SAFETY: `addrs` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn interface_of(_fd: i32) -> Option<String> {
+    None
 }
 
 #[cfg(target_os = "linux")]
