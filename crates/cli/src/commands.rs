@@ -14,6 +14,7 @@ use repository::{InitOptions, OpenOptions, Repository, VerifyOptions};
 use snapshot::{Conflict, Excludes, TreeLoader};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -448,43 +449,64 @@ fn watch(g: &Global, a: WatchArgs) -> Result<i32> {
 }
 
 fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
-    let repo = Arc::new(open(g)?);
     let patterns = exclude_patterns(&a)?;
     let excludes = Excludes::new(&patterns, a.exclude_caches)?;
-    let parent = a
-        .parent
-        .as_deref()
-        .map(|p| repo.find_snapshot(p))
-        .transpose()?;
-    let opts = snapshot::BackupOptions {
-        paths: a.paths.clone(),
-        excludes: excludes.clone(),
-        one_file_system: a.one_file_system,
-        hostname: a.host.unwrap_or_else(hostname),
-        username: username(),
-        tags: a.tags,
-        parent,
-        force: a.force,
-        upload: Default::default(),
-        cancel: None,
-        changed: None,
-    };
+    let paths: Vec<PathBuf> = a
+        .paths
+        .iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .collect();
     let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
+    // The scan counts the bar's total, and it starts before the repository
+    // is opened: unwrapping the key (Argon2id) keeps one core busy for
+    // ~0.15 s, and meanwhile the scan brings the tree's metadata into the
+    // kernel's caches, where the backup's own walk then finds it (no-change
+    // backup on a cold cache: 0.63 -> 0.54 s). Without a bar it stops when
+    // the walk begins, which prefetches on its own; letting it run on was
+    // no faster, within the noise.
+    let opened = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let counted = AtomicU64::new(0);
     let report = std::thread::scope(|s| {
-        let paths: Vec<PathBuf> = a
-            .paths
-            .iter()
-            .filter_map(|p| std::path::absolute(p).ok())
-            .collect();
-        let bar_ref = &bar;
-        // The scan only feeds the bar's total and ETA; without a bar it would
-        // stat every file a second time for nothing.
-        if bar.visible() {
-            s.spawn(move || {
-                snapshot::scan(&paths, &excludes, &|_, bytes| bar_ref.set_total(bytes))
-            });
-        }
-        agent::jobs::backup(&repo, &opts, &bar)
+        s.spawn(|| {
+            snapshot::scan_until(&paths, &excludes, &stop, &|_, bytes| {
+                counted.store(bytes, Ordering::Relaxed);
+                if opened.load(Ordering::Relaxed) {
+                    bar.set_total(bytes);
+                }
+            })
+        });
+        let run = || -> Result<snapshot::BackupReport> {
+            let repo = Arc::new(open(g)?);
+            opened.store(true, Ordering::Relaxed);
+            bar.set_total(counted.load(Ordering::Relaxed));
+            if !bar.visible() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let parent = a
+                .parent
+                .as_deref()
+                .map(|p| repo.find_snapshot(p))
+                .transpose()?;
+            let opts = snapshot::BackupOptions {
+                paths: a.paths.clone(),
+                excludes: excludes.clone(),
+                one_file_system: a.one_file_system,
+                hostname: a.host.clone().unwrap_or_else(hostname),
+                username: username(),
+                tags: a.tags.clone(),
+                parent,
+                force: a.force,
+                upload: Default::default(),
+                cancel: None,
+                changed: None,
+            };
+            Ok(agent::jobs::backup(&repo, &opts, &bar)?)
+        };
+        let r = run();
+        // A failed open must not wait for the scan of a large tree.
+        stop.store(true, Ordering::Relaxed);
+        r
     });
     bar.finish();
     let r = report?;

@@ -704,10 +704,23 @@ enum ChunkError {
 /// Counts files and bytes under the paths, for a progress bar's total and
 /// ETA. Runs beside the backup; errors are ignored (the backup reports them).
 pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u64)) -> (u64, u64) {
+    scan_until(paths, excludes, &AtomicBool::new(false), on_progress)
+}
+
+/// [`scan`], given up (with what it counted so far) once `stop` is set.
+pub fn scan_until(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    stop: &AtomicBool,
+    on_progress: &dyn Fn(u64, u64),
+) -> (u64, u64) {
     let mut files = 0u64;
     let mut bytes = 0u64;
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let Ok(md) = std::fs::symlink_metadata(&p) else {
             continue;
         };
@@ -731,4 +744,26 @@ pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u6
     }
     on_progress(files, bytes);
     (files, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_counts_what_is_not_excluded_and_gives_up_when_told() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("a/b")).expect("mkdir");
+        std::fs::write(d.path().join("a/one"), b"12345").expect("write");
+        std::fs::write(d.path().join("a/b/two"), b"123").expect("write");
+        std::fs::create_dir_all(d.path().join("cache")).expect("mkdir");
+        std::fs::write(d.path().join("cache/big"), vec![0u8; 1000]).expect("write");
+        let excludes = Excludes::new(&["cache".to_string()], false).expect("excludes");
+        let paths = [d.path().to_path_buf()];
+        assert_eq!(scan(&paths, &excludes, &|_, _| {}), (2, 8));
+        // Told to stop before it began (the repository failed to open):
+        // it returns at once with nothing counted.
+        let stop = AtomicBool::new(true);
+        assert_eq!(scan_until(&paths, &excludes, &stop, &|_, _| {}), (0, 0));
+    }
 }

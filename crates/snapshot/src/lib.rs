@@ -20,7 +20,7 @@ mod restore;
 pub use repository::retention;
 mod trees;
 
-pub use backup::{backup, scan, BackupOptions, BackupReport, ChangedFolders};
+pub use backup::{backup, scan, scan_until, BackupOptions, BackupReport, ChangedFolders};
 pub use browse::{
     cat, diff, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Listed,
 };
