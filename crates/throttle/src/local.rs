@@ -74,8 +74,8 @@ impl LocalTraffic {
     }
 }
 
-/// The transmitted-bytes counter of the interface that holds `local`, the
-/// address our upload sockets send from.
+/// The transmitted-bytes counter of interface `iface` (the one our upload
+/// sockets send from: [`crate::pacing::interface_of`]).
 #[cfg(target_os = "linux")]
 pub fn tx_bytes(iface: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/tx_bytes"))
