@@ -75,7 +75,10 @@ pub fn describe_network(n: &agent::network::NetworkStatus) -> String {
     };
     match &n.uploads {
         Uploads::Paused => format!("Uploads paused: {}{who}", n.rule),
-        Uploads::Yielding => "Uploads give way to your own traffic".to_string(),
+        Uploads::Yielding => match n.other_traffic_mbps {
+            Some(m) => format!("Uploads give way to your own traffic (now {m:.1} Mbit/s)"),
+            None => "Uploads give way to your own traffic".to_string(),
+        },
         Uploads::Limited { mbps } => format!("Uploads at most {mbps} Mbit/s: {}{who}", n.rule),
         Uploads::Share { percent } => {
             format!("Uploads at most {percent}% of the link: {}{who}", n.rule)

@@ -153,6 +153,11 @@ export type NetworkStatus = {
 	rate_mbps: number | null,
 	/**  The link's upload capacity as measured while backing up. */
 	capacity_mbps: number | null,
+	/**
+	 *  What the user's other programs send now, when it is more than a
+	 *  trickle (0.1 Mbit/s): uploads make room for it.
+	 */
+	other_traffic_mbps: number | null,
 	metered: boolean | null,
 	network: string | null,
 	on_battery: boolean | null,

@@ -131,6 +131,9 @@ pub struct NetworkStatus {
     pub rate_mbps: Option<f64>,
     /// The link's upload capacity as measured while backing up.
     pub capacity_mbps: Option<f64>,
+    /// What the user's other programs send now, when it is more than a
+    /// trickle (0.1 Mbit/s): uploads make room for it.
+    pub other_traffic_mbps: Option<f64>,
     pub metered: Option<bool>,
     pub network: Option<String>,
     pub on_battery: Option<bool>,
@@ -153,6 +156,7 @@ pub fn status() -> NetworkStatus {
         from_organisation: s.decision.origin == throttle::Origin::Admin,
         rate_mbps: s.rate.filter(|r| r.is_finite()).map(mbps),
         capacity_mbps: s.capacity.map(mbps),
+        other_traffic_mbps: Some(mbps(s.other_traffic)).filter(|m| *m >= 0.1),
         metered: s.conditions.metered,
         network: s.conditions.network,
         on_battery: s.conditions.battery.map(|b| !b.on_ac),

@@ -55,6 +55,9 @@ pub struct ThrottleStatus {
     pub capacity: Option<f64>,
     pub base_rtt_ms: Option<f64>,
     pub queueing_ms: f64,
+    /// What other programs on this machine send through the interface our
+    /// uploads use (bytes/s): the traffic uploads give way to at once.
+    pub other_traffic: f64,
     /// Upload sockets the kernel paces right now.
     pub paced_sockets: usize,
 }
@@ -172,6 +175,7 @@ impl Inner {
                     capacity: None,
                     base_rtt_ms: None,
                     queueing_ms: 0.0,
+                    other_traffic: 0.0,
                     paced_sockets: 0,
                 },
             }),
@@ -415,6 +419,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                 capacity: controller.capacity(),
                 base_rtt_ms: controller.base_rtt().map(|d| d.as_secs_f64() * 1000.0),
                 queueing_ms: controller.queueing_delay().as_secs_f64() * 1000.0,
+                other_traffic: foreground,
                 paced_sockets: paced,
             };
         }

@@ -40,14 +40,18 @@ export function ago(iso: string | Date, now: Date = new Date()): string {
 }
 
 /** The throttle's decision in words (the settings' status page). */
-export function uploadsText(n: Pick<NetworkStatus, "uploads" | "rule" | "from_organisation">): string {
+export function uploadsText(
+  n: Pick<NetworkStatus, "uploads" | "rule" | "from_organisation"> & Partial<Pick<NetworkStatus, "other_traffic_mbps">>,
+): string {
   const who = n.from_organisation ? " (your organisation's rule)" : "";
   const u = n.uploads;
   switch (u.kind) {
     case "paused":
       return `Paused: ${n.rule}${who}`;
     case "yielding":
-      return "Giving way to your own traffic";
+      return n.other_traffic_mbps != null
+        ? `Giving way to your own traffic (now ${n.other_traffic_mbps.toFixed(1)} Mbit/s)`
+        : "Giving way to your own traffic";
     case "limited":
       return `At most ${u.mbps} Mbit/s, giving way to your own traffic: ${n.rule}${who}`;
     case "share":

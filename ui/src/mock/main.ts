@@ -175,6 +175,7 @@ const handlers: Record<string, (a: Args) => unknown> = {
     from_organisation: true,
     rate_mbps: 0,
     capacity_mbps: 9.4,
+    other_traffic_mbps: null,
     metered: true,
     network: "Phone hotspot",
     on_battery: false,

@@ -8,6 +8,7 @@ const base: NetworkStatus = {
   from_organisation: false,
   rate_mbps: 8.2,
   capacity_mbps: 9.1,
+  other_traffic_mbps: null,
   metered: false,
   network: "Office",
   on_battery: null,
@@ -26,5 +27,9 @@ describe("uploadsText", () => {
 
   it("says plainly when no rule applies", () => {
     expect(uploadsText(base)).toBe("Giving way to your own traffic");
+  });
+
+  it("says how much of the user's own traffic it makes room for", () => {
+    expect(uploadsText({ ...base, other_traffic_mbps: 3.24 })).toBe("Giving way to your own traffic (now 3.2 Mbit/s)");
   });
 });
