@@ -231,6 +231,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
     let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
     let mut local = local::LocalTraffic::default();
     let mut iface: Option<String> = None;
+    let mut iface_ip: Option<std::net::IpAddr> = None;
     // A per-tick trace of the controller for the network test bed's plots
     // and for anyone tuning it: TIDEMARK_THROTTLE_TRACE=file.csv.
     let mut trace = std::env::var_os("TIDEMARK_THROTTLE_TRACE")
@@ -270,10 +271,14 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
                 pacing::sockets_to(&peers)
             };
             applied.retain(|(fd, _)| fds.contains(fd));
-            let now_iface = fds.first().and_then(|fd| pacing::interface_of(*fd));
-            if now_iface != iface {
+            // The interface is looked up (a dump of every address) only
+            // when the address our uploads send from changes, not on every
+            // scan.
+            let ip = fds.first().and_then(|fd| pacing::local_ip(*fd));
+            if ip != iface_ip {
                 local.reset();
-                iface = now_iface;
+                iface = ip.and_then(pacing::interface_with);
+                iface_ip = ip;
             }
         }
         let infos: Vec<(i32, pacing::TcpInfo)> = fds

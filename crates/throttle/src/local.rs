@@ -79,7 +79,7 @@ impl LocalTraffic {
 }
 
 /// The transmitted-bytes counter of interface `iface` (the one our upload
-/// sockets send from: [`crate::pacing::interface_of`]).
+/// sockets send from: [`crate::pacing::interface_with`]).
 #[cfg(target_os = "linux")]
 pub fn tx_bytes(iface: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/tx_bytes"))

@@ -85,13 +85,37 @@ pub fn sockets_to(_peers: &[SocketAddr]) -> Vec<i32> {
 
 #[cfg(target_os = "linux")]
 fn peer(fd: i32) -> Option<SocketAddr> {
+    address(fd, libc::getpeername)
+}
+
+/// The address `fd` sends from.
+#[cfg(target_os = "linux")]
+pub fn local_ip(fd: i32) -> Option<std::net::IpAddr> {
+    address(fd, libc::getsockname).map(|a| a.ip())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn local_ip(_fd: i32) -> Option<std::net::IpAddr> {
+    None
+}
+
+/// One end of `fd`'s connection: `getpeername` or `getsockname`.
+#[cfg(target_os = "linux")]
+fn address(
+    fd: i32,
+    get: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> Option<SocketAddr> {
     // SAFETY: `ss` is a zeroed sockaddr_storage, large enough for any
     // address; `len` tells the kernel its size and comes back as the
     // address's length.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let r = unsafe {
-        libc::getpeername(
+        get(
             fd,
             (&mut ss as *mut libc::sockaddr_storage).cast(),
             &mut len,
@@ -100,18 +124,26 @@ fn peer(fd: i32) -> Option<SocketAddr> {
     if r != 0 {
         return None;
     }
-    match i32::from(ss.ss_family) {
+    // SAFETY: the kernel filled `ss` with an address of its stated family.
+    unsafe { socket_addr((&ss as *const libc::sockaddr_storage).cast()) }
+}
+
+/// The IPv4 or IPv6 address a `sockaddr` holds.
+///
+/// # Safety
+/// `sa` points to a sockaddr whose family says its real type.
+#[cfg(target_os = "linux")]
+unsafe fn socket_addr(sa: *const libc::sockaddr) -> Option<SocketAddr> {
+    match i32::from(unsafe { (*sa).sa_family }) {
         libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: &libc::sockaddr_in = unsafe { &*(&ss as *const libc::sockaddr_storage).cast() };
+            let a: &libc::sockaddr_in = unsafe { &*sa.cast() };
             Some(SocketAddr::from((
                 std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
             )))
         }
         libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: &libc::sockaddr_in6 = unsafe { &*(&ss as *const libc::sockaddr_storage).cast() };
+            let a: &libc::sockaddr_in6 = unsafe { &*sa.cast() };
             Some(SocketAddr::from((
                 std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
@@ -121,24 +153,10 @@ fn peer(fd: i32) -> Option<SocketAddr> {
     }
 }
 
-/// The name of the interface that holds the address `fd` sends from: the
-/// one whose other traffic competes with ours.
+/// The name of the interface that holds `ip`: for the address our uploads
+/// send from, the one whose other traffic competes with ours.
 #[cfg(target_os = "linux")]
-pub fn interface_of(fd: i32) -> Option<String> {
-    // SAFETY: as in `peer`: a zeroed sockaddr_storage and its size.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let r = unsafe {
-        libc::getsockname(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
-    let family = i32::from(ss.ss_family);
+pub fn interface_with(ip: std::net::IpAddr) -> Option<String> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `addrs` with a list freed by freeifaddrs.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
@@ -152,28 +170,12 @@ pub fn interface_of(fd: i32) -> Option<String> {
         // a NUL-terminated name.
         unsafe {
             let a = &*cur;
-            if !a.ifa_addr.is_null() && i32::from((*a.ifa_addr).sa_family) == family {
-                let same = match family {
-                    libc::AF_INET => {
-                        let x: &libc::sockaddr_in = &*a.ifa_addr.cast();
-                        let y: &libc::sockaddr_in = &*(&ss as *const libc::sockaddr_storage).cast();
-                        x.sin_addr.s_addr == y.sin_addr.s_addr
-                    }
-                    libc::AF_INET6 => {
-                        let x: &libc::sockaddr_in6 = &*a.ifa_addr.cast();
-                        let y: &libc::sockaddr_in6 =
-                            &*(&ss as *const libc::sockaddr_storage).cast();
-                        x.sin6_addr.s6_addr == y.sin6_addr.s6_addr
-                    }
-                    _ => false,
-                };
-                if same {
-                    found = Some(
-                        std::ffi::CStr::from_ptr(a.ifa_name)
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
-                }
+            if !a.ifa_addr.is_null() && socket_addr(a.ifa_addr).is_some_and(|s| s.ip() == ip) {
+                found = Some(
+                    std::ffi::CStr::from_ptr(a.ifa_name)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             cur = a.ifa_next;
         }
@@ -184,7 +186,7 @@ pub fn interface_of(fd: i32) -> Option<String> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn interface_of(_fd: i32) -> Option<String> {
+pub fn interface_with(_ip: std::net::IpAddr) -> Option<String> {
     None
 }
 
@@ -309,6 +311,16 @@ mod tests {
         assert!(info.mss > 0 && info.srtt > Duration::ZERO);
         drop(s);
         assert_eq!(reader.join().expect("reader"), 2_000_000);
+    }
+
+    #[test]
+    fn finds_the_interface_a_socket_sends_from() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let s = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let ip = local_ip(s.as_raw_fd()).expect("local address");
+        assert_eq!(ip, std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(interface_with(ip).as_deref(), Some("lo"));
+        assert_eq!(interface_with(std::net::IpAddr::from([192, 0, 2, 1])), None);
     }
 
     #[test]
