@@ -234,19 +234,18 @@ impl Controller {
         // that noise, or the controller cuts for packets it sent itself.
         let serialisation = self.knee.map_or(0.0, |k| 1500.0 / k);
         let target = self.cfg.target.as_secs_f64().max(1.2 * serialisation);
-        let since = match self.above_since {
-            Some(t) if q > target => t,
-            _ if q > target => *self.above_since.insert(now),
-            _ => {
-                self.above_since = None;
-                now
-            }
-        };
-        let sustained =
-            q > 4.0 * target || now.saturating_duration_since(since) >= self.cfg.spike_filter;
-        if q > target && !sustained {
-            // Perhaps a spike: hold the rate until it is seen again.
-        } else if q > target {
+        if q > target {
+            self.above_since.get_or_insert(now);
+        } else {
+            self.above_since = None;
+        }
+        // A queue not yet sustained may be a spike: the rate is held (no
+        // cut, no growth) until it is seen again or gone.
+        let sustained = q > 4.0 * target
+            || self
+                .above_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.spike_filter);
+        if q > target && sustained {
             // A cut shows in the probes a round trip plus the probe filter
             // later; cutting again before that would cut for the same queue
             // twice and halve the rate for a bump (the queue keeps growing
@@ -320,7 +319,7 @@ impl Controller {
                     self.probe_due = None;
                 }
             }
-        } else if dt > 0.0 {
+        } else if q <= target && dt > 0.0 {
             if q < target / 2.0 {
                 self.queue_cleared = true;
             }
@@ -477,12 +476,26 @@ mod tests {
     /// the spike filter), with no queue on the link (a late wake-up, a
     /// Wi-Fi retry), from one tick after the link's clock.
     fn spike(c: &mut Controller, link: &mut Link, ms: u64) {
-        for _ in 0..5 {
+        spike_for(c, link, ms, 5);
+    }
+
+    /// `readings` of them, one every 20 ms tick.
+    fn spike_for(c: &mut Controller, link: &mut Link, ms: u64, readings: usize) {
+        for _ in 0..readings {
             let t = link.clock + Duration::from_millis(20);
             let srtt = Duration::from_secs_f64(link.srtt) + Duration::from_millis(ms);
             c.update(t, Sample { srtt });
             link.clock = t;
         }
+    }
+
+    /// At least `share` of the link's capacity was used (bytes/s in `got`).
+    fn assert_uses(got: f64, l: &Link, share: f64) {
+        assert!(
+            got > share * l.capacity,
+            "only {:.2} of the link",
+            got / l.capacity
+        );
     }
 
     fn link(mbps: f64) -> Link {
@@ -589,11 +602,7 @@ mod tests {
         assert!(after > 0.9 * knee, "knee fell from {knee:.0} to {after:.0}");
         run(&mut c, &mut l, 2.0, |_| 0.0);
         let (got, _) = run(&mut c, &mut l, 5.0, |_| 0.0);
-        assert!(
-            got > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            got / l.capacity
-        );
+        assert_uses(got, &l, 0.85);
     }
 
     #[test]
@@ -617,11 +626,7 @@ mod tests {
             "knee worn down to {:.2} of the link",
             knee / l.capacity
         );
-        assert!(
-            got / 20.0 > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            got / 20.0 / l.capacity
-        );
+        assert_uses(got / 20.0, &l, 0.85);
     }
 
     #[test]
@@ -631,12 +636,7 @@ mod tests {
         run(&mut c, &mut l, 30.0, |_| 0.0);
         let (rate, knee) = (c.rate(), c.capacity());
         // 9 ms for 40 ms: what one pair of probes sees of a late wake-up.
-        for _ in 0..2 {
-            let t = l.clock + Duration::from_millis(20);
-            let srtt = Duration::from_secs_f64(l.srtt) + Duration::from_millis(9);
-            c.update(t, Sample { srtt });
-            l.clock = t;
-        }
+        spike_for(&mut c, &mut l, 9, 2);
         assert!(c.rate() >= rate, "cut from {rate:.0} to {:.0}", c.rate());
         assert_eq!(c.capacity(), knee);
     }
@@ -655,11 +655,7 @@ mod tests {
         );
         run(&mut c, &mut l, 6.0, |_| 0.0);
         let (got, _) = run(&mut c, &mut l, 4.0, |_| 0.0);
-        assert!(
-            got > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            got / l.capacity
-        );
+        assert_uses(got, &l, 0.85);
     }
 
     #[test]
@@ -677,11 +673,7 @@ mod tests {
         // The bed measures G4 ten seconds into the backup.
         run(&mut c, &mut l, 4.0, |_| 0.0);
         let (got, _) = run(&mut c, &mut l, 4.0, |_| 0.0);
-        assert!(
-            got > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            got / l.capacity
-        );
+        assert_uses(got, &l, 0.85);
     }
 
     #[test]
@@ -698,11 +690,7 @@ mod tests {
         spike(&mut c, &mut l, 7);
         run(&mut c, &mut l, 4.0, |_| 0.0);
         let (got, _) = run(&mut c, &mut l, 4.0, |_| 0.0);
-        assert!(
-            got > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            got / l.capacity
-        );
+        assert_uses(got, &l, 0.85);
     }
 
     #[test]
@@ -747,29 +735,14 @@ mod tests {
         // Another program on this machine sends 5 Mbit/s for 5 s; the
         // interface counters show it from its first tick.
         let fg = 5.0 * 125_000.0;
-        let dt = 0.02;
-        let mut worst_queue: f64 = 0.0;
-        for i in 0..250 {
-            c.set_foreground(fg);
-            let rate = c.rate();
-            l.step(rate, fg, dt);
-            worst_queue = worst_queue.max(l.queue / l.capacity);
-            let t = l.clock + Duration::from_secs_f64(dt);
-            l.clock = t;
-            c.update(
-                t,
-                Sample {
-                    srtt: Duration::from_secs_f64(l.srtt),
-                },
-            );
-            if i == 0 {
-                assert!(
-                    c.rate() + fg <= 0.95 * l.capacity,
-                    "still at {:.0} beside {fg:.0}",
-                    c.rate()
-                );
-            }
-        }
+        c.set_foreground(fg);
+        assert!(
+            c.rate() + fg <= 0.95 * l.capacity,
+            "still at {:.0} beside {fg:.0}",
+            c.rate()
+        );
+        let (_, delays) = run(&mut c, &mut l, 5.0, |_| fg);
+        let worst_queue = delays.iter().copied().fold(0.0, f64::max);
         assert!(worst_queue < 0.002, "a {:.1} ms queue", worst_queue * 1e3);
         assert!(
             c.rate() + fg <= 0.95 * l.capacity,
@@ -779,11 +752,7 @@ mod tests {
         // It stops: the link is taken back within two seconds.
         c.set_foreground(0.0);
         run(&mut c, &mut l, 2.0, |_| 0.0);
-        assert!(
-            c.rate() > 0.85 * l.capacity,
-            "only {:.2} of the link",
-            c.rate() / l.capacity
-        );
+        assert_uses(c.rate(), &l, 0.85);
     }
 
     #[test]
