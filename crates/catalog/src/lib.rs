@@ -164,7 +164,10 @@ impl Catalog {
              CREATE TABLE IF NOT EXISTS trees (
                  id BLOB NOT NULL UNIQUE,
                  sealed BLOB NOT NULL
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS unindexed_packs (
+                 id BLOB PRIMARY KEY
+             ) WITHOUT ROWID;",
         )?;
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         // Check the file is really usable now rather than at the first lookup.
@@ -244,7 +247,9 @@ impl IndexStore for Catalog {
                     "INSERT OR IGNORE INTO blobs (id, pack, offset, length, raw_length, kind)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
+                let mut indexed = tx.prepare_cached("DELETE FROM unindexed_packs WHERE id = ?1")?;
                 for p in packs {
+                    indexed.execute([&p.id.0[..]])?;
                     let n: i64 =
                         add_pack.query_row(params![&p.id.0[..], p.size as i64], |r| r.get(0))?;
                     for b in &p.blobs {
@@ -313,6 +318,35 @@ impl IndexStore for Catalog {
         self.with(|db| {
             let mut st = db.prepare_cached("SELECT 1 FROM packs WHERE id = ?1")?;
             st.exists([&id.0[..]])
+        })
+    }
+
+    fn note_unindexed_pack(&self, id: &Id) -> StoreResult<()> {
+        self.with(|db| {
+            db.prepare_cached("INSERT OR IGNORE INTO unindexed_packs (id) VALUES (?1)")?
+                .execute([&id.0[..]])
+                .map(drop)
+        })
+    }
+
+    fn unindexed_packs(&self) -> StoreResult<Option<Vec<Id>>> {
+        self.with(|db| {
+            let mut st = db.prepare("SELECT id FROM unindexed_packs")?;
+            let rows = st.query_map([], |r| id_from(r.get(0)?))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+    }
+
+    fn forget_unindexed_packs(&self, ids: &[Id]) -> StoreResult<()> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            {
+                let mut st = tx.prepare_cached("DELETE FROM unindexed_packs WHERE id = ?1")?;
+                for id in ids {
+                    st.execute([&id.0[..]])?;
+                }
+            }
+            tx.commit()
         })
     }
 

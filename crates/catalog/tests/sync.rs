@@ -45,9 +45,16 @@ fn open(storage: &DynStorage, cache: &Path) -> (Arc<Repository>, Arc<Catalog>) {
     (Arc::new(repo), cat)
 }
 
+/// 3000 bytes that do not compress, so a few blobs fill a 4 KiB pack.
 fn blob(seed: u8) -> Vec<u8> {
+    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..3000u32)
-        .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
         .collect()
 }
 
@@ -137,6 +144,67 @@ fn packs_of_an_abandoned_upload_never_reach_the_cache_unlisted() {
     init(&storage);
     let cache = tempfile::tempdir().unwrap();
     let (repo, cat) = open(&storage, cache.path());
+    // Like a backup killed before its index file.
+    let ids = abandon_upload(&repo);
+    assert_eq!(
+        cat.blob_count().unwrap(),
+        0,
+        "unlisted packs must not be persisted"
+    );
+    drop(repo);
+
+    let (repo, cat) = open(&storage, cache.path());
+    let recovered = repo.recover_unindexed_packs().expect("recover");
+    let stored = storage.list(format::layout::PACKS).unwrap().len();
+    assert!(stored >= 2);
+    assert_eq!(recovered, stored);
+    assert_eq!(cat.packs().unwrap().len(), stored);
+    for id in &ids {
+        if repo.has_blob(id) {
+            repo.read_blob(id).expect("a recovered blob reads back");
+        }
+    }
+}
+
+/// Counts how often the packs are listed, the request a backup must not
+/// repeat every run against object storage.
+#[derive(Debug)]
+struct CountingLists {
+    inner: DynStorage,
+    pack_lists: std::sync::atomic::AtomicUsize,
+}
+
+impl storage::Storage for CountingLists {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: &[u8]) -> storage::Result<()> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &str) -> storage::Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, length: u64) -> storage::Result<Vec<u8>> {
+        self.inner.get_range(key, offset, length)
+    }
+    fn size(&self, key: &str) -> storage::Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> storage::Result<Vec<storage::Entry>> {
+        if prefix.starts_with(format::layout::PACKS) {
+            self.pack_lists
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> storage::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+/// Stores six blobs and drops the upload unfinished, as a killed backup
+/// does: its packs are in storage and in no index file.
+fn abandon_upload(repo: &Arc<Repository>) -> Vec<Id> {
     let up = repo
         .start_upload(UploadOptions {
             workers: 1,
@@ -150,23 +218,119 @@ fn packs_of_an_abandoned_upload_never_reach_the_cache_unlisted() {
         up.add(BlobKind::Data, repo.content_id(&data), data)
             .expect("add");
     }
-    // Dropped without finish: like a backup killed before its index file.
+    // Wait until some packs are really stored, then kill the upload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while up
+        .counters()
+        .packs
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no pack was stored");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     drop(up);
+    ids
+}
+
+#[test]
+fn an_interrupted_backup_is_recovered_from_the_journal_without_listing_packs() {
+    let counting = Arc::new(CountingLists {
+        inner: Arc::new(MemoryStorage::new()),
+        pack_lists: Default::default(),
+    });
+    let storage: DynStorage = counting.clone();
+    init(&storage);
+    let cache = tempfile::tempdir().unwrap();
+    let (repo, cat) = open(&storage, cache.path());
+    let ids = abandon_upload(&repo);
+    let stored = counting.inner.list(format::layout::PACKS).unwrap().len();
+    assert!(stored >= 2, "the abandoned upload stored packs");
     assert_eq!(
-        cat.blob_count().unwrap(),
-        0,
-        "unlisted packs must not be persisted"
+        cat.unindexed_packs().unwrap().map(|j| j.len()),
+        Some(stored)
     );
+    // A journal entry whose pack never reached storage (killed before the put).
+    cat.note_unindexed_pack(&Id([7; 32])).unwrap();
     drop(repo);
 
     let (repo, cat) = open(&storage, cache.path());
-    let recovered = repo.recover_unindexed_packs().expect("recover");
-    let stored = storage.list(format::layout::PACKS).unwrap().len();
+    let lock = repo.lock(false).expect("lock");
+    let problems = repo.load_index().expect("index");
+    let recovered = repo.recover_interrupted(&lock, &problems).expect("recover");
     assert_eq!(recovered, stored);
-    assert_eq!(cat.packs().unwrap().len(), stored);
-    for id in &ids {
+    assert_eq!(
+        counting
+            .pack_lists
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the journal named every candidate; storage must not be listed"
+    );
+    assert_eq!(cat.unindexed_packs().unwrap(), Some(vec![]));
+    for (i, id) in ids.iter().enumerate() {
+        // Blobs still in the packer when the upload was dropped were never stored.
         if repo.has_blob(id) {
-            repo.read_blob(id).expect("a recovered blob reads back");
+            assert_eq!(repo.read_blob(id).expect("recovered"), blob(i as u8 + 1));
         }
     }
+}
+
+#[test]
+fn a_stale_lock_makes_the_next_backup_list_every_pack_once() {
+    let counting = Arc::new(CountingLists {
+        inner: Arc::new(MemoryStorage::new()),
+        pack_lists: Default::default(),
+    });
+    let storage: DynStorage = counting.clone();
+    init(&storage);
+    // Another machine's backup died: its packs are stored, unindexed, and
+    // known to no journal here; what it left is its lock (here unreadable,
+    // which counts as stale).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (other, _) = open(&storage, elsewhere.path());
+    let ids = abandon_upload(&other);
+    drop(other);
+    let dead = format::layout::lock(&Id([9; 32]));
+    storage.put(&dead, b"not a lock").unwrap();
+
+    let cache = tempfile::tempdir().unwrap();
+    let (repo, _) = open(&storage, cache.path());
+    {
+        let lock = repo.lock(false).expect("lock");
+        assert_eq!(lock.stale_locks(), [dead.clone()]);
+        let problems = repo.load_index().expect("index");
+        let recovered = repo.recover_interrupted(&lock, &problems).expect("recover");
+        assert!(recovered >= 2);
+        assert_eq!(
+            recovered,
+            counting.inner.list(format::layout::PACKS).unwrap().len()
+        );
+        assert_eq!(
+            counting
+                .pack_lists
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+    assert_eq!(storage.size(&dead).unwrap(), None, "the stale lock is gone");
+    for (i, id) in ids.iter().enumerate() {
+        // Blobs still in the packer when the upload was dropped were never stored.
+        if repo.has_blob(id) {
+            assert_eq!(repo.read_blob(id).expect("recovered"), blob(i as u8 + 1));
+        }
+    }
+    // The next backup trusts its (empty) journal again.
+    let lock = repo.lock(false).expect("lock");
+    assert!(lock.stale_locks().is_empty());
+    let problems = repo.load_index().expect("index");
+    assert_eq!(
+        repo.recover_interrupted(&lock, &problems).expect("recover"),
+        0
+    );
+    assert_eq!(
+        counting
+            .pack_lists
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }

@@ -61,6 +61,21 @@ pub trait IndexStore: Send + Sync {
         ids.iter().map(|i| Ok(self.lookup(i)?.is_some())).collect()
     }
     fn has_pack(&self, id: &Id) -> StoreResult<bool>;
+    /// Journal of packs this machine is about to store: noted before the
+    /// pack is written, dropped once an index file lists it. What is left
+    /// after a crash is all a backup has to look for, instead of listing
+    /// every pack in storage (hundreds of requests on S3, every backup).
+    /// A store without a journal answers `None`, and storage is listed.
+    fn note_unindexed_pack(&self, _id: &Id) -> StoreResult<()> {
+        Ok(())
+    }
+    fn unindexed_packs(&self) -> StoreResult<Option<Vec<Id>>> {
+        Ok(None)
+    }
+    /// Drops journal entries of packs that never reached storage.
+    fn forget_unindexed_packs(&self, _ids: &[Id]) -> StoreResult<()> {
+        Ok(())
+    }
     /// Every indexed pack with its size.
     fn packs(&self) -> StoreResult<Vec<(Id, u64)>>;
     fn blob_count(&self) -> StoreResult<u64>;

@@ -488,27 +488,84 @@ impl Repository {
     /// Finds packs that are stored but listed in no index file (a backup
     /// killed between storing a pack and writing its index), reads their
     /// trailers and indexes them, so their chunks are never uploaded again.
+    /// Lists every pack in storage; see [`Repository::recover_interrupted`]
+    /// for what a backup does instead.
     pub fn recover_unindexed_packs(&self) -> Result<usize> {
         let stored = self.storage.list(layout::PACKS)?;
+        let found: Vec<(Id, u64)> = stored
+            .iter()
+            .filter_map(|e| Some((layout::id_of(&e.key)?, e.size)))
+            .collect();
+        self.index_found_packs(found)
+    }
+
+    /// What a backup runs before it starts: recovers the packs an earlier
+    /// run left unindexed. Listing every pack is needed only when the
+    /// writer that may have left them is unknown to this machine: another
+    /// holder's lock is stale (a writer died, here or elsewhere), an index
+    /// file could not be read, or the index store keeps no journal. Else
+    /// the local journal names every candidate. After a full recovery the
+    /// stale locks it was prompted by are removed, so the next backup does
+    /// not list again.
+    pub fn recover_interrupted(
+        &self,
+        lock: &LockGuard,
+        index_problems: &[Problem],
+    ) -> Result<usize> {
+        let journal = if lock.stale_locks().is_empty() && index_problems.is_empty() {
+            self.index.unindexed_packs()?
+        } else {
+            None
+        };
+        let Some(candidates) = journal else {
+            let n = self.recover_unindexed_packs()?;
+            for key in lock.stale_locks() {
+                if let Err(e) = self.storage.delete(key) {
+                    tracing::warn!(lock = %key, error = %e, "could not remove a stale lock");
+                }
+            }
+            return Ok(n);
+        };
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for id in candidates {
+            match self.storage.size(&layout::pack(&id))? {
+                Some(size) => found.push((id, size)),
+                // The crash came before the pack was written.
+                None => gone.push(id),
+            }
+        }
+        self.index.forget_unindexed_packs(&gone)?;
+        self.index_found_packs(found)
+    }
+
+    /// Records, before a pack is written, that it will exist unindexed
+    /// until an index file lists it. A journal that cannot be written costs
+    /// only a re-upload after a crash, so it does not stop the backup.
+    pub(crate) fn note_unindexed_pack(&self, id: &Id) {
+        if let Err(e) = self.index.note_unindexed_pack(id) {
+            tracing::warn!(pack = %id, error = %e, "could not note a pack in the local journal");
+        }
+    }
+
+    fn index_found_packs(&self, found: Vec<(Id, u64)>) -> Result<usize> {
         let mut recovered = Vec::new();
-        for entry in stored {
-            let Some(id) = layout::id_of(&entry.key) else {
-                continue;
-            };
+        let mut settled = Vec::new();
+        for (id, size) in found {
             if self.has_pack(&id)? {
+                settled.push(id);
                 continue;
             }
-            match self.check_unindexed_pack(&id, entry.size) {
-                Ok(blobs) => recovered.push(IndexPack {
-                    id,
-                    size: entry.size,
-                    blobs,
-                }),
+            match self.check_unindexed_pack(&id, size) {
+                Ok(blobs) => recovered.push(IndexPack { id, size, blobs }),
                 Err(e) => {
-                    tracing::warn!(pack = %id, error = %e, "unreadable unindexed pack left for prune")
+                    tracing::warn!(pack = %id, error = %e, "unreadable unindexed pack left for prune");
+                    settled.push(id);
                 }
             }
         }
+        // Recovered packs leave the journal with the index file below.
+        self.index.forget_unindexed_packs(&settled)?;
         if recovered.is_empty() {
             return Ok(0);
         }

@@ -20,8 +20,18 @@ const REFRESH_EVERY: Duration = Duration::from_secs(300);
 pub struct LockGuard {
     storage: DynStorage,
     key: String,
+    /// Locks of others that were stale (or unreadable) when this one was
+    /// taken: a writer died there and may have left packs no index lists.
+    stale: Vec<String>,
     stop: Arc<AtomicBool>,
     refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LockGuard {
+    /// The keys of other holders' stale locks seen when this lock was taken.
+    pub fn stale_locks(&self) -> &[String] {
+        &self.stale
+    }
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -75,32 +85,45 @@ fn read_locks(storage: &dyn Storage, keys: &MasterKeys) -> Result<Vec<(String, O
     Ok(out)
 }
 
-fn conflict(
+/// What the other locks say: who, if anyone, holds one that conflicts,
+/// and which are stale.
+struct Survey {
+    holder: Option<String>,
+    stale: Vec<String>,
+}
+
+fn survey(
     storage: &dyn Storage,
     keys: &MasterKeys,
     exclusive: bool,
     own: Option<&str>,
-) -> Result<Option<String>> {
+) -> Result<Survey> {
+    let mut out = Survey {
+        holder: None,
+        stale: Vec::new(),
+    };
     for (key, lock) in read_locks(storage, keys)? {
         if Some(key.as_str()) == own {
             continue;
         }
         match lock {
-            Some(l) if !is_stale(&l) && (exclusive || l.exclusive) => {
-                let kind = if l.exclusive { "an exclusive" } else { "a" };
-                return Ok(Some(format!(
-                    "{kind} lock of process {} on {} since {}",
-                    l.pid, l.hostname, l.time
-                )));
+            Some(l) if !is_stale(&l) => {
+                if out.holder.is_none() && (exclusive || l.exclusive) {
+                    let kind = if l.exclusive { "an exclusive" } else { "a" };
+                    out.holder = Some(format!(
+                        "{kind} lock of process {} on {} since {}",
+                        l.pid, l.hostname, l.time
+                    ));
+                }
             }
-            _ => {}
+            _ => out.stale.push(key),
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 pub fn acquire(storage: DynStorage, keys: &MasterKeys, exclusive: bool) -> Result<LockGuard> {
-    if let Some(holder) = conflict(&*storage, keys, exclusive, None)? {
+    if let Some(holder) = survey(&*storage, keys, exclusive, None)?.holder {
         return Err(RepoError::Locked { holder });
     }
     let key = layout::lock(&Id(rand::random()));
@@ -119,7 +142,8 @@ pub fn acquire(storage: DynStorage, keys: &MasterKeys, exclusive: bool) -> Resul
     write(&*storage, &key)?;
     // Two processes may have checked at the same moment; check again now
     // that ours is visible and back off if someone else holds a conflicting lock.
-    if let Some(holder) = conflict(&*storage, keys, exclusive, Some(&key))? {
+    let others = survey(&*storage, keys, exclusive, Some(&key))?;
+    if let Some(holder) = others.holder {
         let _ = storage.delete(&key);
         return Err(RepoError::Locked { holder });
     }
@@ -143,6 +167,7 @@ pub fn acquire(storage: DynStorage, keys: &MasterKeys, exclusive: bool) -> Resul
     Ok(LockGuard {
         storage,
         key,
+        stale: others.stale,
         stop,
         refresher,
     })

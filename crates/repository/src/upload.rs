@@ -448,11 +448,13 @@ fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
         let bytes = storage::Bytes::from(p.bytes);
         let stored = match sh.repo.remote() {
             Some(remote) => remote.put_pack(&id, bytes).map_err(RepoError::from),
-            None => sh
-                .repo
-                .storage()
-                .put_shared(&layout::pack(&id), bytes)
-                .map_err(RepoError::from),
+            None => {
+                sh.repo.note_unindexed_pack(&id);
+                sh.repo
+                    .storage()
+                    .put_shared(&layout::pack(&id), bytes)
+                    .map_err(RepoError::from)
+            }
         };
         if let Err(e) = stored {
             sh.fail(e);

@@ -100,9 +100,9 @@ pub fn backup(
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let paths = normalize_paths(&opts.paths)?;
-    let _lock = repo.lock(false)?;
-    repo.load_index()?;
-    repo.recover_unindexed_packs()?;
+    let lock = repo.lock(false)?;
+    let index_problems = repo.load_index()?;
+    repo.recover_interrupted(&lock, &index_problems)?;
     let path_strings: Vec<String> = paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
