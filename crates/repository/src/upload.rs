@@ -230,6 +230,24 @@ impl Uploader {
         queued.contains(id) || self.shared.repo.has_blob(id)
     }
 
+    /// Which of `ids` are stored or queued, asked of the index in one
+    /// query. A failed query answers none: the caller then asks per id.
+    pub fn known_among(&self, ids: &[Id]) -> HashSet<Id> {
+        let stored = match self.shared.repo.has_blobs(ids) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "batch index lookup failed");
+                return HashSet::new();
+            }
+        };
+        let queued = self.shared.queued();
+        ids.iter()
+            .zip(stored)
+            .filter(|(id, s)| *s || queued.contains(id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Queues a blob unless the repository or this session already has it.
     /// Returns true when the blob is new. Blocks when the pipeline is full.
     pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {

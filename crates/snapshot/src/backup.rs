@@ -17,7 +17,7 @@ use format::{
     BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
 };
 use repository::{Repository, UploadOptions, Uploader};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -150,6 +150,7 @@ pub fn backup(
             summary,
             changed,
             totals_exact: true,
+            known: Vec::new(),
             chunker: repo.config().chunker.clone(),
             prefetch: crate::prefetch::Prefetcher::start(),
         };
@@ -280,6 +281,11 @@ struct Walker<'a> {
     /// False once an old tree could not be read to take its entries out
     /// of the parent's totals; the totals are then counted afresh.
     totals_exact: bool,
+    /// Per folder being walked (innermost last): which chunks of its
+    /// unchanged-looking files the repository has, asked in one query.
+    /// One SQLite read per chunk took a file lock each time, a fifth of a
+    /// no-change backup's walk.
+    known: Vec<HashSet<Id>>,
 }
 
 impl Walker<'_> {
@@ -292,6 +298,10 @@ impl Walker<'_> {
         tracing::warn!(path = %e.path.display(), ?kind, "{}", e.message);
         self.progress.error(&e);
         self.errors.push(e);
+    }
+
+    fn is_known(&self, id: &Id) -> bool {
+        self.known.last().is_some_and(|k| k.contains(id)) || self.uploader.is_known(id)
     }
 
     fn parent_tree(&self, id: Option<Id>) -> Option<Arc<Tree>> {
@@ -505,6 +515,7 @@ impl Walker<'_> {
             entries.push((full, md, node));
         }
         // Name the files about to be read, so the disk works ahead of us.
+        let mut reused_chunks = Vec::new();
         for (full, md, node) in &entries {
             if md.is_dir() {
                 let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
@@ -513,11 +524,20 @@ impl Walker<'_> {
                 }
             } else if md.is_file() && md.len() > 0 {
                 let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
-                if self.opts.force || !prev.is_some_and(|p| unchanged(p, node)) {
-                    self.prefetch.hint(Hint::File(full.clone()));
+                match prev {
+                    Some(p) if !self.opts.force && unchanged(p, node) => {
+                        reused_chunks.extend_from_slice(&p.content);
+                    }
+                    _ => self.prefetch.hint(Hint::File(full.clone())),
                 }
             }
         }
+        let known = if self.repo.is_remote() || reused_chunks.is_empty() {
+            HashSet::new()
+        } else {
+            self.uploader.known_among(&reused_chunks)
+        };
+        self.known.push(known);
         let mut tree = Tree::default();
         for (full, md, node) in entries {
             let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
@@ -525,6 +545,7 @@ impl Walker<'_> {
                 tree.nodes.push(node);
             }
         }
+        self.known.pop();
         self.forget_replaced(parent, ptree.as_deref(), &tree);
         self.store_tree(tree)
     }
@@ -542,7 +563,7 @@ impl Walker<'_> {
                 // that references any it no longer has (the caller then
                 // backs up again with nothing trusted), so they need no
                 // lookup; chunks granted by proof are in no local index.
-                && (self.repo.is_remote() || p.content.iter().all(|c| self.uploader.is_known(c)))
+                && (self.repo.is_remote() || p.content.iter().all(|c| self.is_known(c)))
             {
                 node.content = p.content.clone();
                 self.summary.files_unmodified += 1;
