@@ -457,55 +457,94 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         .filter_map(|p| std::path::absolute(p).ok())
         .collect();
     let bar = Bar::new(!g.json && !g.quiet, BACKUP_TEMPLATE);
-    // The scan counts the bar's total, and it starts before the repository
-    // is opened: unwrapping the key (Argon2id) keeps one core busy for
-    // ~0.15 s, and meanwhile the scan brings the tree's metadata into the
-    // kernel's caches, where the backup's own walk then finds it (no-change
-    // backup on a cold cache: 0.63 -> 0.54 s). Without a bar it stops when
-    // the walk begins, which prefetches on its own; letting it run on was
-    // no faster, within the noise.
+    let host = a.host.clone().unwrap_or_else(hostname);
+    // What changed since the last backup is found without the key (see
+    // snapshot's `changes`): the scan runs while Argon2id unwraps it, and
+    // the backup then lists only the folders the scan names. The scan also
+    // counts the bar's total.
+    let states_dir = open_options(g).cache_dir.map(|d| d.join("folder-states"));
+    let scope = snapshot::scope_of(
+        &location(g)?,
+        &paths,
+        &patterns,
+        a.exclude_caches,
+        a.one_file_system,
+        &host,
+    );
+    let known = match &states_dir {
+        Some(dir) if !a.force => snapshot::FolderStates::load(dir, &scope),
+        _ => snapshot::FolderStates::default(),
+    };
     let opened = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let counted = AtomicU64::new(0);
     let report = std::thread::scope(|s| {
-        s.spawn(|| {
-            snapshot::scan_until(&paths, &excludes, &stop, &|_, bytes| {
-                counted.store(bytes, Ordering::Relaxed);
-                if opened.load(Ordering::Relaxed) {
-                    bar.set_total(bytes);
-                }
-            })
+        let scan = s.spawn(|| {
+            snapshot::scan_changes(
+                &paths,
+                &excludes,
+                a.one_file_system,
+                &known,
+                &stop,
+                &|_, bytes| {
+                    counted.store(bytes, Ordering::Relaxed);
+                    if opened.load(Ordering::Relaxed) {
+                        bar.set_total(bytes);
+                    }
+                },
+            )
         });
-        let run = || -> Result<snapshot::BackupReport> {
+        let run = || -> Result<(snapshot::BackupReport, Option<snapshot::ChangeScan>)> {
             let repo = Arc::new(open(g)?);
             opened.store(true, Ordering::Relaxed);
             bar.set_total(counted.load(Ordering::Relaxed));
-            if !bar.visible() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            let parent = a
-                .parent
-                .as_deref()
-                .map(|p| repo.find_snapshot(p))
-                .transpose()?;
+            let parent = match a.parent.as_deref() {
+                Some(p) => Some(repo.find_snapshot(p)?),
+                None => snapshot::default_parent(&repo, &host, &paths)?,
+            };
+            // The backup may read nothing before the scan has seen it all:
+            // the digests it saves must be no newer than what it stores.
+            let scanned = scan.join().ok().flatten();
+            let changed = match (&scanned, parent) {
+                (Some(sc), Some(p)) if known.snapshot == Some(p) => {
+                    Some(snapshot::ChangedFolders {
+                        dirs: sc.changed.clone(),
+                        rescan: Default::default(),
+                    })
+                }
+                _ => None,
+            };
             let opts = snapshot::BackupOptions {
                 paths: a.paths.clone(),
                 excludes: excludes.clone(),
                 one_file_system: a.one_file_system,
-                hostname: a.host.clone().unwrap_or_else(hostname),
+                hostname: host.clone(),
                 username: username(),
                 tags: a.tags.clone(),
                 parent,
                 force: a.force,
                 upload: Default::default(),
                 cancel: None,
-                changed: None,
+                changed,
             };
-            Ok(agent::jobs::backup(&repo, &opts, &bar)?)
+            Ok((agent::jobs::backup(&repo, &opts, &bar)?, scanned))
         };
         let r = run();
         // A failed open must not wait for the scan of a large tree.
         stop.store(true, Ordering::Relaxed);
+        r
+    });
+    let report = report.map(|(r, scanned)| {
+        if let (Some(dir), Some(sc)) = (&states_dir, scanned) {
+            let mut states = sc.states;
+            states.snapshot = Some(r.id);
+            let unread: Vec<PathBuf> = r.errors.iter().map(|e| e.path.clone()).collect();
+            states.forget_around(&unread);
+            if let Err(e) = states.save(dir, &scope) {
+                // Costs only speed: the next backup lists every folder.
+                tracing::warn!(error = %e, "could not save the folder states");
+            }
+        }
         r
     });
     bar.finish();

@@ -30,11 +30,6 @@ impl Bar {
         }
     }
 
-    /// Whether anything is drawn (a terminal, and not `--json`/`--quiet`).
-    pub fn visible(&self) -> bool {
-        !self.bar.is_hidden()
-    }
-
     pub fn set_total(&self, bytes: u64) {
         self.bar.set_length(bytes);
     }

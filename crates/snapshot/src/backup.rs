@@ -109,13 +109,7 @@ pub fn backup(
         .collect();
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id)?)),
-        None => {
-            let (snaps, _) = repo.list_snapshots()?;
-            snaps
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.hostname == opts.hostname && s.paths == path_strings)
-        }
+        None => latest_of(repo, &opts.hostname, &path_strings)?,
     };
     let uploader = repo.start_upload(opts.upload.clone())?;
     let loader = TreeLoader::new(repo);
@@ -173,6 +167,12 @@ pub fn backup(
             })?
     });
     let (root, errors, mut summary) = walked?;
+    if changed.is_some() {
+        // Files in folders that were not walked are unchanged too.
+        summary.files_unmodified = summary
+            .total_files
+            .saturating_sub(summary.files_new + summary.files_changed);
+    }
     if cancelled(opts) {
         return Err(SnapshotError::Cancelled);
     }
@@ -199,6 +199,28 @@ pub fn backup(
         snapshot,
         errors,
     })
+}
+
+/// The snapshot a backup of `paths` from `hostname` takes as its parent
+/// when none is given: the newest one of the same host and paths.
+pub fn default_parent(repo: &Repository, hostname: &str, paths: &[PathBuf]) -> Result<Option<Id>> {
+    let paths: Vec<String> = normalize_paths(paths)?
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Ok(latest_of(repo, hostname, &paths)?.map(|(id, _)| id))
+}
+
+fn latest_of(
+    repo: &Repository,
+    hostname: &str,
+    paths: &[String],
+) -> Result<Option<(Id, Snapshot)>> {
+    let (snaps, _) = repo.list_snapshots()?;
+    Ok(snaps
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.hostname == hostname && s.paths == paths))
 }
 
 fn cancelled(opts: &BackupOptions) -> bool {

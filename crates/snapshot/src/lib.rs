@@ -9,6 +9,7 @@
 
 mod backup;
 mod browse;
+mod changes;
 mod error;
 mod exclude;
 mod node;
@@ -20,10 +21,13 @@ mod restore;
 pub use repository::retention;
 mod trees;
 
-pub use backup::{backup, scan, scan_until, BackupOptions, BackupReport, ChangedFolders};
+pub use backup::{
+    backup, default_parent, scan, scan_until, BackupOptions, BackupReport, ChangedFolders,
+};
 pub use browse::{
     cat, diff, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Listed,
 };
+pub use changes::{scan_changes, scope_of, ChangeScan, FolderStates};
 pub use error::{FileError, FileErrorKind, SnapshotError};
 pub use exclude::Excludes;
 pub use progress::{FileStatus, NoProgress, Progress};

@@ -903,3 +903,87 @@ fn find_versions_and_deleted_files_come_from_the_catalog() {
         out.printed()
     );
 }
+
+/// Backups after the first list only the folders whose metadata digest
+/// changed (found before the key is unwrapped); every other folder's tree
+/// is reused unwalked. Whatever happens on disk between backups must still
+/// be in the next snapshot exactly.
+#[test]
+fn backups_that_reuse_unchanged_folders_restore_what_is_on_disk() {
+    let (mut rng, _) =
+        test_support::test_rng("backups_that_reuse_unchanged_folders_restore_what_is_on_disk");
+    let work = workdir();
+    let src = work.path().join("src");
+    tree::generate(&src, &tiny(), &mut rng).expect("tree");
+    let tm = tidemark(work.path());
+    tm.init(None);
+    tm.backup(&[&src], &[]);
+    let states: Vec<_> = std::fs::read_dir(work.path().join("cache/folder-states"))
+        .expect("the backup saved its folder states")
+        .flatten()
+        .collect();
+    assert_eq!(states.len(), 1);
+
+    // Nothing changed: nothing read, every file counted as unchanged.
+    let v = tm.backup(&[&src], &[]);
+    let s = &v["summary"];
+    assert_eq!(s["bytes_read"], 0, "{v}");
+    assert_eq!(s["files_unmodified"], s["total_files"], "{v}");
+
+    let spec = MutateSpec {
+        new_files: vec![FileGroup::new(2, Fill::Text, 10..5_000)],
+        edit: 2,
+        append: 1,
+        delete: 2,
+        new_dirs: 1,
+        new_symlinks: 1,
+        edit_below: u64::MAX,
+    };
+    let dirs = |root: &Path| -> Vec<PathBuf> {
+        all_paths(root)
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir() && !p.is_symlink())
+            .collect()
+    };
+    for round in 0..5 {
+        tree::mutate(&src, &spec, &mut rng).expect("mutate");
+        // Changes that touch only metadata or only names.
+        let ds = dirs(&src);
+        let d = ds.choose(&mut rng).expect("a folder");
+        let mode = if round % 2 == 0 { 0o700 } else { 0o755 };
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let files: Vec<PathBuf> = all_paths(&src)
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file() && !p.is_symlink())
+            .collect();
+        let f = files.choose(&mut rng).expect("a file");
+        std::fs::rename(f, f.with_extension(format!("moved{round}"))).expect("rename");
+        tm.backup(&[&src], &[]);
+        let target = work.path().join(format!("restore{round}"));
+        tm.restore("latest", &target, &[]).ok();
+        assert_same_tree(
+            &src,
+            &restored_path(&target, &src),
+            &CompareOptions::default(),
+        );
+    }
+    // A backup that reads and lists everything again finds the same tree
+    // below `src` (only its ancestors differ: the restores changed them).
+    let last = str_of(&tm.snapshots().last().expect("snapshots")["id"]).to_string();
+    let forced = tm.backup(&[&src], &["--force"]);
+    let d = tm
+        .ok(&["diff", &last, str_of(&forced["snapshot"]), "--json"])
+        .json();
+    let inside: Vec<_> = d
+        .as_array()
+        .expect("a diff list")
+        .iter()
+        .filter(|e| Path::new(str_of(&e["path"])).starts_with(&src))
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "reused folders differ from a full walk: {inside:?}"
+    );
+}
