@@ -297,7 +297,7 @@ fn a_stale_lock_makes_the_next_backup_list_every_pack_once() {
     let (repo, _) = open(&storage, cache.path());
     {
         let lock = repo.lock(false).expect("lock");
-        assert_eq!(lock.stale_locks(), [dead.clone()]);
+        assert_eq!(lock.stale_locks(), std::slice::from_ref(&dead));
         let problems = repo.load_index().expect("index");
         let recovered = repo.recover_interrupted(&lock, &problems).expect("recover");
         assert!(recovered >= 2);

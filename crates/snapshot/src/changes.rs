@@ -151,12 +151,27 @@ impl FolderStates {
             out.extend_from_slice(v);
         }
         let path = file_for(dir, scope);
-        let tmp = path.with_extension("tmp");
+        // Two backups of one scope may finish together: each writes its own
+        // file, so the one renamed last is whole, never a mix of both.
+        let tmp = path.with_extension(format!("{}.{:x}.tmp", std::process::id(), rand_suffix()));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&out)?;
         drop(f);
         std::fs::rename(&tmp, &path)
     }
+}
+
+/// Distinguishes the temporary files of threads of one process.
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 fn file_for(dir: &Path, scope: &[u8; 32]) -> PathBuf {
