@@ -20,8 +20,11 @@ pub fn backup(
         Err(SnapshotError::Repo(repository::RepoError::RemoteMissingChunks(m))) => {
             tracing::warn!("{m}; asking the server about every chunk and backing up again");
             repo.forget_local_index()?;
+            // Nothing of the parent is trusted: every folder is walked and
+            // every file read, so no reused subtree can name a lost chunk.
             let again = BackupOptions {
                 force: true,
+                changed: None,
                 ..opts.clone()
             };
             Ok(snapshot::backup(repo, &again, progress)?)

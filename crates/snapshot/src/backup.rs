@@ -334,6 +334,9 @@ impl Walker<'_> {
     /// The parent's subtree for `path`, taken as it is when the watcher saw
     /// no change at or below it.
     fn reuse(&self, path: &Path, prev_sub: Option<Id>) -> Option<Id> {
+        if self.opts.force {
+            return None;
+        }
         let c = self.changed?;
         (!c.walk_all(path) && !c.leads_to_change(path))
             .then_some(prev_sub)
