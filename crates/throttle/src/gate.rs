@@ -59,6 +59,14 @@ impl Gate {
         self.bucket.lock().map(|b| b.open).unwrap_or(true)
     }
 
+    /// Open and without a rate: `admit` would never wait.
+    pub fn is_unlimited(&self) -> bool {
+        self.bucket
+            .lock()
+            .map(|b| b.open && !b.rate.is_finite())
+            .unwrap_or(false)
+    }
+
     /// Blocks until `bytes` may be sent.
     pub fn admit(&self, bytes: usize) {
         let Ok(mut b) = self.bucket.lock() else {
