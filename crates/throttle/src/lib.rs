@@ -243,6 +243,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
     let mut sensed: Option<Instant> = None;
     let mut scanned: Option<Instant> = None;
     let mut local_only = false;
+    let mut sent = SentRate::default();
     let mut fds: Vec<i32> = Vec::new();
     let mut applied: Vec<(i32, Option<u64>)> = Vec::new();
     let mut local = local::LocalTraffic::default();
@@ -312,6 +313,7 @@ fn run(weak: Weak<Inner>, mut sensor: Box<dyn Sensor>, cfg: ControllerConfig) {
             .iter()
             .map(|(fd, i)| Some((*fd, i.bytes_sent?)))
             .collect();
+        controller.set_sent(sent.sample(now, ours.as_deref()));
         let foreground = match (iface.as_deref().and_then(local::tx_bytes), ours) {
             (Some(tx), Some(ours)) => local.sample(now, tx, &ours),
             _ => {
@@ -457,9 +459,64 @@ fn close(a: Option<u64>, b: Option<u64>) -> bool {
     }
 }
 
+/// What the upload sockets sent over the last half second, from the
+/// per-socket `tcpi_bytes_sent` counters (sockets come and go: only the
+/// growth of a socket seen twice counts).
+#[derive(Default)]
+struct SentRate {
+    last: Vec<(i32, u64)>,
+    total: u64,
+    window: std::collections::VecDeque<(Instant, u64)>,
+}
+
+const SENT_WINDOW: Duration = Duration::from_millis(500);
+
+impl SentRate {
+    fn sample(&mut self, now: Instant, socks: Option<&[(i32, u64)]>) -> Option<f64> {
+        let Some(socks) = socks.filter(|s| !s.is_empty()) else {
+            *self = SentRate::default();
+            return None;
+        };
+        for (fd, n) in socks {
+            if let Some((_, before)) = self.last.iter().find(|(f, _)| f == fd) {
+                self.total += n.saturating_sub(*before);
+            }
+        }
+        self.last = socks.to_vec();
+        self.window.push_back((now, self.total));
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > SENT_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let (t0, b0) = *self.window.front()?;
+        let dt = now.duration_since(t0).as_secs_f64();
+        (dt >= 0.8 * SENT_WINDOW.as_secs_f64()).then(|| (self.total - b0) as f64 / dt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_rate_counts_growth_of_sockets_seen_twice() {
+        let mut r = SentRate::default();
+        let t = Instant::now();
+        assert_eq!(r.sample(t, Some(&[(3, 1000)])), None);
+        for i in 1..=10u64 {
+            let now = t + Duration::from_millis(50 * i);
+            let got = r.sample(now, Some(&[(3, 1000 + 5_000 * i), (4, 7)]));
+            if i >= 8 {
+                // 5,000 bytes every 50 ms: 100 kB/s; the new socket adds nothing.
+                let v = got.expect("a full window");
+                assert!((v - 100_000.0).abs() < 1.0, "{v}");
+            }
+        }
+        assert_eq!(r.sample(t + Duration::from_secs(1), None), None);
+    }
 
     #[test]
     fn bodies_go_whole_only_to_this_machine_and_only_when_nothing_holds_them() {
