@@ -497,6 +497,22 @@ mod tests {
     /// Readings `ms` above the link's RTT for 100 ms (long enough to pass
     /// the spike filter), with no queue on the link (a late wake-up, a
     /// Wi-Fi retry), from one tick after the link's clock.
+    #[test]
+    fn a_cut_names_no_more_than_what_really_left() {
+        let mut c = Controller::new(ControllerConfig::default());
+        c.rate = 350_000.0;
+        assert_eq!(c.cut_at(), 350_000.0, "nothing known of what left");
+        c.set_sent(Some(255_000.0));
+        assert_eq!(c.cut_at(), 255_000.0, "the ramp ran ahead of the link");
+        c.set_sent(Some(50_000.0));
+        assert!(
+            (c.cut_at() - 245_000.0).abs() < 1e-6,
+            "a gap between packs: 0.7 x the rate"
+        );
+        c.set_sent(Some(400_000.0));
+        assert_eq!(c.cut_at(), 350_000.0, "never above the rate");
+    }
+
     fn spike(c: &mut Controller, link: &mut Link, ms: u64) {
         spike_for(c, link, ms, 5);
     }
