@@ -202,6 +202,23 @@ impl storage::Storage for CountingLists {
     }
 }
 
+impl CountingLists {
+    fn pack_lists(&self) -> usize {
+        self.pack_lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A fresh repository in memory whose pack listings are counted.
+fn counting_storage() -> (Arc<CountingLists>, DynStorage) {
+    let counting = Arc::new(CountingLists {
+        inner: Arc::new(MemoryStorage::new()),
+        pack_lists: Default::default(),
+    });
+    let storage: DynStorage = counting.clone();
+    init(&storage);
+    (counting, storage)
+}
+
 /// Stores six blobs and drops the upload unfinished, as a killed backup
 /// does: its packs are in storage and in no index file.
 fn abandon_upload(repo: &Arc<Repository>) -> Vec<Id> {
@@ -235,12 +252,7 @@ fn abandon_upload(repo: &Arc<Repository>) -> Vec<Id> {
 
 #[test]
 fn an_interrupted_backup_is_recovered_from_the_journal_without_listing_packs() {
-    let counting = Arc::new(CountingLists {
-        inner: Arc::new(MemoryStorage::new()),
-        pack_lists: Default::default(),
-    });
-    let storage: DynStorage = counting.clone();
-    init(&storage);
+    let (counting, storage) = counting_storage();
     let cache = tempfile::tempdir().unwrap();
     let (repo, cat) = open(&storage, cache.path());
     let ids = abandon_upload(&repo);
@@ -260,9 +272,7 @@ fn an_interrupted_backup_is_recovered_from_the_journal_without_listing_packs() {
     let recovered = repo.recover_interrupted(&lock, &problems).expect("recover");
     assert_eq!(recovered, stored);
     assert_eq!(
-        counting
-            .pack_lists
-            .load(std::sync::atomic::Ordering::SeqCst),
+        counting.pack_lists(),
         0,
         "the journal named every candidate; storage must not be listed"
     );
@@ -277,12 +287,7 @@ fn an_interrupted_backup_is_recovered_from_the_journal_without_listing_packs() {
 
 #[test]
 fn a_stale_lock_makes_the_next_backup_list_every_pack_once() {
-    let counting = Arc::new(CountingLists {
-        inner: Arc::new(MemoryStorage::new()),
-        pack_lists: Default::default(),
-    });
-    let storage: DynStorage = counting.clone();
-    init(&storage);
+    let (counting, storage) = counting_storage();
     // Another machine's backup died: its packs are stored, unindexed, and
     // known to no journal here; what it left is its lock (here unreadable,
     // which counts as stale).
@@ -305,12 +310,7 @@ fn a_stale_lock_makes_the_next_backup_list_every_pack_once() {
             recovered,
             counting.inner.list(format::layout::PACKS).unwrap().len()
         );
-        assert_eq!(
-            counting
-                .pack_lists
-                .load(std::sync::atomic::Ordering::SeqCst),
-            1
-        );
+        assert_eq!(counting.pack_lists(), 1);
     }
     assert_eq!(storage.size(&dead).unwrap(), None, "the stale lock is gone");
     for (i, id) in ids.iter().enumerate() {
@@ -327,10 +327,5 @@ fn a_stale_lock_makes_the_next_backup_list_every_pack_once() {
         repo.recover_interrupted(&lock, &problems).expect("recover"),
         0
     );
-    assert_eq!(
-        counting
-            .pack_lists
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(counting.pack_lists(), 1);
 }
