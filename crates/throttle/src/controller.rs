@@ -384,9 +384,15 @@ impl Controller {
                                 self.cfg.startup_growth
                             };
                             self.rate += self.rate * headroom * growth * dt;
-                            if self.rate > k {
-                                // Free capacity beyond the old knee.
-                                self.knee = Some(self.rate);
+                            // Free capacity beyond the old knee, as far as
+                            // the sockets really sent it: the rate runs
+                            // ahead of the queue that shows it is too high,
+                            // and a knee raised to the rate had carried a
+                            // probe's overshoot (337 kB/s on a 250 kB/s
+                            // link) into the cruise level for 15 s.
+                            let seen = self.sent.map_or(self.rate, |s| s.min(self.rate));
+                            if seen > k {
+                                self.knee = Some(seen);
                             }
                         }
                     }
@@ -511,6 +517,23 @@ mod tests {
         );
         c.set_sent(Some(400_000.0));
         assert_eq!(c.cut_at(), 350_000.0, "never above the rate");
+    }
+
+    #[test]
+    fn a_probe_raises_the_knee_no_further_than_what_really_left() {
+        let mut c = Controller::new(ControllerConfig::default());
+        c.knee = Some(240_000.0);
+        c.rate = 0.9 * 240_000.0;
+        // The link passes 250 kB/s; no queue has shown yet, as when the
+        // ramp runs ahead of the signal.
+        c.set_sent(Some(250_000.0));
+        let t = Instant::now();
+        let srtt = Duration::from_millis(40);
+        for i in 0..100 {
+            c.update(t + Duration::from_millis(20 * i), Sample { srtt });
+        }
+        assert!(c.rate() > 300_000.0, "the probe went on: {}", c.rate());
+        assert_eq!(c.capacity(), Some(250_000.0));
     }
 
     fn spike(c: &mut Controller, link: &mut Link, ms: u64) {

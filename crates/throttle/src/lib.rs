@@ -462,6 +462,11 @@ fn close(a: Option<u64>, b: Option<u64>) -> bool {
 /// What the upload sockets sent over the last half second, from the
 /// per-socket `tcpi_bytes_sent` counters (sockets come and go: only the
 /// growth of a socket seen twice counts).
+///
+/// A moment with no upload socket (a connection being replaced) adds
+/// nothing but keeps the window: starting over there had left the sent
+/// rate unknown for half a second, and a probe's cut that fell in it set
+/// the knee at the rate, a third above the test bed's link.
 #[derive(Default)]
 struct SentRate {
     last: Vec<(i32, u64)>,
@@ -472,8 +477,10 @@ struct SentRate {
 const SENT_WINDOW: Duration = Duration::from_millis(500);
 
 impl SentRate {
+    /// `socks`: every upload socket's byte counter, or None where a socket
+    /// does not report one (what left is then unknown).
     fn sample(&mut self, now: Instant, socks: Option<&[(i32, u64)]>) -> Option<f64> {
-        let Some(socks) = socks.filter(|s| !s.is_empty()) else {
+        let Some(socks) = socks else {
             *self = SentRate::default();
             return None;
         };
@@ -515,6 +522,14 @@ mod tests {
                 assert!((v - 100_000.0).abs() < 1.0, "{v}");
             }
         }
+        // A moment between connections: the window goes on, with nothing
+        // added, and a new connection's growth counts from its second
+        // reading.
+        let gap = r.sample(t + Duration::from_millis(550), Some(&[]));
+        assert!(gap.is_some_and(|v| v > 0.0 && v < 100_000.0), "{gap:?}");
+        r.sample(t + Duration::from_millis(600), Some(&[(5, 0)]));
+        let after = r.sample(t + Duration::from_millis(650), Some(&[(5, 20_000)]));
+        assert!(after.is_some(), "known at once across the change");
         assert_eq!(r.sample(t + Duration::from_secs(1), None), None);
     }
 
