@@ -364,6 +364,17 @@ pub enum AdminCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Free the data no snapshot uses, while devices go on backing up (the
+    /// server also does it daily).
+    Prune {
+        /// Show what would be freed without freeing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep uploads no snapshot uses yet for this long (default 24);
+        /// 0 keeps none, and a device committing one must send it again.
+        #[arg(long)]
+        grace_hours: Option<u32>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

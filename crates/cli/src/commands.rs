@@ -1389,6 +1389,13 @@ fn admin(g: &Global, cmd: AdminCommand) -> Result<i32> {
             "/v1/admin/retention",
             &serde_json::json!({ "dry_run": dry_run }),
         )?,
+        AdminCommand::Prune {
+            dry_run,
+            grace_hours,
+        } => c.post(
+            "/v1/admin/prune",
+            &serde_json::json!({ "dry_run": dry_run, "grace_hours": grace_hours }),
+        )?,
     };
     emit(g, &v, || {
         serde_json::to_string_pretty(&v).unwrap_or_default()

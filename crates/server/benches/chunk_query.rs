@@ -77,7 +77,7 @@ async fn run() {
         owned.push(id);
     }
     up.finish().expect("finish");
-    srv.meta.grant(user, &owned).expect("grant");
+    srv.meta.grant(user, 0, &owned, 0).expect("grant");
 
     println!("| ids per request | owned by the user | ids/s (median of {ROUNDS}) |");
     println!("| ---: | --- | ---: |");

@@ -98,6 +98,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         )
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/admin/retention", post(admin_retention))
+        .route("/v1/admin/prune", post(admin_prune))
         .route(
             "/v1/admin/users/{user}/snapshots",
             get(admin_user_snapshots),
@@ -385,6 +386,8 @@ async fn prove_chunks(
     let s2 = s.clone();
     blocking(move || {
         let t = now();
+        // A proof grants a chunk the sweep must then keep (see crate::prune).
+        let _gate = s2.no_prune();
         let mut out = ProveResponse {
             granted: Vec::new(),
             upload: Vec::new(),
@@ -412,7 +415,7 @@ async fn prove_chunks(
                 out.upload.push(pr.id);
             }
         }
-        s2.meta.grant(p.user.id, &out.granted)?;
+        s2.meta.grant(p.user.id, p.device_id, &out.granted, t)?;
         s2.metrics
             .proofs_granted
             .fetch_add(out.granted.len() as u64, Ordering::Relaxed);
@@ -458,6 +461,7 @@ async fn put_pack(
         };
         let ids: Vec<Id> = blobs.iter().map(|b| b.id).collect();
         let n = ids.len();
+        let _gate = s2.no_prune();
         // Only blobs the index does not know yet need this pack; a retried
         // upload of a stored pack just grants ownership again.
         let known = s2
@@ -472,7 +476,7 @@ async fn put_pack(
                 .store_verified_pack(&id, body, blobs)
                 .map_err(ApiError::internal)?;
         }
-        s2.meta.grant(p.user.id, &ids)?;
+        s2.meta.grant(p.user.id, p.device_id, &ids, now())?;
         Ok((
             StatusCode::CREATED,
             Json(serde_json::json!({ "pack": id, "blobs": n })),
@@ -501,7 +505,11 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
         {
             return Err(ApiError::not_found("chunk"));
         }
-        let (sealed, loc) = match s.repo.read_sealed_blob(&id) {
+        let read = {
+            let _gate = s.no_prune();
+            s.repo.read_sealed_blob(&id)
+        };
+        let (sealed, loc) = match read {
             Ok(x) => x,
             Err(repository::RepoError::BlobNotFound(_)) => {
                 return Err(ApiError::not_found("chunk"))
@@ -595,6 +603,9 @@ async fn commit_snapshot(
                 format!("snapshot rejected: {e}"),
             )
         })?;
+        // Checked and stored under the gate: a chunk an online prune
+        // deleted is then seen missing, and the commit refused.
+        let _gate = s2.no_prune();
         // Every pack a committed snapshot uses is listed in an index file
         // first, so the repository is complete for any reader (verify,
         // prune, a restore straight from the data folder) even after a kill.
@@ -881,7 +892,8 @@ async fn admin_user_blob(
 
 #[derive(Deserialize)]
 struct RetentionRequest {
-    /// The policy to apply; absent: the organisation's `"retention"`.
+    /// The policy to apply; absent: the organisation's `"retention"`, else
+    /// the timeline.
     policy: Option<repository::retention::Policy>,
     #[serde(default)]
     dry_run: bool,
@@ -894,19 +906,42 @@ async fn admin_retention(
 ) -> ApiResult<impl IntoResponse> {
     let s2 = s.clone();
     blocking(move || {
-        let policy = match r.policy {
-            Some(p) => p,
-            None => crate::retention::org_policy(s2.meta.as_ref()).ok_or_else(|| {
-                ApiError::bad_request(
-                    "the organisation policy sets no \"retention\"; give one in this request",
-                )
-            })?,
-        };
+        let policy = r
+            .policy
+            .unwrap_or_else(|| crate::retention::policy(s2.meta.as_ref()));
         match crate::retention::run(&s2, &policy, r.dry_run, &a.user.name) {
             Ok(report) => Ok(Json(report)),
             Err(crate::retention::RetentionError::Empty) => Err(ApiError::bad_request(
                 crate::retention::RetentionError::Empty.to_string(),
             )),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneRequest {
+    /// Uploads not yet in a snapshot are kept this long (default a day).
+    grace_hours: Option<u32>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn admin_prune(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    JsonBody(r): JsonBody<PruneRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let s2 = s.clone();
+    blocking(move || {
+        let grace = r.grace_hours.unwrap_or(crate::prune::GRACE_HOURS);
+        match crate::prune::run(&s2, grace, r.dry_run, &a.user.name) {
+            Ok(report) => Ok(Json(report)),
+            Err(e @ crate::prune::PruneError::Unreadable { .. }) => {
+                Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+            }
             Err(e) => Err(ApiError::internal(e)),
         }
     })

@@ -20,6 +20,7 @@ mod api;
 mod download;
 mod error;
 pub mod meta;
+pub mod prune;
 pub mod retention;
 pub mod serve;
 
@@ -74,6 +75,9 @@ pub struct Server {
     pub(crate) signing: crypto::signing::SigningKey,
     /// How devices reach this server, once it listens (see [`Published`]).
     published: std::sync::OnceLock<Published>,
+    /// Held shared by whatever stores or reads packs and by commits, and
+    /// exclusively by an online prune's sweep (see [`prune`]).
+    pub(crate) gate: std::sync::RwLock<()>,
 }
 
 /// What the download pages need to know about the running server.
@@ -85,6 +89,13 @@ pub struct Published {
     pub scheme: String,
     /// Where the files offered for download are (the app, the CLI, icons).
     pub downloads: Option<PathBuf>,
+}
+
+impl Server {
+    /// Shared hold of the prune gate: no sweep runs while it is held.
+    pub(crate) fn no_prune(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -184,6 +195,7 @@ impl Server {
             metrics: Metrics::default(),
             signing,
             published: std::sync::OnceLock::new(),
+            gate: std::sync::RwLock::new(()),
         });
         let first_admin_code = if server.meta.users()?.is_empty() {
             let admin = server.meta.create_user("admin", true)?;

@@ -97,7 +97,23 @@ pub trait Meta: Send + Sync {
     fn add_uploaded(&self, device_id: i64, bytes: u64) -> MetaResult<()>;
     /// Of `ids`, the ones `user_id` owns.
     fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>>;
-    fn grant(&self, user_id: i64, ids: &[Id]) -> MetaResult<()>;
+    /// Gives `user_id` ownership of `ids`, which `device_id` uploaded or
+    /// proved at `now`: until a snapshot uses them, they are kept by
+    /// [`Meta::fresh_chunks`] from an online prune.
+    fn grant(&self, user_id: i64, device_id: i64, ids: &[Id], now: i64) -> MetaResult<()>;
+    /// Chunks uploaded or proved since `since`, or since `active_since` by a
+    /// device seen since `seen_since` (one still backing up: a first backup
+    /// over a slow link can upload for days before it commits).
+    fn fresh_chunks(&self, since: i64, active_since: i64, seen_since: i64) -> MetaResult<Vec<Id>>;
+    /// Forgets the freshness of chunks a snapshot now uses, and of those no
+    /// longer fresh by [`Meta::fresh_chunks`]'s rule.
+    fn forget_fresh(
+        &self,
+        used: &dyn Fn(&Id) -> bool,
+        since: i64,
+        active_since: i64,
+        seen_since: i64,
+    ) -> MetaResult<usize>;
     fn add_snapshot(&self, row: &SnapshotRow) -> MetaResult<()>;
     fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>>;
     fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>>;
@@ -167,6 +183,11 @@ impl SqliteMeta {
                  user_id INTEGER NOT NULL,
                  PRIMARY KEY (chunk, user_id)
              ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS fresh (
+                 chunk BLOB PRIMARY KEY,
+                 device_id INTEGER NOT NULL,
+                 time INTEGER NOT NULL
+             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS snapshots (
                  id BLOB PRIMARY KEY,
                  user_id INTEGER NOT NULL REFERENCES users(id),
@@ -193,6 +214,11 @@ impl SqliteMeta {
         Ok(f(&mut db)?)
     }
 }
+
+/// Which `fresh` rows still hold their chunk: ?1 since, ?2 active since,
+/// ?3 the device seen since (and not revoked).
+const FRESH: &str = "time >= ?1 OR (time >= ?2 AND device_id IN
+     (SELECT id FROM devices WHERE last_seen >= ?3 AND revoked = 0))";
 
 fn id_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Id> {
     let b: Vec<u8> = row.get(i)?;
@@ -382,18 +408,58 @@ impl Meta for SqliteMeta {
         })
     }
 
-    fn grant(&self, user_id: i64, ids: &[Id]) -> MetaResult<()> {
+    fn grant(&self, user_id: i64, device_id: i64, ids: &[Id], now: i64) -> MetaResult<()> {
         self.with(|db| {
             let tx = db.transaction()?;
             {
-                let mut st = tx.prepare_cached(
+                let mut own = tx.prepare_cached(
                     "INSERT OR IGNORE INTO owners (chunk, user_id) VALUES (?1, ?2)",
                 )?;
+                let mut fresh = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO fresh (chunk, device_id, time) VALUES (?1, ?2, ?3)",
+                )?;
                 for id in ids {
-                    st.execute(params![&id.0[..], user_id])?;
+                    own.execute(params![&id.0[..], user_id])?;
+                    fresh.execute(params![&id.0[..], device_id, now])?;
                 }
             }
             tx.commit()
+        })
+    }
+
+    fn fresh_chunks(&self, since: i64, active_since: i64, seen_since: i64) -> MetaResult<Vec<Id>> {
+        self.with(|db| {
+            let mut st = db.prepare(&format!("SELECT chunk FROM fresh WHERE {FRESH}"))?;
+            let rows = st.query_map(params![since, active_since, seen_since], |r| id_col(r, 0))?;
+            rows.collect()
+        })
+    }
+
+    fn forget_fresh(
+        &self,
+        used: &dyn Fn(&Id) -> bool,
+        since: i64,
+        active_since: i64,
+        seen_since: i64,
+    ) -> MetaResult<usize> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let mut gone = tx.execute(
+                &format!("DELETE FROM fresh WHERE NOT ({FRESH})"),
+                params![since, active_since, seen_since],
+            )?;
+            {
+                let mut all = tx.prepare("SELECT chunk FROM fresh")?;
+                let ids: Vec<Id> = all
+                    .query_map([], |r| id_col(r, 0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut del = tx.prepare_cached("DELETE FROM fresh WHERE chunk = ?1")?;
+                for id in ids.iter().filter(|id| used(id)) {
+                    gone += del.execute([&id.0[..]])?;
+                }
+            }
+            tx.commit()?;
+            Ok(gone)
         })
     }
 

@@ -1,12 +1,13 @@
 //! Server-side retention: the only way, besides an administrator, that
 //! snapshots leave the server (devices cannot delete). The policy is the
-//! organisation's (`"retention"` in the policy devices fetch) or one given
-//! to a single admin run; it applies per user, per host and set of paths.
+//! organisation's (`"retention"` in the policy devices fetch), else the
+//! timeline thinning devices use for their own storage (continuous
+//! protection commits a snapshot every few minutes, and nothing else would
+//! ever thin them), or one given to a single admin run; it applies per
+//! user, per host and set of paths.
 //!
-//! Deleting snapshots frees no data by itself. Pruning the chunks they
-//! alone used is not done while the server runs: a device may have uploaded
-//! chunks for a snapshot it has not committed yet, and a prune without a
-//! grace period would delete them. See docs/server.md.
+//! Deleting snapshots frees no data by itself: [`crate::prune`] does, while
+//! the server serves.
 
 use crate::meta::Meta;
 use crate::Server;
@@ -19,6 +20,11 @@ pub fn org_policy(meta: &dyn Meta) -> Option<Policy> {
     let json = meta.policy().ok()??;
     let v: serde_json::Value = serde_json::from_str(&json).ok()?;
     serde_json::from_value(v.get("retention")?.clone()).ok()
+}
+
+/// The policy the server applies: the organisation's, else the timeline.
+pub fn policy(meta: &dyn Meta) -> Policy {
+    org_policy(meta).unwrap_or_else(Policy::timeline)
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -154,12 +154,12 @@ fn every(server: Arc<Server>, period: Duration, job: fn(&Server)) {
     });
 }
 
-/// Applies the organisation's retention policy, if it sets one, every hour.
+/// Applies the retention policy (the organisation's, else the timeline)
+/// every hour, and prunes once a day, the first time an hour after start:
+/// not at start, when every device reconnects at once.
 fn spawn_retention(server: Arc<Server>) {
-    every(server, Duration::from_secs(3600), |s| {
-        let Some(policy) = crate::retention::org_policy(s.meta.as_ref()) else {
-            return;
-        };
+    every(server.clone(), Duration::from_secs(3600), |s| {
+        let policy = crate::retention::policy(s.meta.as_ref());
         match crate::retention::run(s, &policy, false, "server retention") {
             Ok(r) if !r.removed.is_empty() => {
                 tracing::info!(removed = r.removed.len(), kept = r.kept, "retention ran")
@@ -168,12 +168,35 @@ fn spawn_retention(server: Arc<Server>) {
             Err(e) => tracing::warn!(error = %e, "retention failed; will retry in an hour"),
         }
     });
+    tokio::spawn(async move {
+        let day = Duration::from_secs(86_400);
+        let start = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut tick = tokio::time::interval_at(start, day);
+        loop {
+            tick.tick().await;
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                match crate::prune::run(&s, crate::prune::GRACE_HOURS, false, "server prune") {
+                    Ok(r) => tracing::info!(
+                        packs_deleted = r.repository.packs_deleted,
+                        packs_rewritten = r.repository.packs_rewritten,
+                        bytes_before = r.repository.bytes_before,
+                        bytes_after = r.repository.bytes_after,
+                        "prune ran"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "prune failed; will retry tomorrow"),
+                }
+            })
+            .await;
+        }
+    });
 }
 
 /// Lists received packs in an index file within two seconds, so a restart
 /// rarely has to recover packs from their trailers (it would lose nothing).
 fn spawn_index_flush(server: Arc<Server>) {
     every(server, Duration::from_secs(2), |s| {
+        let _gate = s.no_prune();
         if let Err(e) = s.repo.flush_ingested() {
             tracing::warn!(error = %e, "could not write an index file; retrying");
         }

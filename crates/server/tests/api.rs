@@ -26,6 +26,7 @@ fn fast_kdf() -> Option<KdfParams> {
 
 struct Harness {
     app: axum::Router,
+    server: Arc<Server>,
     admin_code: Option<String>,
     _dir: tempfile::TempDir,
 }
@@ -34,6 +35,7 @@ fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let opened = Server::open(dir.path(), fast_kdf()).expect("server open");
     Harness {
+        server: opened.server.clone(),
         app: server::app(opened.server, Limits::default()),
         admin_code: opened.first_admin_code,
         _dir: dir,
@@ -243,6 +245,32 @@ async fn user(app: &axum::Router, admin: &Client, name: &str) -> Client {
 /// Backs up one file: query, prove, upload what is missing, commit.
 /// Returns (snapshot id, chunk ids, pack bytes sent).
 async fn backup(app: &axum::Router, c: &Client, file: &[u8]) -> (Id, Vec<Id>, usize) {
+    let (ids, sent) = upload(app, c, file).await;
+    let r = commit(app, c, ids[1]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = Id::from_hex(r.json()["id"].as_str().unwrap()).unwrap();
+    (id, ids, sent)
+}
+
+async fn commit(app: &axum::Router, c: &Client, tree: Id) -> Reply {
+    call(
+        app,
+        Method::POST,
+        "/v1/snapshots",
+        Some(&c.token),
+        c.seal_snapshot(tree),
+    )
+    .await
+}
+
+/// The first half of [`backup`]: everything but the commit. Returns
+/// ([chunk, tree], pack bytes sent).
+async fn upload(app: &axum::Router, c: &Client, file: &[u8]) -> (Vec<Id>, usize) {
     let chunk = c.id(file);
     let tree = tree_with_file("f", &[chunk]);
     let tree_id = c.id(&tree);
@@ -297,22 +325,7 @@ async fn backup(app: &axum::Router, c: &Client, file: &[u8]) -> (Id, Vec<Id>, us
             );
         }
     }
-    let r = call(
-        app,
-        Method::POST,
-        "/v1/snapshots",
-        Some(&c.token),
-        c.seal_snapshot(tree_id),
-    )
-    .await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let id = Id::from_hex(r.json()["id"].as_str().unwrap()).unwrap();
-    (id, ids, sent)
+    (ids, sent)
 }
 
 #[tokio::test]
@@ -678,9 +691,6 @@ async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
         3
     );
 
-    // Without a policy in the request or the organisation's: refused.
-    let r = post_json(&h.app, "/v1/admin/retention", Some(&a.token), json!({})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // A policy that keeps nothing is refused rather than deleting everything.
     let r = post_json(
         &h.app,
@@ -730,4 +740,161 @@ async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
         .unwrap()
         .iter()
         .any(|e| e["action"] == "retention"));
+}
+
+/// Whether `c` can still use `chunk` without sending it (owned and stored).
+async fn usable(app: &axum::Router, c: &Client, chunk: Id) -> bool {
+    let q = post_json(
+        app,
+        "/v1/chunks/query",
+        Some(&c.token),
+        json!({"ids": [chunk]}),
+    )
+    .await;
+    assert_eq!(q.status, StatusCode::OK);
+    !q.json()["owned"].as_array().unwrap().is_empty()
+}
+
+#[tokio::test]
+async fn online_prune_frees_unused_data_and_keeps_uploads_not_yet_committed() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let erin = user(&h.app, &a, "erin").await;
+    let frank = user(&h.app, &a, "frank").await;
+    let (old_snap, old, _) = backup(&h.app, &erin, &data(7, 60_000)).await;
+    let (_, new, _) = backup(&h.app, &erin, &data(8, 60_000)).await;
+
+    // Devices cannot prune.
+    let r = post_json(&h.app, "/v1/admin/prune", Some(&erin.token), json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A first prune finds both snapshots' data used (and so no longer
+    // needs to keep it for freshness).
+    let r = post_json(&h.app, "/v1/admin/prune", Some(&a.token), json!({})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["blobs_removed"], 0);
+    assert_eq!(r.json()["snapshots"], 2);
+
+    // The old snapshot goes; frank uploads a file he has not committed yet.
+    let r = delete(&h.app, &format!("/v1/admin/snapshots/{old_snap}"), &a.token).await;
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let (pending, _) = upload(&h.app, &frank, &data(9, 60_000)).await;
+
+    let dry = post_json(
+        &h.app,
+        "/v1/admin/prune",
+        Some(&a.token),
+        json!({"dry_run": true}),
+    )
+    .await
+    .json();
+    assert_eq!(dry["blobs_removed"], 2, "{dry}");
+    assert!(
+        usable(&h.app, &erin, old[0]).await,
+        "a dry run deletes nothing"
+    );
+
+    let run = post_json(&h.app, "/v1/admin/prune", Some(&a.token), json!({}))
+        .await
+        .json();
+    assert_eq!(run["blobs_removed"], 2, "{run}");
+    assert_eq!(run["fresh_kept"], 2, "frank's chunk and tree: {run}");
+    assert!(
+        run["bytes_after"].as_u64().unwrap() < run["bytes_before"].as_u64().unwrap(),
+        "{run}"
+    );
+    assert!(
+        !usable(&h.app, &erin, old[0]).await,
+        "the removed snapshot's data is gone"
+    );
+    let r = get(&h.app, &format!("/v1/blobs/{}", old[0]), &erin.token).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for id in &new {
+        assert!(usable(&h.app, &erin, *id).await);
+        let r = get(&h.app, &format!("/v1/blobs/{id}"), &erin.token).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Frank's upload outlived the prune: his commit goes through.
+    let r = commit(&h.app, &frank, pending[1]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+
+    // An upload left uncommitted by a device that then went silent past the
+    // grace period is freed; when that device comes back and commits, the
+    // commit is refused, not accepted with a hole, and sending the data
+    // again mends it.
+    let (stale, _) = upload(&h.app, &frank, &data(10, 60_000)).await;
+    let later = chrono::Utc::now().timestamp() + 2 * 86_400;
+    let r = server::prune::run_at(&h.server, later, 24, false, "test").unwrap();
+    assert_eq!(r.repository.blobs_removed, 2, "{r:?}");
+    let r = commit(&h.app, &frank, stale[1]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("upload them and commit again"));
+    backup(&h.app, &frank, &data(10, 60_000)).await;
+
+    let audit = get(&h.app, "/v1/admin/audit", &a.token).await.json();
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "prune"));
+}
+
+#[tokio::test]
+async fn without_an_organisation_policy_the_server_thins_like_the_timeline() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let erin = user(&h.app, &a, "erin").await;
+    let (_, ids, _) = backup(&h.app, &erin, &data(4, 9000)).await;
+    // Two snapshots in one clock hour two days ago: the timeline keeps one
+    // an hour after the first day, the newer.
+    let hour = (chrono::Utc::now() - chrono::Duration::hours(50))
+        .format("%Y-%m-%dT%H")
+        .to_string();
+    let mut made = Vec::new();
+    for minute in ["05", "35"] {
+        let r = call(
+            &h.app,
+            Method::POST,
+            "/v1/snapshots",
+            Some(&erin.token),
+            erin.seal_snapshot_at(ids[1], &format!("{hour}:{minute}:00Z")),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        made.push(r.json()["id"].clone());
+    }
+    let dry = post_json(
+        &h.app,
+        "/v1/admin/retention",
+        Some(&a.token),
+        json!({"dry_run": true}),
+    )
+    .await;
+    assert_eq!(
+        dry.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&dry.body)
+    );
+    let dry = dry.json();
+    assert_eq!(dry["removed"], json!([made[0]]), "{dry}");
+    assert_eq!(dry["kept"], 2, "{dry}");
 }

@@ -136,6 +136,21 @@ fn twenty_devices_at_once_under_a_storm_of_malformed_requests() {
         let (url, token) = (url.clone(), token.clone());
         std::thread::spawn(move || garbage_requests(&url, &token, 2000, 42))
     };
+    // The admin prunes over and over while the twenty back up: each sweep
+    // rewrites the whole index while packs arrive and snapshots commit.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let (admin, stop) = (admin.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = admin.run(&["admin", "prune"]);
+                assert_eq!(out.code, Some(0), "prune failed:\n{}", out.printed());
+                runs += 1;
+            }
+            runs
+        })
+    };
     let children: Vec<_> = devices
         .iter()
         .map(|(t, files)| {
@@ -156,6 +171,9 @@ fn twenty_devices_at_once_under_a_storm_of_malformed_requests() {
         let log = std::fs::read_to_string(devices[i].1.with_extension("log")).unwrap_or_default();
         assert!(st.success(), "device {i} backup failed: {log}");
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let prunes = pruner.join().expect("pruner thread");
+    assert!(prunes >= 2, "only {prunes} prune(s) ran during the backups");
     let (client_errors, bad) = storm.join().expect("storm thread");
     assert!(
         bad.is_empty(),
@@ -271,19 +289,23 @@ fn kill_9_during_uploads_loses_nothing_committed() {
     backup_restore_and_verify(work.path(), &data, s, &dev, &files);
 }
 
-/// Retention removes a snapshot, an offline prune (server stopped, as the
-/// docs say) frees its data, and a device that backs the same file up
-/// again must send it again: the server no longer has it, whatever the
-/// ownership table remembers.
+/// Retention removes a snapshot, the server's online prune frees its data,
+/// and a device that backs the same file up again must send it again: the
+/// server no longer has it, whatever the ownership table or the device's
+/// own index remembers.
 #[test]
 fn data_pruned_after_retention_is_sent_again_not_referenced() {
     let work = workdir();
     let data = work.path().join("server");
-    let (listen, s, dev, files) = restartable_server_and_laptop(work.path(), &data);
+    let (_, s, dev, files) = restartable_server_and_laptop(work.path(), &data);
     write_tree(&files, 1, &noise(3, 200_000));
     let gone = noise(77, 1_500_000);
     std::fs::write(files.join("gone.bin"), &gone).expect("write");
     dev.backup(&[&files], &[]);
+    // The daily prune sees gone.bin in a snapshot: from then on only
+    // snapshots keep it, not the freshness of its upload.
+    let r = dev.json(&["admin", "prune"]);
+    assert_eq!(r["blobs_removed"], 0, "{r}");
     std::fs::remove_file(files.join("gone.bin")).expect("remove");
     dev.backup(&[&files], &[]);
 
@@ -292,15 +314,13 @@ fn data_pruned_after_retention_is_sent_again_not_referenced() {
     dev.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
     let r = dev.json(&["admin", "retention"]);
     assert_eq!(r["removed"].as_array().expect("removed").len(), 1, "{r}");
-    drop(s);
-
-    let server_repo = tidemark(work.path())
-        .with_repo(data.join("repository"))
-        .with_password(None)
-        .with_env("TIDEMARK_PASSWORD_FILE", data.join("server.secret"));
-    server_repo.ok(&["prune", "--max-unused", "0"]);
-
-    let s = start(work.path(), &data, &["--listen", &listen]);
+    // Pruned while the server serves.
+    let r = dev.json(&["admin", "prune"]);
+    assert!(
+        r["bytes_after"].as_u64().expect("bytes") + 1_000_000
+            < r["bytes_before"].as_u64().expect("bytes"),
+        "gone.bin's 1.5 MB of noise must be freed: {r}"
+    );
     std::fs::write(files.join("gone.bin"), &gone).expect("write");
     backup_restore_and_verify(work.path(), &data, s, &dev, &files);
 }
