@@ -309,8 +309,16 @@ impl IndexStore for Catalog {
 
     fn contains_many(&self, ids: &[Id]) -> StoreResult<Vec<bool>> {
         self.with(|db| {
-            let mut st = db.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
-            probe_in_key_order(ids, |id| st.exists([&id.0[..]]))
+            // One read transaction for the batch: alone, each lookup took
+            // and released SQLite's file lock (two fcntl calls), a fifth of
+            // the server's time answering chunk queries.
+            let tx = db.transaction()?;
+            let out = {
+                let mut st = tx.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
+                probe_in_key_order(ids, |id| st.exists([&id.0[..]]))?
+            };
+            tx.commit()?;
+            Ok(out)
         })
     }
 

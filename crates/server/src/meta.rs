@@ -402,9 +402,15 @@ impl Meta for SqliteMeta {
 
     fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>> {
         self.with(|db| {
-            let mut st =
-                db.prepare_cached("SELECT 1 FROM owners WHERE chunk = ?1 AND user_id = ?2")?;
-            catalog::probe_in_key_order(ids, |id| st.exists(params![&id.0[..], user_id]))
+            // One read transaction, one file lock, for the whole batch.
+            let tx = db.transaction()?;
+            let out = {
+                let mut st =
+                    tx.prepare_cached("SELECT 1 FROM owners WHERE chunk = ?1 AND user_id = ?2")?;
+                catalog::probe_in_key_order(ids, |id| st.exists(params![&id.0[..], user_id]))?
+            };
+            tx.commit()?;
+            Ok(out)
         })
     }
 
