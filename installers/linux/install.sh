@@ -8,9 +8,10 @@
 # Fetched from the company server's download page (/download/CODE/install.sh),
 # the script starts with the server's settings: where the files are and their
 # SHA-256 (TIDEMARK_DOWNLOAD, TIDEMARK_FILES), the organisation's public
-# signing key (TIDEMARK_ORG_KEY) and the signed enrolment file
-# (TIDEMARK_ENROLMENT, base64). Every file is checked against its SHA-256
-# before anything is installed. Backups are never touched: they live on the
+# signing key (TIDEMARK_ORG_KEY), the pin of the server's TLS public key
+# (TIDEMARK_PIN: every download is refused from any other key) and the
+# signed enrolment file (TIDEMARK_ENROLMENT, base64). Every file is checked
+# against its SHA-256 before anything is installed. Backups are never touched: they live on the
 # server (or the storage the user chose), not in this account.
 set -eu
 
@@ -58,15 +59,21 @@ esac
 command -v curl >/dev/null || fail "curl is needed to download Tidemark"
 command -v sha256sum >/dev/null || fail "sha256sum (coreutils) is needed to check the download"
 
+PINNED=""
+[ -n "${TIDEMARK_PIN:-}" ] && PINNED="-k --pinnedpubkey sha256//$TIDEMARK_PIN"
+
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 # Download and check everything first, so a failure installs nothing.
 printf '%s\n' "$TIDEMARK_FILES" | while read -r sum name; do
     [ -n "$name" ] || continue
-    # The company server's certificate may be self-signed; integrity comes
-    # from the SHA-256 sums this script carries, checked below.
-    curl -fsSk -o "$TMP/$name" "$TIDEMARK_DOWNLOAD/$name" || fail "cannot download $name from $TIDEMARK_DOWNLOAD"
+    # The company server's certificate may be self-signed: curl then skips
+    # the certificate authorities (-k) but accepts only the server's own
+    # public key (the pin this script came with). The SHA-256 sums, checked
+    # below, then catch a damaged file.
+    # shellcheck disable=SC2086
+    curl -fsS $PINNED -o "$TMP/$name" "$TIDEMARK_DOWNLOAD/$name" || fail "cannot download $name from $TIDEMARK_DOWNLOAD (if the server's key changed, get a new link)"
     printf '%s  %s\n' "$sum" "$TMP/$name" | sha256sum -c --status ||
         fail "$name does not match its checksum (damaged or altered in transit); nothing was installed"
 done

@@ -735,6 +735,8 @@ fn default_hours() -> u32 {
 async fn admin_create_code(
     State(s): State<AppState>,
     Admin(a): Admin,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
     JsonBody(r): JsonBody<NewCode>,
 ) -> ApiResult<impl IntoResponse> {
     if r.valid_hours == 0 || r.valid_hours > 24 * 365 {
@@ -753,13 +755,17 @@ async fn admin_create_code(
         "create code",
         &format!("for {} ({:?} uses, {} h)", u.name, r.uses, r.valid_hours),
     )?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            serde_json::json!({ "code": code, "user": u.name, "uses": r.uses,
-            "expires": now() + i64::from(r.valid_hours) * 3600 }),
-        ),
-    ))
+    let mut out = serde_json::json!({ "code": code, "user": u.name, "uses": r.uses,
+        "expires": now() + i64::from(r.valid_hours) * 3600 });
+    // The link and the one-line install to mail, over this connection the
+    // admin's device pinned at enrolment (a request naming no Host gets
+    // the code alone).
+    if let Ok(base) = crate::download::base(&s, &headers, &uri) {
+        let link = format!("{base}/download/{code}");
+        out["install"] = crate::download::install_command(&s, &link).into();
+        out["download"] = link.into();
+    }
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 async fn admin_devices(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {

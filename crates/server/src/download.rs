@@ -38,7 +38,7 @@ fn now() -> i64 {
 
 /// This server's address as the device asked for it: the Host header
 /// (HTTP/1.1) or the request's authority (HTTP/2).
-fn base(s: &Server, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
+pub(crate) fn base(s: &Server, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -54,6 +54,22 @@ fn base(s: &Server, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> 
         other => other.to_string(),
     };
     Ok(format!("{scheme}://{host}"))
+}
+
+/// The one line that installs Tidemark from a code's download link. Over
+/// TLS it pins this server's public key: `-k` only stops curl asking a
+/// certificate authority about a self-signed certificate; the pin then
+/// accepts this server's key and no other. An administrator can mail the
+/// line itself (the admin API returns it), so the trust a new laptop
+/// places in the download rests on that mail, not on a browser warning
+/// clicked away.
+pub(crate) fn install_command(s: &Server, code_url: &str) -> String {
+    let pin = s.published().key_pin;
+    if pin.is_empty() {
+        format!("curl -fsS {code_url}/install.sh | sh")
+    } else {
+        format!("curl -fsSk --pinnedpubkey sha256//{pin} {code_url}/install.sh | sh")
+    }
 }
 
 /// The user a code that can still enrol belongs to, and its expiry.
@@ -166,12 +182,13 @@ async fn page(
         .unwrap_or_default();
     let code_url = format!("{base}/download/{code}");
     let fp = s.published().fingerprint;
+    let command = html_escape(&install_command(&s, &code_url));
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tidemark for {user}</title></head>\
          <body><h1>Tidemark for {user}</h1>\
          <p>Install Tidemark for your account, without an administrator. It enrols this computer with your company's \
          backup server and starts protecting your documents.</p>\
-         <h2>Linux</h2><pre>curl -fsSk {code_url}/install.sh | sh</pre>\
+         <h2>Linux</h2><pre>{command}</pre>\
          <p>or download <a href=\"{code_url}/install.sh\">install.sh</a> and run <code>sh install.sh</code>.</p>\
          <p>The link works until {until} and enrols one computer. The server's certificate fingerprint is \
          <code>{fp}</code>.</p>\
@@ -249,10 +266,12 @@ async fn installer(
         "#!/bin/sh\n# Settings from {base}, put here by the server.\n\
          TIDEMARK_DOWNLOAD='{base}/download/files'\n\
          TIDEMARK_ORG_KEY='{key}'\n\
+         TIDEMARK_PIN='{pin}'\n\
          TIDEMARK_FILES='{files}'\n\
          TIDEMARK_ENROLMENT='{enrolment}'\n",
         base = f.server,
         key = s.org_public_key(),
+        pin = s.published().key_pin,
         files = files.join("\n"),
         enrolment = enrolment,
     );

@@ -85,6 +85,9 @@ pub struct Server {
 pub struct Published {
     /// SHA-256 of the certificate devices will see (empty over plain HTTP).
     pub fingerprint: String,
+    /// Its public key's pin for curl (see [`serve::key_pin_of_pem`]; empty
+    /// over plain HTTP).
+    pub key_pin: String,
     /// `https` or `http`.
     pub scheme: String,
     /// Where the files offered for download are (the app, the CLI, icons).

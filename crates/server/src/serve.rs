@@ -79,6 +79,23 @@ pub fn fingerprint_of_pem(pem: &[u8]) -> Option<String> {
     Some(crypto::cert_fingerprint(&der))
 }
 
+/// The public-key pin of the first certificate, as curl's `--pinnedpubkey
+/// sha256//PIN` takes it: base64 of the SHA-256 of its SubjectPublicKeyInfo.
+/// The download page's command and the installer pin the server's key with
+/// it, so the installer, the checksums it carries and the programs it
+/// fetches come from this server or not at all, self-signed or not.
+pub fn key_pin_of_pem(pem: &[u8]) -> Option<String> {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()?;
+    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+    let spki = cert.subject_public_key_info();
+    let digest = hex::decode(crypto::sha256_hex(spki.as_ref())).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
 /// Serves until the process ends. `on_ready` is told the bound address and
 /// the certificate (none for plain HTTP) once the socket listens.
 pub async fn serve(
@@ -111,6 +128,10 @@ pub async fn serve(
         fingerprint: cert
             .as_ref()
             .map(|c| c.fingerprint.clone())
+            .unwrap_or_default(),
+        key_pin: cert
+            .as_ref()
+            .and_then(|c| key_pin_of_pem(&c.cert_pem))
             .unwrap_or_default(),
         scheme: if cert.is_some() { "https" } else { "http" }.into(),
         downloads: downloads.map(Path::to_path_buf),

@@ -78,10 +78,19 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
     )
     .expect("write");
     admin.ok(&["admin", "policy", policy.to_str().expect("utf-8")]);
-    let code = admin.json(&["admin", "code", "ann", "--uses", "1"])["code"]
-        .as_str()
-        .expect("code")
+    let made = admin.json(&["admin", "code", "ann", "--uses", "1"]);
+    let code = made["code"].as_str().expect("code").to_string();
+    // The line the admin mails: it pins the server's public key.
+    let install = made["install"].as_str().expect("install line").to_string();
+    let pin = install
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sha256//"))
+        .unwrap_or_else(|| panic!("no key pin in {install:?}"))
         .to_string();
+    assert_eq!(
+        install,
+        format!("curl -fsSk --pinnedpubkey sha256//{pin} {url}/download/{code}/install.sh | sh")
+    );
 
     // Ann's new laptop: an empty home with her work in it.
     let ann_work = work.path().join("ann");
@@ -93,9 +102,29 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
     let started = Instant::now();
     let (ok, page) = curl(&["-k", &format!("{url}/download/{code}")]);
     assert!(ok && page.contains("Tidemark for ann"), "{page}");
+    assert!(
+        page.contains(&install),
+        "the page shows the pinned line: {page}"
+    );
     let script = work.path().join("install.sh");
-    let (ok, body) = curl(&["-k", &format!("{url}/download/{code}/install.sh")]);
+    let pinned = format!("sha256//{pin}");
+    let (ok, body) = curl(&[
+        "-k",
+        "--pinnedpubkey",
+        &pinned,
+        &format!("{url}/download/{code}/install.sh"),
+    ]);
     assert!(ok && body.starts_with("#!/bin/sh"), "{body}");
+    assert!(body.contains(&format!("TIDEMARK_PIN='{pin}'")), "{body}");
+    // Anyone else's key (a machine in the middle) is refused.
+    let other = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (ok, _) = curl(&[
+        "-k",
+        "--pinnedpubkey",
+        other,
+        &format!("{url}/download/{code}/install.sh"),
+    ]);
+    assert!(!ok, "a download under another key must fail");
     std::fs::write(&script, &body).expect("save the installer");
     let out = sh(&script, &home, &[]);
     assert!(
