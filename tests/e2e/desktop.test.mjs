@@ -145,16 +145,39 @@ test("after a restart in the background, a click on the tray icon opens its menu
   // backups of the scenario above.
   await s.end();
   s = null;
-  await sleep(1000);
+  // Closing the window leaves the app in the tray, and it holds the one
+  // instance: end it, as logging out would.
+  await endRunningApps();
   const app = spawn(APP, ["--background"], { env: process.env, stdio: "ignore" });
   try {
     await sleep(4000);
+    assert.equal(app.exitCode, null, "the app runs (no other instance took over)");
     await openTrayMenu();
   } finally {
-    app.kill();
-    await new Promise((r) => app.once("exit", r));
+    await stop(app);
   }
 });
+
+async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill();
+  await exited;
+}
+
+/** Ends every running copy of the app and waits until none is left. */
+async function endRunningApps() {
+  const running = () => {
+    try {
+      return execFileSync("pgrep", ["-x", "tidemark-app"]).toString().trim();
+    } catch {
+      return ""; // pgrep exits 1 when none runs
+    }
+  };
+  if (running()) execFileSync("pkill", ["-x", "tidemark-app"]);
+  for (let i = 0; i < 50 && running(); i++) await sleep(200);
+  assert.equal(running(), "", "the app did not end");
+}
 
 async function openTrayMenu() {
   // trayer hosts the tray icon at the bottom right of the screen. The menu
@@ -195,3 +218,48 @@ async function openTrayMenu() {
   assert.ok(pixels > 5000, `the tray menu did not appear (${pixels} pixels changed)`);
   execFileSync("xdotool", ["key", "Escape"], { env });
 }
+
+/** The ids of the app's visible windows (titled "Tidemark"). */
+function visibleWindows() {
+  try {
+    return execFileSync("xdotool", ["search", "--onlyvisible", "--name", "^Tidemark$"], { env: { ...process.env } })
+      .toString().trim();
+  } catch {
+    return ""; // xdotool exits 1 when it finds none
+  }
+}
+
+test("one instance only: a second launch shows the running one's window and ends", async () => {
+  await endRunningApps();
+  const first = spawn(APP, ["--background"], { env: process.env, stdio: "ignore" });
+  try {
+    await sleep(4000);
+    assert.equal(visibleWindows(), "", "started in the background: no window yet");
+    assert.equal(first.exitCode, null, "the first instance runs");
+    const second = spawn(APP, [], { env: process.env, stdio: "ignore" });
+    const code = await Promise.race([
+      new Promise((r) => second.once("exit", (c) => r(c))),
+      sleep(15_000).then(() => "still running after 15 s"),
+    ]);
+    await stop(second);
+    assert.equal(code, 0, "the second launch hands over and ends");
+    let shown = "";
+    for (let i = 0; i < 30 && !shown; i++) {
+      await sleep(300);
+      shown = visibleWindows();
+    }
+    assert.ok(shown, "the running instance opened its window");
+    assert.equal(first.exitCode, null, "the running instance goes on");
+  } finally {
+    await stop(first);
+  }
+});
+
+test("a finished restore is announced on the desktop", () => {
+  // The restore of the first test, as dbus-monitor saw the app ask the
+  // notification daemon (tests/e2e/run.sh starts both on the session bus).
+  const log = readFileSync(join(WORK, "notifications.log"), "utf8");
+  assert.match(log, /member=Notify/, `no notification was asked for:\n${log.slice(0, 2000)}`);
+  assert.match(log, /string "Restore finished"/);
+  assert.match(log, new RegExp(`string "1 file\\(s\\) restored under ${RESTORED}`));
+});

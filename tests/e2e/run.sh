@@ -1,8 +1,9 @@
 #!/bin/bash
 # End-to-end test of the built desktop app, headless: a virtual X display
 # (Xvfb) with a tray host (trayer), a kernel session keyring (keyutils) for
-# the app's password, tauri-driver + WebKitWebDriver driving the app's own
-# webview. It sets all of this up itself and fails, never skips, when a
+# the app's password, a D-Bus session with a notification daemon (dunst)
+# whose calls are logged, tauri-driver + WebKitWebDriver driving the app's
+# own webview. It sets all of this up itself and fails, never skips, when a
 # piece is missing. Usage: tests/e2e/run.sh [APP_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,12 @@ if [ "${1:-}" = "--inside" ]; then
   trayer --edge bottom --align right --widthtype pixel --width 200 --heighttype pixel --height 40 \
     >"$E2E_WORK/trayer.log" 2>&1 &
   PIDS="$!"
+  # What the app asks the desktop to show, as the session bus carries it.
+  dbus-monitor --session "interface='org.freedesktop.Notifications',member='Notify'" \
+    >"$E2E_WORK/notifications.log" 2>&1 &
+  PIDS="$PIDS $!"
+  dunst >"$E2E_WORK/dunst.log" 2>&1 &
+  PIDS="$PIDS $!"
   tauri-driver --port 4444 --native-port 4445 >"$E2E_WORK/driver.log" 2>&1 &
   PIDS="$PIDS $!"
   node --test --test-timeout=600000 tests/e2e/desktop.test.mjs || {
@@ -22,7 +29,7 @@ if [ "${1:-}" = "--inside" ]; then
 fi
 
 APP=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}/debug/tidemark-app}
-for tool in xvfb-run Xvfb keyctl tauri-driver WebKitWebDriver trayer xdotool import compare node; do
+for tool in xvfb-run Xvfb keyctl dbus-run-session dbus-monitor dunst tauri-driver WebKitWebDriver trayer xdotool import compare node; do
   command -v "$tool" >/dev/null || { echo "e2e: $tool is missing; run make test-deps" >&2; exit 1; }
 done
 [ -x "$APP" ] || { echo "e2e: no app binary at $APP; build it with cargo build -p tidemark-app" >&2; exit 1; }
@@ -32,13 +39,14 @@ export E2E_WORK=$WORK E2E_APP=$(realpath "$APP") E2E_SHOTS=${E2E_SHOTS:-/tmp/tid
 export HOME=$WORK/home XDG_CONFIG_HOME=$WORK/home/.config XDG_DATA_HOME=$WORK/home/.local/share \
   XDG_CACHE_HOME=$WORK/home/.cache XDG_RUNTIME_DIR=$WORK/run
 mkdir -p "$HOME/Documents" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-# No D-Bus session: notifications and the tray's D-Bus host are absent, as
-# on a bare machine; the tray still draws into trayer (XEmbed).
+# A D-Bus session of its own (single instance and notifications go over
+# it), never the caller's. No StatusNotifier host runs on it, so the tray
+# draws into trayer (XEmbed), as on a desktop without one.
 unset DBUS_SESSION_BUS_ADDRESS
 
 # keyctl session: a fresh session keyring, so the app's keyring works and
 # nothing lands in the caller's.
 rc=0
-keyctl session - xvfb-run -a -s "-screen 0 1280x800x24" "$0" --inside || rc=$?
+keyctl session - xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- "$0" --inside || rc=$?
 rm -rf "$WORK"
 exit $rc
