@@ -106,7 +106,30 @@ pub fn show(app: &AppHandle, page: Page) {
 
 fn on_agent_event(app: &AppHandle, ev: Event) {
     tray::update(app, &ev);
+    if let Event::UpdateInstalled { version, .. } = &ev {
+        restart_when_quiet(app, version.clone());
+    }
     let _ = AgentEvent(ev).emit(app);
+}
+
+/// Restarts into an installed update once no backup or restore runs and no
+/// window is open (nobody is in the middle of something), checking every
+/// half minute; in the tray, as after login.
+fn restart_when_quiet(app: &AppHandle, version: String) {
+    let app = app.clone();
+    std::thread::spawn(move || loop {
+        let window_open = app
+            .get_webview_window("main")
+            .is_some_and(|w| w.is_visible().unwrap_or(false));
+        let busy = app.try_state::<commands::Shared>().is_none_or(|a| a.busy());
+        if !window_open && !busy {
+            tracing::info!(%version, "restarting into the installed update");
+            let e = agent::update::restart(&["--background"]);
+            tracing::error!(error = %e, "cannot restart into the update; it runs from the next start");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
 }
 
 /// Tells the user what they would otherwise miss: repeated failures (one

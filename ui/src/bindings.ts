@@ -140,7 +140,14 @@ export type Event = { type: "status"; status: Status } | { type: "backup_finishe
  *  Sent when a backup failed; `failures` counts in a row, so a front
  *  end can stay quiet about one hiccup and notify on repeated ones.
  */
-{ type: "backup_failed"; code: string; message: string; failures: number } | { type: "restore_finished"; files: number; bytes: number; target: string; errors: number } | { type: "restore_failed"; message: string };
+{ type: "backup_failed"; code: string; message: string; failures: number } | { type: "restore_finished"; files: number; bytes: number; target: string; errors: number } | { type: "restore_failed"; message: string } | 
+/**
+ *  An update replaced this per-user install's `programs`; sent when
+ *  nothing runs, so the front end restarts into `version` at once (the
+ *  tray app and `tidemark agent` do), rather than weeks later at the
+ *  next login.
+ */
+{ type: "update_installed"; version: string; programs: string[] };
 
 /**  The throttle's decision, why, and what the sensors know. */
 export type NetworkStatus = {

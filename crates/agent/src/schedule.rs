@@ -43,6 +43,10 @@ pub struct RunState {
     pub last_prune: Option<DateTime<Utc>>,
     /// When the company server was last asked for an update.
     pub last_update_check: Option<DateTime<Utc>>,
+    /// The last version installed by an update. Not installed again: a
+    /// build that calls itself older than it was offered as would otherwise
+    /// be installed, restarted into, and installed again without end.
+    pub installed_update: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,6 +95,14 @@ pub enum Event {
     RestoreFailed {
         message: String,
     },
+    /// An update replaced this per-user install's `programs`; sent when
+    /// nothing runs, so the front end restarts into `version` at once (the
+    /// tray app and `tidemark agent` do), rather than weeks later at the
+    /// next login.
+    UpdateInstalled {
+        version: String,
+        programs: Vec<String>,
+    },
 }
 
 /// Where events go. The app forwards them to its windows and the tray; the

@@ -5,7 +5,8 @@
 //! follows its model with the key the organisation controls). The admin
 //! pins a version with the policy's `"app_version"`. Installing replaces
 //! the programs of a per-user install in place, and never while a backup or
-//! restore runs; the new version runs from the next start.
+//! restore runs; the agent then says so ([`crate::Event::UpdateInstalled`])
+//! and the front end restarts into it ([`restart`]) while nothing runs.
 
 use crate::error::{AgentError, Result};
 use crate::zero_touch::org_key;
@@ -53,11 +54,39 @@ impl Agent {
     }
 }
 
+/// The program this process was started from. Once an update has renamed
+/// a new file over it, Linux names the running image "PATH (deleted)".
+pub fn running_program() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let s = exe.to_str()?;
+    Some(s.strip_suffix(" (deleted)").unwrap_or(s).into())
+}
+
+/// Replaces this process with the program now installed where it was
+/// started from, with the same arguments and `extra` ones not given yet:
+/// the way into an installed update. Returns only if that failed. The
+/// caller makes sure nothing runs (see [`Agent::busy`]); the agent saved
+/// its state when it changed, so nothing is lost.
+pub fn restart(extra: &[&str]) -> AgentError {
+    use std::os::unix::process::CommandExt;
+    let Some(exe) = running_program() else {
+        return AgentError::Invalid("cannot tell which program is running".into());
+    };
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    for e in extra {
+        if !args.iter().any(|a| a == *e) {
+            args.push(e.into());
+        }
+    }
+    let err = std::process::Command::new(&exe).args(args).exec();
+    AgentError::io(&exe, err)
+}
+
 /// Where the running program lives when it is a per-user install (under
 /// the home folder, writable): the only place updates are installed. A
 /// package manager's install is updated by the package manager.
 pub fn per_user_bin_dir() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
+    let exe = running_program()?;
     let dir = exe.parent()?.to_path_buf();
     let home = directories::BaseDirs::new()?.home_dir().to_path_buf();
     (dir.starts_with(&home)).then_some(dir)

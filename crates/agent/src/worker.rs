@@ -347,13 +347,31 @@ fn maybe_update(s: &Arc<Shared>, config: &Config) {
         return;
     };
     match crate::update::check(&s.paths, config, crate::update::VERSION) {
+        Ok(Some(offer)) if lock(&s.inner).run.installed_update.as_ref() == Some(&offer.version) => {
+            tracing::warn!(version = %offer.version, running = crate::update::VERSION,
+                "this update was installed already, yet the program still says it is older; not installing it again");
+        }
         Ok(Some(offer)) => {
             let busy = matches!(
                 lock(&s.inner).status,
                 Status::BackingUp { .. } | Status::Restoring { .. }
             );
-            if let Err(e) = crate::update::install(&s.paths, config, busy, &offer, &dir) {
-                tracing::warn!(error = %e, version = %offer.version, "update not installed");
+            match crate::update::install(&s.paths, config, busy, &offer, &dir) {
+                Ok(programs) if !programs.is_empty() => {
+                    {
+                        let mut g = lock(&s.inner);
+                        g.run.installed_update = Some(offer.version.clone());
+                        save_state(&s.paths.state_file(), &g.run);
+                    }
+                    s.emit(Event::UpdateInstalled {
+                        version: offer.version,
+                        programs,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, version = %offer.version, "update not installed")
+                }
             }
         }
         Ok(None) => {}

@@ -319,11 +319,13 @@ fn agent_cmd(g: &Global, once: bool) -> Result<i32> {
     if a.config().destination.is_none() {
         bail!("Tidemark is not set up on this account: install it from your company's download page, or run the desktop app's setup");
     }
+    let mut updated: Option<String> = None;
     for e in rx {
         if g.json {
             println!("{}", to_json(&e));
         }
         match &e {
+            Event::UpdateInstalled { version, .. } => updated = Some(version.clone()),
             Event::BackupFinished { done } => {
                 if !g.json && !g.quiet {
                     println!(
@@ -344,6 +346,14 @@ fn agent_cmd(g: &Global, once: bool) -> Result<i32> {
                 }
             }
             _ => {}
+        }
+        // Into the update at the first quiet moment (not with --once, which
+        // ends after its backup anyway).
+        if let Some(v) = updated.as_ref().filter(|_| !once && !a.busy()) {
+            if !g.quiet {
+                eprintln!("updated to {v}; restarting into it");
+            }
+            return Err(agent::update::restart(&[]).into());
         }
     }
     Ok(0)

@@ -241,14 +241,50 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
         "a refused update changed the program"
     );
     std::fs::write(&key_file, good_key).expect("write");
-    let done = installed_tidemark.run(&["--json", "update"]);
-    assert_eq!(done.code, Some(0), "{}", done.printed());
-    assert_eq!(done.json()["replaced"], serde_json::json!(["tidemark"]));
+    // The agent as it runs after login, with "Back up now" pending and an
+    // update check due: it backs up, installs the update after the backup,
+    // and restarts into it at once.
+    let state_file = home.join(".local/share/tidemark/agent-state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("the agent's state"))
+            .expect("state JSON");
+    state["requested"] = true.into();
+    state["last_update_check"] = serde_json::Value::Null;
+    std::fs::write(&state_file, state.to_string()).expect("write");
+    let log = ann_work.join("agent.log");
+    let mut running = installed_tidemark.spawn(&["agent"], &log);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("updated to 9.9.9; restarting into it")
+    {
+        assert!(
+            running.try_wait().expect("poll").is_none() && Instant::now() < deadline,
+            "the agent did not restart into the update: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(
         std::fs::read(&installed).expect("read"),
         newer,
         "the update was not installed"
     );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        running.try_wait().expect("poll").is_none(),
+        "the restarted agent ended: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Same process, new program: before the restart the kernel named the
+    // replaced image "(deleted)".
+    let exe = std::fs::read_link(format!("/proc/{}/exe", running.id())).expect("exe");
+    assert_eq!(exe, installed, "the agent runs the installed update");
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("JSON");
+    assert_eq!(after["installed_update"], "9.9.9", "{after}");
+    running.kill().expect("kill");
+    running.wait().expect("wait");
 
     // Uninstall keeps settings; --purge leaves nothing of Tidemark in HOME;
     // the backup stays on the server.
@@ -272,8 +308,9 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
         !left.iter().any(|f| f.contains("tidemark")),
         "left behind: {left:?}"
     );
+    // The first backup and the one before the update.
     let snaps = admin.json(&["admin", "snapshots", "--user", "ann"]);
-    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
 }
 
 #[test]
