@@ -371,3 +371,85 @@ fn fleet_of_five_sends_the_common_part_once() {
         );
     }
 }
+
+/// "Restore from another device of mine" through the server: a user's new
+/// laptop, enrolled with a code of its own, sees the old laptop's backups
+/// (and no one else's) and restores them byte for byte.
+#[test]
+fn a_new_laptop_restores_the_old_ones_backup_through_the_server() {
+    use test_support::compare::{assert_same_tree, CompareOptions};
+    let work = workdir();
+    let data = work.path().join("server");
+    let s = start(work.path(), &data, &[]);
+    let url = s.url();
+    let device = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        tidemark(&dir)
+            .with_repo(&url)
+            .with_env("TIDEMARK_DEVICE_SECRET_FILE", dir.join("device.secret"))
+    };
+    let admin = device("admin");
+    admin.ok(&[
+        "enroll",
+        &url,
+        s.ready["admin_code"].as_str().expect("code"),
+    ]);
+    let code = |user: &str| {
+        admin.json(&["admin", "code", user, "--uses", "1"])["code"]
+            .as_str()
+            .expect("code")
+            .to_string()
+    };
+    for user in ["ann", "bob"] {
+        admin.ok(&["admin", "add-user", user]);
+    }
+
+    let old = device("old-laptop");
+    old.ok(&["enroll", &url, &code("ann"), "--device-name", "old-laptop"]);
+    let files = work.path().join("old-laptop/files");
+    std::fs::create_dir_all(files.join("Documents/taxes")).expect("mkdir");
+    std::fs::write(files.join("Documents/taxes/2025.pdf"), noise(5, 300_000)).expect("write");
+    std::fs::write(files.join("Documents/letter.txt"), "Dear bank,\n").expect("write");
+    old.ok(&[
+        "backup",
+        "--host",
+        "old-laptop",
+        files.to_str().expect("utf-8"),
+    ]);
+    // Bob's backup, from a host of the same name: never offered to Ann.
+    let bob = device("bob-laptop");
+    bob.ok(&["enroll", &url, &code("bob"), "--device-name", "bob-laptop"]);
+    let bobs = work.path().join("bob-laptop/files");
+    std::fs::create_dir_all(&bobs).expect("mkdir");
+    std::fs::write(bobs.join("private.txt"), "bob's").expect("write");
+    bob.ok(&[
+        "backup",
+        "--host",
+        "old-laptop",
+        bobs.to_str().expect("utf-8"),
+    ]);
+
+    let new = device("new-laptop");
+    new.ok(&["enroll", &url, &code("ann"), "--device-name", "new-laptop"]);
+    let snaps = new.json(&["snapshots"]);
+    let snaps = snaps.as_array().expect("array");
+    assert_eq!(snaps.len(), 1, "Ann's one backup, not Bob's: {snaps:?}");
+    let target = work.path().join("new-laptop/restored");
+    new.ok(&[
+        "restore",
+        "latest",
+        "--host",
+        "old-laptop",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let restored = target.join(files.strip_prefix("/").expect("absolute"));
+    assert_same_tree(&files, &restored, &CompareOptions::default());
+    assert!(
+        !target
+            .join(bobs.strip_prefix("/").expect("absolute"))
+            .exists(),
+        "Bob's files reached Ann's laptop"
+    );
+}
