@@ -246,6 +246,14 @@ mod tests {
     /// for 400 days, and the exact set a timeline keeps, derived by hand
     /// from the calendar (UTC).
     #[test]
+    fn the_default_settings_are_the_timeline_a_server_applies_too() {
+        assert_eq!(
+            Retention::default().policy(),
+            snapshot::retention::Policy::timeline()
+        );
+    }
+
+    #[test]
     fn default_thinning_keeps_exactly_the_timeline() {
         use chrono::{Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
         use std::collections::BTreeSet;

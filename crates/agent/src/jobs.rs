@@ -72,6 +72,48 @@ pub fn prune(
     opts: &repository::PruneOptions,
 ) -> Result<repository::PruneReport> {
     repo.load_index()?;
+    let marked = mark(repo)?;
+    sweep(repo, marked, opts)
+}
+
+/// What prune keeps, as the snapshots stored now reference it.
+pub struct Marked {
+    snapshots: std::collections::HashSet<crypto::Id>,
+    used: std::collections::HashSet<crypto::Id>,
+}
+
+/// The slow half of a prune, reading every snapshot's folders; backups may
+/// go on meanwhile. [`sweep`] finishes it.
+pub fn mark(repo: &Repository) -> Result<Marked> {
+    let snaps = readable_snapshots(repo)?;
+    let loader = snapshot::TreeLoader::new(repo);
+    let used = snapshot::used_blobs(&loader, &snaps)?;
+    Ok(Marked {
+        snapshots: snaps.into_iter().map(|(id, _)| id).collect(),
+        used,
+    })
+}
+
+/// The other half: marks the snapshots committed since [`mark`] (their new
+/// folders only), then deletes what nothing uses. The caller makes sure no
+/// backup of its own runs meanwhile; another device's backup holds the
+/// repository's lock, and then the sweep is refused, not run.
+pub fn sweep(
+    repo: &Repository,
+    mut marked: Marked,
+    opts: &repository::PruneOptions,
+) -> Result<repository::PruneReport> {
+    repo.load_index()?;
+    let new: Vec<_> = readable_snapshots(repo)?
+        .into_iter()
+        .filter(|(id, _)| !marked.snapshots.contains(id))
+        .collect();
+    let loader = snapshot::TreeLoader::new(repo);
+    snapshot::mark_used(&loader, &new, &mut marked.used)?;
+    Ok(repo.prune(&marked.used, opts)?)
+}
+
+fn readable_snapshots(repo: &Repository) -> Result<Vec<(crypto::Id, format::Snapshot)>> {
     let (snaps, problems) = repo.list_snapshots()?;
     if let Some(p) = problems.first() {
         return Err(crate::AgentError::Invalid(format!(
@@ -79,7 +121,5 @@ pub fn prune(
             p.object, p.message
         )));
     }
-    let loader = snapshot::TreeLoader::new(repo);
-    let used = snapshot::used_blobs(&loader, &snaps)?;
-    Ok(repo.prune(&used, opts)?)
+    Ok(snaps)
 }

@@ -172,6 +172,11 @@ pub(crate) struct Shared {
     pub(crate) protection: Mutex<Option<(String, Option<Arc<crate::continuous::Protection>>)>>,
     /// Why the installer's enrolment file was not used, for the setup page.
     pub(crate) enrolment_problem: Mutex<Option<String>>,
+    /// Held shared while a backup writes, exclusively while a prune sweeps
+    /// (see `worker::keep_tidy`).
+    pub(crate) sweep: std::sync::RwLock<()>,
+    /// A prune runs on its own thread.
+    pub(crate) pruning: std::sync::atomic::AtomicBool,
 }
 
 /// Snapshots with their ids, oldest first.
@@ -225,6 +230,8 @@ impl Agent {
             hostname: repository::hostname(),
             protection: Mutex::new(None),
             enrolment_problem: Mutex::new(None),
+            sweep: std::sync::RwLock::new(()),
+            pruning: std::sync::atomic::AtomicBool::new(false),
         });
         let s = shared.clone();
         let worker = std::thread::Builder::new()

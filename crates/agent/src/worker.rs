@@ -298,7 +298,10 @@ fn backup_with(
                 }
             });
         }
-        jobs::backup(&repo, &opts, &progress)
+        // No prune sweeps while this backup writes; it holds the gate until
+        // its retention is applied too.
+        let no_sweep = s.sweep.read().unwrap_or_else(|p| p.into_inner());
+        jobs::backup(&repo, &opts, &progress).map(|r| (r, no_sweep))
     });
     match report {
         Err(AgentError::Snapshot(snapshot::SnapshotError::Cancelled)) => Err(AgentError::Cancelled),
@@ -307,11 +310,12 @@ fn backup_with(
             Err(e)
         }
         Err(e) => Err(e),
-        Ok(r) => {
+        Ok((r, no_sweep)) => {
             // A company server thins by its own policy; devices may not delete.
             if !matches!(config.destination, Some(Destination::Server { .. })) {
                 keep_tidy(s, &repo, config);
             }
+            drop(no_sweep);
             // Searchable at once; a failure only delays it to the next query.
             if let Err(e) = crate::versions::refresh(&repo) {
                 tracing::warn!(error = %e, "cannot update the version catalog");
@@ -386,7 +390,12 @@ const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
 /// Applies the retention policy after a backup and prunes once a day. A
 /// failure here is logged, not reported as a failed backup: the backup
 /// itself is saved, and the next run tries again.
-fn keep_tidy(s: &Arc<Shared>, repo: &Repository, config: &Config) {
+///
+/// The prune runs on a thread of its own, so backups go on while it reads
+/// every snapshot's folders (minutes on a large repository; continuous
+/// protection promises a minute). Only its sweep, after marking what the
+/// snapshots committed meanwhile use, holds backups back.
+fn keep_tidy(s: &Arc<Shared>, repo: &Arc<Repository>, config: &Config) {
     match jobs::thin(repo, &s.hostname, &config.retention.policy()) {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "thinned old snapshots"),
@@ -397,12 +406,32 @@ fn keep_tidy(s: &Arc<Shared>, repo: &Repository, config: &Config) {
     if last.is_some_and(|t| now - t < PRUNE_EVERY) {
         return;
     }
-    match jobs::prune(repo, &Default::default()) {
-        Ok(r) => {
-            tracing::info!(deleted = r.packs_deleted, "pruned unused data");
-            lock(&s.inner).run.last_prune = Some(now);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot prune unused data"),
+    if s.pruning.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (shared, repo) = (Arc::clone(s), Arc::clone(repo));
+    let spawned = std::thread::Builder::new()
+        .name("prune".into())
+        .spawn(move || {
+            let s = shared;
+            let result = jobs::mark(&repo).and_then(|marked| {
+                let _sweeping = s.sweep.write().unwrap_or_else(|p| p.into_inner());
+                jobs::sweep(&repo, marked, &Default::default())
+            });
+            match result {
+                Ok(r) => {
+                    tracing::info!(deleted = r.packs_deleted, "pruned unused data");
+                    let mut g = lock(&s.inner);
+                    g.run.last_prune = Some(now);
+                    save_state(&s.paths.state_file(), &g.run);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot prune unused data"),
+            }
+            s.pruning.store(false, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the prune");
+        s.pruning.store(false, Ordering::SeqCst);
     }
 }
 

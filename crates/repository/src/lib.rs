@@ -873,6 +873,22 @@ impl Repository {
         lock::acquire(Arc::clone(&self.storage), &self.keys, exclusive)
     }
 
+    /// [`Repository::lock`], waiting up to `wait` for a conflicting holder
+    /// to let go: a backup that meets a prune's sweep (seconds, usually)
+    /// then goes on after it instead of failing and waiting a whole retry.
+    pub fn lock_waiting(&self, exclusive: bool, wait: std::time::Duration) -> Result<LockGuard> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match self.lock(exclusive) {
+                Err(RepoError::Locked { holder }) if std::time::Instant::now() < until => {
+                    tracing::info!(%holder, "the repository is locked; waiting");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Removes locks whose holder is gone (same host, dead process) or stale.
     pub fn unlock_stale(&self, all: bool) -> Result<usize> {
         lock::remove_stale(&*self.storage, &self.keys, all)

@@ -34,14 +34,19 @@ impl Policy {
         *self == Policy::default()
     }
 
-    /// The timeline thinning of DESIGN.md §3: everything for a day, hourly
-    /// for a week, daily for a month, weekly for ten years.
+    /// The timeline thinning devices apply to their own storage by default
+    /// (and a company server without an organisation policy): every
+    /// snapshot for a day, then the newest of each hour for a week, of each
+    /// day for 30 days, of each week for a year, of each month for ten
+    /// years; and always the newest.
     pub fn timeline() -> Self {
         Policy {
+            keep_last: Some(1),
             keep_within: Some(Duration::hours(24)),
             keep_hourly: Some(24 * 7),
-            keep_daily: Some(31),
-            keep_weekly: Some(52 * 10),
+            keep_daily: Some(30),
+            keep_weekly: Some(52),
+            keep_monthly: Some(120),
             ..Default::default()
         }
     }

@@ -93,6 +93,10 @@ const READ_ATTEMPTS: usize = 3;
 /// tree exhausts (each level uses well under 1 KiB).
 const WALK_STACK: usize = 256 * 1024 * 1024;
 
+/// How long a backup waits for another holder's exclusive lock (a prune's
+/// sweep) before it gives up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn backup(
     repo: &Arc<Repository>,
     opts: &BackupOptions,
@@ -100,7 +104,7 @@ pub fn backup(
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let paths = normalize_paths(&opts.paths)?;
-    let lock = repo.lock(false)?;
+    let lock = repo.lock_waiting(false, LOCK_WAIT)?;
     let index_problems = repo.load_index()?;
     repo.recover_interrupted(&lock, &index_problems)?;
     let path_strings: Vec<String> = paths

@@ -208,6 +208,17 @@ pub fn cat(loader: &TreeLoader<'_>, root: &Id, path: &str, out: &mut dyn Write) 
 /// must keep. Fails on any unreadable tree rather than under-count.
 pub fn used_blobs(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)]) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
+    mark_used(loader, snapshots, &mut used)?;
+    Ok(used)
+}
+
+/// Adds what `snapshots` reference to `used`, walking no tree already in
+/// it: marking a few new snapshots after many costs only their new folders.
+pub fn mark_used(
+    loader: &TreeLoader<'_>,
+    snapshots: &[(Id, Snapshot)],
+    used: &mut HashSet<Id>,
+) -> Result<()> {
     let mut stack: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
     while let Some(t) = stack.pop() {
         if !used.insert(t) {
@@ -220,7 +231,7 @@ pub fn used_blobs(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)]) -> Resu
             }
         }
     }
-    Ok(used)
+    Ok(())
 }
 
 /// Walks every snapshot's trees: each tree must load and check out, each

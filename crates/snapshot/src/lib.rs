@@ -25,7 +25,8 @@ pub use backup::{
     backup, default_parent, scan, scan_until, BackupOptions, BackupReport, ChangedFolders,
 };
 pub use browse::{
-    cat, diff, ls, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind, Listed,
+    cat, diff, ls, mark_used, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind,
+    Listed,
 };
 pub use changes::{scan_changes, scope_of, ChangeScan, FolderStates};
 pub use error::{FileError, FileErrorKind, SnapshotError};
