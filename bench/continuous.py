@@ -13,10 +13,13 @@ time the edit was written.
 
 Idle: `tidemark watch` on a tree of F files (100 per folder); after its
 first full backup, CPU time and resident memory are read from /proc over
-an idle period.
+an idle period. With --agent, `tidemark agent` instead: the service the
+tray app runs (scheduler, continuous protection, events), set up with
+that tree and a local folder repository.
 
 Usage: bench/continuous.py [--edits 200] [--gap 1.0] [--files 200000]
                            [--idle 60] [--work DIR] [--skip-server] [--skip-idle]
+                           [--skip-rpo] [--agent]
 The binary is $TIDEMARK_BIN, by default the release build (make build).
 """
 
@@ -62,8 +65,13 @@ class Watch:
 
     def _read(self):
         for line in self.proc.stdout:
+            v = json.loads(line)
+            if "type" in v:  # `tidemark agent`: only finished backups count
+                if v["type"] != "backup_finished":
+                    continue
+                v = {"duration_ms": None, **v["done"]}
             with self.cond:
-                self.lines.append(json.loads(line))
+                self.lines.append(v)
                 self.cond.notify_all()
 
     def wait_for(self, n, timeout):
@@ -181,7 +189,7 @@ def rpo(mode, work, edits, gap, seed):
     }
 
 
-def idle(work, files, seconds):
+def idle(work, files, seconds, agent=False):
     work = os.path.join(work, "idle")
     shutil.rmtree(work, ignore_errors=True)
     data = os.path.join(work, "home")
@@ -191,10 +199,20 @@ def idle(work, files, seconds):
         d = i // per
         write(os.path.join(data, f"a{d // 100}", f"b{d % 100}", f"f{i % per}.txt"), b"%d\n" % i)
     made = time.time() - t0
-    env = dict(os.environ, TIDEMARK_PASSWORD="bench", HOME=os.path.join(work, "userhome"))
+    home = os.path.join(work, "userhome")
+    env = dict(os.environ, TIDEMARK_PASSWORD="bench", HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
+               XDG_DATA_HOME=os.path.join(home, ".local/share"), XDG_CACHE_HOME=os.path.join(home, ".cache"))
     repo = os.path.join(work, "repo")
     subprocess.run([TM, "--repo", repo, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
-    watch = Watch(["--repo", repo, "--cache-dir", os.path.join(work, "cache"), "watch", data], env)
+    if agent:
+        # The settings the app's setup would save: this tree, this folder,
+        # continuous protection on, everything else default.
+        write(os.path.join(home, ".config", "tidemark", "agent.toml"),
+              f'folders = ["{data}"]\nexcludes = []\ncontinuous = true\n\n'
+              f'[destination]\nkind = "folder"\npath = "{repo}"\n'.encode())
+        watch = Watch(["agent"], env)
+    else:
+        watch = Watch(["--repo", repo, "--cache-dir", os.path.join(work, "cache"), "watch", data], env)
     started = time.time()
     watch.wait_for(1, 1800)
     first = time.time() - started
@@ -240,27 +258,31 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-server", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
+    ap.add_argument("--skip-rpo", action="store_true")
+    ap.add_argument("--agent", action="store_true", help="measure idle watching on `tidemark agent`")
     a = ap.parse_args()
     if not os.access(TM, os.X_OK):
         sys.exit(f"{TM} is missing: build the release binary first (make build)")
     os.makedirs(a.work, exist_ok=True)
-    results = [rpo("local", a.work, a.edits, a.gap, a.seed)]
-    if not a.skip_server:
+    results = [] if a.skip_rpo else [rpo("local", a.work, a.edits, a.gap, a.seed)]
+    if not a.skip_server and not a.skip_rpo:
         results.append(rpo("server", a.work, a.edits, a.gap, a.seed))
     cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
     print(f"\nMachine: {os.cpu_count()} cores, {cpu}; {datetime.now():%Y-%m-%d %H:%M}\n")
-    print(f"RPO of {a.edits} scripted edits (mean gap {a.gap} s; an editor autosaving every second for 30 s "
-          "and a build writing 2,000 files run meanwhile), `tidemark watch` with default settings:\n")
-    print("| Destination | p50 | p95 | max | not protected | snapshots made |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    if results:
+        print(f"RPO of {a.edits} scripted edits (mean gap {a.gap} s; an editor autosaving every second for 30 s "
+              "and a build writing 2,000 files run meanwhile), `tidemark watch` with default settings:\n")
+        print("| Destination | p50 | p95 | max | not protected | snapshots made |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         x = r["rpos"]
         print(f"| {'Local folder' if r['mode'] == 'local' else 'Server on loopback (HTTPS)'} | "
               f"{statistics.median(x):.1f} s | {pct(x, 95):.1f} s | {max(x):.1f} s | {len(r['missing'])} | "
               f"{r['snapshots']} ({r['kinds'].count('full')} full) |")
     if not a.skip_idle:
-        i = idle(a.work, a.files, a.idle)
-        print(f"\nIdle watching {i['files']:,} files in {i['dirs']:,} folders "
+        i = idle(a.work, a.files, a.idle, a.agent)
+        who = "`tidemark agent`" if a.agent else "`tidemark watch`"
+        print(f"\n{who} idle, watching {i['files']:,} files in {i['dirs']:,} folders "
               f"(first full backup {i['first_s']:.0f} s):\n")
         print("| CPU while idle | RSS while idle | peak RSS (incl. first backup) | one change → snapshot | that backup |")
         print("| ---: | ---: | ---: | ---: | ---: |")

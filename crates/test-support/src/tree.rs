@@ -287,8 +287,9 @@ pub fn mutate(root: &Path, spec: &MutateSpec, rng: &mut TestRng) -> io::Result<M
         let mut patch = vec![0u8; rng.gen_range(1..4096)];
         rng.fill_bytes(&mut patch);
         let at = if len == 0 { 0 } else { rng.gen_range(0..len) };
+        let before = mtime(&p)?;
         with_write_access(&p, |f| f.write_all_at(&patch, at))?;
-        later_mtime(&p, rng)?;
+        later_mtime(&p, before, rng)?;
         m.edited.push(rel);
     }
     for _ in 0..spec.append {
@@ -296,11 +297,12 @@ pub fn mutate(root: &Path, spec: &MutateSpec, rng: &mut TestRng) -> io::Result<M
         let p = root.join(&rel);
         let len = rng.gen_range(KIB..64 * KIB);
         let tail = text(rng, len);
+        let before = mtime(&p)?;
         with_write_access(&p, |f| {
             let len = f.metadata()?.len();
             f.write_all_at(&tail, len)
         })?;
-        later_mtime(&p, rng)?;
+        later_mtime(&p, before, rng)?;
         m.edited.push(rel);
     }
     let mut pick = pick.chain(rest);
@@ -323,10 +325,15 @@ pub fn mutate(root: &Path, spec: &MutateSpec, rng: &mut TestRng) -> io::Result<M
     Ok(m)
 }
 
-/// Moves a file's mtime forward by up to a day from where it was, so an
-/// edit both shows in the mtime and stays replayable from the seed.
-fn later_mtime(p: &Path, rng: &mut TestRng) -> io::Result<()> {
-    let before = FileTime::from_last_modification_time(&fs::metadata(p)?);
+fn mtime(p: &Path) -> io::Result<FileTime> {
+    Ok(FileTime::from_last_modification_time(&fs::metadata(p)?))
+}
+
+/// Moves a file's mtime forward by up to a day from `before`, its mtime
+/// before the edit (read after it, it would be the clock's: two replays a
+/// second apart then differed), so an edit both shows in the mtime and
+/// stays replayable from the seed.
+fn later_mtime(p: &Path, before: FileTime, rng: &mut TestRng) -> io::Result<()> {
     let t = FileTime::from_unix_time(
         before.unix_seconds() + rng.gen_range(1..86_400),
         rng.gen_range(0..1_000_000_000),
