@@ -210,6 +210,8 @@ def idle(work, files, seconds, agent=False):
         write(os.path.join(home, ".config", "tidemark", "agent.toml"),
               f'folders = ["{data}"]\nexcludes = []\ncontinuous = true\n\n'
               f'[destination]\nkind = "folder"\npath = "{repo}"\n'.encode())
+        # The setup's last step: "back up now".
+        write(os.path.join(home, ".local", "share", "tidemark", "agent-state.json"), b'{"requested": true}')
         watch = Watch(["agent"], env)
     else:
         watch = Watch(["--repo", repo, "--cache-dir", os.path.join(work, "cache"), "watch", data], env)

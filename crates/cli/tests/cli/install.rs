@@ -252,7 +252,8 @@ fn download_install_enrol_back_up_and_uninstall_in_a_fresh_home() {
     state["last_update_check"] = serde_json::Value::Null;
     std::fs::write(&state_file, state.to_string()).expect("write");
     let log = ann_work.join("agent.log");
-    let mut running = installed_tidemark.spawn(&["agent"], &log);
+    let mut running = KillOnDrop(installed_tidemark.spawn(&["agent"], &log));
+    let running = &mut running.0;
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -372,4 +373,14 @@ fn a_tampered_or_foreign_enrolment_file_enrols_nothing() {
         &format!("{url}/download/NOT-A-CODE/enrolment.tidemark"),
     ]);
     assert!(body.contains("unknown, used up or expired"), "{body}");
+}
+
+/// A child that a failing assertion must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
