@@ -9,6 +9,7 @@ use repository::{InitOptions, OpenOptions, PruneOptions, Repository};
 use std::path::Path;
 use std::sync::Arc;
 use storage::{DynStorage, MemoryStorage};
+use test_support::noise;
 
 fn new_repo() -> Arc<Repository> {
     let s: DynStorage = Arc::new(MemoryStorage::new());
@@ -21,19 +22,6 @@ fn new_repo() -> Arc<Repository> {
         ..Default::default()
     };
     Arc::new(Repository::init(s, b"pw", &opts, &OpenOptions::default()).unwrap())
-}
-
-/// Bytes that compress poorly and differ by `seed`.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn backup(repo: &Arc<Repository>, dir: &Path) -> crypto::Id {

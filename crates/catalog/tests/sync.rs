@@ -47,15 +47,7 @@ fn open(storage: &DynStorage, cache: &Path) -> (Arc<Repository>, Arc<Catalog>) {
 
 /// 3000 bytes that do not compress, so a few blobs fill a 4 KiB pack.
 fn blob(seed: u8) -> Vec<u8> {
-    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..3000u32)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    test_support::noise(u64::from(seed), 3000)
 }
 
 fn upload(repo: &Arc<Repository>, seeds: &[u8]) -> Vec<Id> {

@@ -17,5 +17,5 @@ pub mod tree;
 pub use cli::{exit, restored_path, Outcome, Tidemark, PASSWORD};
 pub use compare::{assert_same_tree, compare_trees, CompareOptions};
 pub use repo::{flip_bit, PackTail, RepoDir};
-pub use seed::{test_rng, TestRng};
+pub use seed::{noise, test_rng, TestRng};
 pub use tree::{FileGroup, Fill, MutateSpec, TreeSpec};

@@ -8,6 +8,20 @@ use rand::SeedableRng;
 /// trees, offsets and delays.
 pub type TestRng = rand_chacha::ChaCha8Rng;
 
+/// Deterministic bytes that do not compress (xorshift64), different for
+/// each `seed`: file contents and blobs whose size on disk must not shrink.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// The environment variable that replays a seed.
 pub const SEED_ENV: &str = "TIDEMARK_TEST_SEED";
 

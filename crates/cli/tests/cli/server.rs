@@ -7,6 +7,7 @@ use super::support::{tidemark, workdir};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use test_support::noise;
 
 pub(super) struct Running {
     pub(super) child: Child,
@@ -158,19 +159,6 @@ fn plain_http_is_refused_off_loopback() {
         err.contains("only for tests on a loopback address"),
         "{err}"
     );
-}
-
-/// Deterministic incompressible bytes.
-pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {

@@ -3,12 +3,12 @@
 //! middle of uploads. It must keep serving, answer garbage with 4xx, and
 //! lose nothing committed; its own repository must verify afterwards.
 
-use super::server::{noise, start};
+use super::server::start;
 use super::support::{tidemark, workdir};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use test_support::compare::{assert_same_tree, CompareOptions};
-use test_support::Tidemark;
+use test_support::{noise, Tidemark};
 
 fn device(work: &Path, name: &str, url: &str) -> Tidemark {
     let dir = work.join(name);
