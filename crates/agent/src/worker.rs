@@ -284,6 +284,9 @@ fn backup_with(
         plan.apply(&mut opts);
     }
     let progress = Reporter::new(s.clone(), false);
+    // No prune sweeps while this backup writes; it holds the gate until
+    // its retention is applied too.
+    let no_sweep = s.sweep.read().unwrap_or_else(|p| p.into_inner());
     let report = std::thread::scope(|scope| {
         let p = &progress;
         let cancel = &cancel;
@@ -298,10 +301,7 @@ fn backup_with(
                 }
             });
         }
-        // No prune sweeps while this backup writes; it holds the gate until
-        // its retention is applied too.
-        let no_sweep = s.sweep.read().unwrap_or_else(|p| p.into_inner());
-        jobs::backup(&repo, &opts, &progress).map(|r| (r, no_sweep))
+        jobs::backup(&repo, &opts, &progress)
     });
     match report {
         Err(AgentError::Snapshot(snapshot::SnapshotError::Cancelled)) => Err(AgentError::Cancelled),
@@ -310,7 +310,7 @@ fn backup_with(
             Err(e)
         }
         Err(e) => Err(e),
-        Ok((r, no_sweep)) => {
+        Ok(r) => {
             // A company server thins by its own policy; devices may not delete.
             if !matches!(config.destination, Some(Destination::Server { .. })) {
                 keep_tidy(s, &repo, config);
