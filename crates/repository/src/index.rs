@@ -117,6 +117,11 @@ impl Overlay {
                 }
             }
         }
+        // A map keeps the capacity of its largest moment: after a first
+        // backup of a big tree that was 20 MiB held for the agent's life.
+        if self.packs.is_empty() {
+            *self = Overlay::default();
+        }
     }
 
     pub(crate) fn lookup(&self, id: &Id) -> Option<Location> {
