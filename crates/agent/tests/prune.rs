@@ -89,3 +89,83 @@ fn a_backup_committed_between_mark_and_sweep_keeps_its_data() {
     );
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+fn index_files(repo: &Repository) -> std::collections::BTreeSet<String> {
+    let listed = repo.storage().list(format::layout::INDEX).unwrap();
+    listed.into_iter().map(|e| e.key).collect()
+}
+
+#[test]
+fn a_prune_writes_the_index_only_when_it_frees_something_and_in_bounded_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let repo = new_repo();
+    // The first snapshot alone holds the old f0; then six backups of two
+    // new files each, a pack apiece (a pack is never split across index
+    // files, and packs with some unused data are kept as they are).
+    std::fs::write(files.join("f0.bin"), noise(10, 3_000)).unwrap();
+    let first = backup(&repo, &files);
+    std::fs::remove_file(files.join("f0.bin")).unwrap();
+    for i in 1..=12u64 {
+        std::fs::write(files.join(format!("f{i}.bin")), noise(10 + i, 3_000)).unwrap();
+        if i % 2 == 0 {
+            backup(&repo, &files);
+        }
+    }
+    std::fs::write(files.join("f0.bin"), noise(99, 3_000)).unwrap();
+    let second = backup(&repo, &files);
+    let small = PruneOptions {
+        max_unused: 1.0,
+        index_file_blobs: 4,
+        ..PruneOptions::default()
+    };
+
+    // Every snapshot still stands: nothing to free, nothing rewritten.
+    let before = index_files(&repo);
+    let report = agent::jobs::sweep(&repo, agent::jobs::mark(&repo).unwrap(), &small).unwrap();
+    assert_eq!(
+        report.packs_deleted + report.packs_rewritten,
+        0,
+        "{report:?}"
+    );
+    assert_eq!(
+        index_files(&repo),
+        before,
+        "a prune that frees nothing writes nothing"
+    );
+
+    // The old f0 goes: the index is written anew, in files of at most four
+    // blobs, and every old file is gone.
+    repo.delete_snapshot(&first).unwrap();
+    let report = agent::jobs::sweep(&repo, agent::jobs::mark(&repo).unwrap(), &small).unwrap();
+    assert_eq!(report.packs_deleted, 1, "{report:?}");
+    let after = index_files(&repo);
+    assert!(
+        after.is_disjoint(&before),
+        "old index files remain: {after:?}"
+    );
+    assert!(
+        after.len() >= 4,
+        "7 packs, 19+ blobs, in files of 4: {after:?}"
+    );
+
+    // A fresh open reads only the new files and finds everything.
+    let reopened =
+        Repository::open(Arc::clone(repo.storage()), b"pw", &OpenOptions::default()).unwrap();
+    let problems = reopened.load_index().unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        file_in(&reopened, &second, &files.join("f0.bin")),
+        noise(99, 3_000)
+    );
+    assert_eq!(
+        file_in(&reopened, &second, &files.join("f12.bin")),
+        noise(22, 3_000)
+    );
+    let problems = snapshot::verify_snapshots(
+        &snapshot::TreeLoader::new(&reopened),
+        &reopened.list_snapshots().unwrap().0,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+}

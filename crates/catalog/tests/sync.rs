@@ -113,7 +113,7 @@ fn prune_makes_the_cache_forget_deleted_blobs() {
             &keep,
             &PruneOptions {
                 max_unused: 0.0,
-                dry_run: false,
+                ..PruneOptions::default()
             },
         )
         .expect("prune");

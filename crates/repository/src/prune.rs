@@ -3,9 +3,10 @@
 //! (sealed bytes are copied as they are: no decryption needed). Runs under
 //! an exclusive lock, so no backup can be relying on what it deletes.
 //!
-//! Order, for crash safety: new packs, then one new index file that
-//! supersedes every old one, then old index files, then old packs. A crash
-//! at any step leaves every used blob reachable through some index file.
+//! Order, for crash safety: new packs, then new index files of which the
+//! last supersedes every old one, then old index files, then old packs. A
+//! crash at any step leaves every used blob reachable through some index
+//! file. A prune that would free nothing writes nothing.
 
 use crate::error::{RepoError, Result};
 use crate::packfile::PackBuilder;
@@ -20,6 +21,10 @@ pub struct PruneOptions {
     /// dead bytes stay, because rewriting costs a download and an upload.
     pub max_unused: f64,
     pub dry_run: bool,
+    /// Most blobs in one index file the prune writes (a pack is never
+    /// split across files), so that writing the index needs memory for
+    /// one file at a time, not for the whole index.
+    pub index_file_blobs: usize,
 }
 
 impl Default for PruneOptions {
@@ -27,6 +32,7 @@ impl Default for PruneOptions {
         PruneOptions {
             max_unused: 0.2,
             dry_run: false,
+            index_file_blobs: 50_000,
         }
     }
 }
@@ -94,6 +100,12 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     report.packs_kept = keep.len() as u64;
     report.packs_deleted = delete.len() as u64;
     report.packs_rewritten = rewrite.len() as u64;
+    if delete.is_empty() && rewrite.is_empty() {
+        // Nothing to free: rewriting the index anyway would cost a copy of
+        // the whole index in memory and make every device rebuild its
+        // local index from scratch, for no byte saved.
+        return Ok(report);
+    }
     if opts.dry_run {
         report.bytes_after += rewrite
             .iter()
@@ -146,12 +158,21 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
         .iter()
         .filter_map(|e| layout::id_of(&e.key))
         .collect();
-    let new_index = repo.write_index_file(&IndexFile {
-        version: FORMAT_VERSION,
-        packs: all,
-        supersedes: supersedes.clone(),
-    })?;
-    for id in listed.iter().filter(|id| **id != new_index) {
+    // Several files of bounded size, not one: a single file would be
+    // serialised, compressed and sealed whole in memory, several copies of
+    // an index that grows with the repository. Only the last supersedes
+    // the old files, so a crash before it leaves them in force.
+    let mut written = HashSet::new();
+    let mut parts = split_by_blobs(all, opts.index_file_blobs.max(1)).peekable();
+    while let Some(packs) = parts.next() {
+        let last = parts.peek().is_none();
+        written.insert(repo.write_index_file(&IndexFile {
+            version: FORMAT_VERSION,
+            packs,
+            supersedes: if last { supersedes.clone() } else { Vec::new() },
+        })?);
+    }
+    for id in listed.iter().filter(|id| !written.contains(*id)) {
         repo.storage().delete(&layout::index(id))?;
     }
     for id in delete.iter().chain(rewrite.iter().map(|(p, _)| &p.id)) {
@@ -159,4 +180,60 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     }
     repo.load_index()?;
     Ok(report)
+}
+
+/// Cuts packs into groups of at most `max` blobs (a pack is never split;
+/// one larger than `max` gets a group of its own). Always at least one
+/// group, so an empty repository still gets the superseding file.
+fn split_by_blobs(packs: Vec<IndexPack>, max: usize) -> impl Iterator<Item = Vec<IndexPack>> {
+    let mut groups: Vec<Vec<IndexPack>> = vec![Vec::new()];
+    let mut count = 0;
+    for p in packs {
+        let n = p.blobs.len();
+        if count > 0 && count + n > max {
+            groups.push(Vec::new());
+            count = 0;
+        }
+        count += n;
+        if let Some(g) = groups.last_mut() {
+            g.push(p);
+        }
+    }
+    groups.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(n: usize) -> IndexPack {
+        IndexPack {
+            id: Id::hash_public(&n.to_le_bytes()),
+            size: 0,
+            blobs: vec![
+                format::BlobEntry {
+                    id: Id::hash_public(b"b"),
+                    kind: format::BlobKind::Data,
+                    offset: 0,
+                    length: 0,
+                    raw_length: 0,
+                };
+                n
+            ],
+        }
+    }
+
+    #[test]
+    fn index_files_are_cut_at_the_blob_limit_without_splitting_a_pack() {
+        let sizes = |packs: Vec<IndexPack>, max| -> Vec<Vec<usize>> {
+            split_by_blobs(packs, max)
+                .map(|g| g.iter().map(|p| p.blobs.len()).collect())
+                .collect()
+        };
+        assert_eq!(sizes(vec![], 10), vec![Vec::<usize>::new()]);
+        assert_eq!(
+            sizes(vec![pack(4), pack(4), pack(4), pack(12), pack(1)], 10),
+            vec![vec![4, 4], vec![4], vec![12], vec![1]]
+        );
+    }
 }
