@@ -289,7 +289,8 @@ def main():
         print("| CPU while idle | RSS while idle | peak RSS (incl. first backup) | one change → snapshot | that backup |")
         print("| ---: | ---: | ---: | ---: | ---: |")
         print(f"| {i['cpu_pct']:.2f} % over {i['idle_s']:.0f} s | {i['rss_mib']:.0f} MiB | {i['hwm_mib']:.0f} MiB | "
-              f"{i['change_to_snapshot_s']:.1f} s | {i['incremental_ms']} ms |")
+              f"{i['change_to_snapshot_s']:.1f} s | "
+              f"{'–' if i['incremental_ms'] is None else str(i['incremental_ms']) + ' ms'} |")
     shutil.rmtree(a.work, ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ pub mod continuous;
 pub mod device;
 mod error;
 pub mod jobs;
+mod memory;
 pub mod network;
 pub mod open;
 mod paths;

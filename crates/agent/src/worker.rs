@@ -187,6 +187,9 @@ pub(crate) fn run(s: &Arc<Shared>) {
                         })
                     }
                 }
+                // The backup and the catalog's refresh are over: what they
+                // freed goes back to the system, not kept for the next one.
+                crate::memory::release_free_memory();
                 continue;
             }
             Next::WaitUntil(t) | Next::Paused(t) => {
@@ -428,6 +431,8 @@ fn keep_tidy(s: &Arc<Shared>, repo: &Arc<Repository>, config: &Config) {
                 Err(e) => tracing::warn!(error = %e, "cannot prune unused data"),
             }
             s.pruning.store(false, Ordering::SeqCst);
+            // Marking held every snapshot's folder list in memory.
+            crate::memory::release_free_memory();
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the prune");
