@@ -45,6 +45,15 @@ fn file_in(repo: &Repository, snap: &crypto::Id, path: &Path) -> Vec<u8> {
     out
 }
 
+/// Every snapshot's folders and chunks are there and readable.
+fn assert_verifies(repo: &Repository) {
+    let problems = snapshot::verify_snapshots(
+        &snapshot::TreeLoader::new(repo),
+        &repo.list_snapshots().unwrap().0,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 #[test]
 fn a_backup_committed_between_mark_and_sweep_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,11 +92,7 @@ fn a_backup_committed_between_mark_and_sweep_keeps_its_data() {
         file_in(&repo, &new, &files.join("kept.txt")),
         b"kept across everything"
     );
-    let problems = snapshot::verify_snapshots(
-        &snapshot::TreeLoader::new(&repo),
-        &repo.list_snapshots().unwrap().0,
-    );
-    assert!(problems.is_empty(), "{problems:?}");
+    assert_verifies(&repo);
 }
 
 fn index_files(repo: &Repository) -> std::collections::BTreeSet<String> {
@@ -163,9 +168,5 @@ fn a_prune_writes_the_index_only_when_it_frees_something_and_in_bounded_files() 
         file_in(&reopened, &second, &files.join("f12.bin")),
         noise(22, 3_000)
     );
-    let problems = snapshot::verify_snapshots(
-        &snapshot::TreeLoader::new(&reopened),
-        &reopened.list_snapshots().unwrap().0,
-    );
-    assert!(problems.is_empty(), "{problems:?}");
+    assert_verifies(&reopened);
 }

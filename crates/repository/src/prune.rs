@@ -163,9 +163,10 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
     // an index that grows with the repository. Only the last supersedes
     // the old files, so a crash before it leaves them in force.
     let mut written = HashSet::new();
-    let mut parts = split_by_blobs(all, opts.index_file_blobs.max(1)).peekable();
-    while let Some(packs) = parts.next() {
-        let last = parts.peek().is_none();
+    let parts = split_by_blobs(all, opts.index_file_blobs.max(1));
+    let n = parts.len();
+    for (i, packs) in parts.into_iter().enumerate() {
+        let last = i + 1 == n;
         written.insert(repo.write_index_file(&IndexFile {
             version: FORMAT_VERSION,
             packs,
@@ -185,21 +186,20 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
 /// Cuts packs into groups of at most `max` blobs (a pack is never split;
 /// one larger than `max` gets a group of its own). Always at least one
 /// group, so an empty repository still gets the superseding file.
-fn split_by_blobs(packs: Vec<IndexPack>, max: usize) -> impl Iterator<Item = Vec<IndexPack>> {
-    let mut groups: Vec<Vec<IndexPack>> = vec![Vec::new()];
+fn split_by_blobs(packs: Vec<IndexPack>, max: usize) -> Vec<Vec<IndexPack>> {
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
     let mut count = 0;
     for p in packs {
-        let n = p.blobs.len();
-        if count > 0 && count + n > max {
-            groups.push(Vec::new());
+        if count > 0 && count + p.blobs.len() > max {
+            groups.push(std::mem::take(&mut group));
             count = 0;
         }
-        count += n;
-        if let Some(g) = groups.last_mut() {
-            g.push(p);
-        }
+        count += p.blobs.len();
+        group.push(p);
     }
-    groups.into_iter()
+    groups.push(group);
+    groups
 }
 
 #[cfg(test)]
@@ -227,6 +227,7 @@ mod tests {
     fn index_files_are_cut_at_the_blob_limit_without_splitting_a_pack() {
         let sizes = |packs: Vec<IndexPack>, max| -> Vec<Vec<usize>> {
             split_by_blobs(packs, max)
+                .iter()
                 .map(|g| g.iter().map(|p| p.blobs.len()).collect())
                 .collect()
         };
