@@ -193,17 +193,40 @@ impl Key {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::TooShort(sealed.len()));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let mut nonce_arr = [0u8; NONCE_LEN];
-        nonce_arr.copy_from_slice(nonce);
-        let (key, ietf_nonce) = self.xchacha_subkey(&nonce_arr);
-        let mut out = ct.to_vec();
-        let plain_len = key
-            .open_in_place(ietf_nonce, Aad::from(aad), &mut out)
-            .map_err(|_| CryptoError::Authentication)?
-            .len();
+        let mut out = sealed[NONCE_LEN..].to_vec();
+        let plain_len = self.open_body(sealed, &mut out, aad)?;
         out.truncate(plain_len);
         Ok(out)
+    }
+
+    /// Opens `sealed` where it lies and returns the plaintext, a slice of
+    /// it. For readers that own the sealed bytes anyway (a restore holds a
+    /// run of blobs read from a pack): the copy [`Key::open`] makes showed as
+    /// a tenth of a restore's memory traffic. On failure the buffer's
+    /// content is unspecified.
+    pub fn open_in_place<'a>(
+        &self,
+        sealed: &'a mut [u8],
+        aad: &[u8],
+    ) -> Result<&'a mut [u8], CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::TooShort(sealed.len()));
+        }
+        let (nonce, body) = sealed.split_at_mut(NONCE_LEN);
+        let plain_len = self.open_body(nonce, body, aad)?;
+        Ok(&mut body[..plain_len])
+    }
+
+    /// Decrypts `body` (ciphertext and tag) in place under the nonce at the
+    /// start of `nonce`; returns the plaintext's length.
+    fn open_body(&self, nonce: &[u8], body: &mut [u8], aad: &[u8]) -> Result<usize, CryptoError> {
+        let mut nonce_arr = [0u8; NONCE_LEN];
+        nonce_arr.copy_from_slice(&nonce[..NONCE_LEN]);
+        let (key, ietf_nonce) = self.xchacha_subkey(&nonce_arr);
+        Ok(key
+            .open_in_place(ietf_nonce, Aad::from(aad), body)
+            .map_err(|_| CryptoError::Authentication)?
+            .len())
     }
 
     /// XChaCha20-Poly1305 as its definition builds it (draft-irtf-cfrg-xchacha
@@ -428,6 +451,31 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a[..24], c[..24]);
         assert_eq!(m.data.open(&a, b"").unwrap(), b"chunk");
+    }
+
+    #[test]
+    fn opening_in_place_matches_open_and_rejects_tampering() {
+        let m = MasterKeys::random();
+        let sealed = m.data.seal(b"a chunk of plaintext", b"aad");
+        let mut buf = sealed.clone();
+        let plain = m.data.open_in_place(&mut buf, b"aad").expect("open");
+        assert_eq!(plain, b"a chunk of plaintext");
+        let mut buf = sealed.clone();
+        assert_eq!(
+            m.data.open_in_place(&mut buf, b"other aad"),
+            Err(CryptoError::Authentication)
+        );
+        let mut buf = sealed.clone();
+        let last = buf.len() - 1;
+        buf[last] ^= 1;
+        assert_eq!(
+            m.data.open_in_place(&mut buf, b"aad"),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            m.data.open_in_place(&mut buf[..10], b"aad"),
+            Err(CryptoError::TooShort(10))
+        );
     }
 
     #[test]

@@ -97,6 +97,75 @@ pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Res
     })
 }
 
+/// Like [`decode`], for a reader that owns the sealed bytes: opens them where
+/// they lie and returns the chunk as a slice of `sealed` (stored raw) or of
+/// `scratch` (decompressed into it). A restore calls this for every chunk,
+/// and the two copies `decode` makes of a raw chunk (out of the sealed
+/// buffer, then past the flag byte) were a tenth of its CPU in perf.
+pub fn decode_in_place<'a>(
+    keys: &MasterKeys,
+    id: &Id,
+    sealed: &'a mut [u8],
+    raw_length: u32,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let plain = keys
+        .data
+        .open_in_place(sealed, &id.0)
+        .map_err(|e| RepoError::corrupt(format!("chunk {id}"), e))?;
+    let (flag, body) = plain
+        .split_first()
+        .ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
+    let raw: &[u8] = match *flag {
+        RAW => body,
+        ZSTD if raw_length == 0 => {
+            *scratch = zstd::stream::decode_all(&body[..])
+                .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?;
+            scratch
+        }
+        ZSTD => {
+            scratch.clear();
+            scratch.reserve(raw_length as usize);
+            let n = decompress_into(body, scratch)
+                .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?;
+            // The scratch may be larger than this chunk (kept from an
+            // earlier one), so the length the index gives is checked here.
+            if n != raw_length as usize {
+                return Err(RepoError::corrupt(
+                    format!("chunk {id}"),
+                    format!("decompressed to {n} bytes where the index says {raw_length}"),
+                ));
+            }
+            scratch
+        }
+        f => {
+            return Err(RepoError::corrupt(
+                format!("chunk {id}"),
+                format!("unknown compression flag {f}"),
+            ))
+        }
+    };
+    if keys.content_id(raw) != *id {
+        return Err(mismatch(id));
+    }
+    Ok(raw)
+}
+
+/// Decompresses into `out`'s spare capacity, which bounds the output: a
+/// frame that would grow past it is an error, as with [`decompress`].
+fn decompress_into(body: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress_to_buffer(body, out),
+            None => zstd::bulk::Decompressor::new()?.decompress_to_buffer(body, out),
+        }
+    })
+}
+
 /// Checks one blob against its id without handing its content out: what the
 /// server does to every uploaded chunk and `verify --read-data` to every
 /// stored one, so it skips the copy `decode` makes.
@@ -198,6 +267,44 @@ mod tests {
         assert!(encode(&keys, &id, &text, 3, &mut zc).len() < text.len() / 10);
         let rid = keys.content_id(&random);
         assert!(encode(&keys, &rid, &random, 3, &mut zc).len() <= random.len() + 41);
+    }
+
+    #[test]
+    fn decoding_in_place_gives_the_same_chunks_and_refuses_what_decode_refuses() {
+        let keys = MasterKeys::random();
+        let mut zc = None;
+        let text = b"hello world ".repeat(10_000);
+        let mut random = vec![0u8; 200_000];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+        // One scratch across blobs, as a restore worker keeps it: a short
+        // chunk after a long one must not carry the long one's tail.
+        let mut scratch = Vec::new();
+        for raw in [&text[..], &random[..], b"", &text[..100]] {
+            let id = keys.content_id(raw);
+            let mut sealed = encode(&keys, &id, raw, 3, &mut zc);
+            for raw_len in [raw.len() as u32, 0] {
+                let mut buf = sealed.clone();
+                let got = decode_in_place(&keys, &id, &mut buf, raw_len, &mut scratch).unwrap();
+                assert_eq!(got, raw);
+            }
+            // A raw length too small for the chunk cannot grow the output.
+            if raw.len() > 200 && sealed[crypto::NONCE_LEN] == ZSTD {
+                let mut buf = sealed.clone();
+                assert!(decode_in_place(&keys, &id, &mut buf, 100, &mut scratch).is_err());
+            }
+            let other = keys.content_id(b"another chunk");
+            let mut buf = sealed.clone();
+            assert!(matches!(
+                decode_in_place(&keys, &other, &mut buf, raw.len() as u32, &mut scratch),
+                Err(RepoError::Corrupt { .. })
+            ));
+            let last = sealed.len() - 1;
+            sealed[last] ^= 0x40;
+            assert!(matches!(
+                decode_in_place(&keys, &id, &mut sealed, raw.len() as u32, &mut scratch),
+                Err(RepoError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]

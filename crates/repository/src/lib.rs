@@ -714,6 +714,19 @@ impl Repository {
         blob::decode(&self.keys, id, sealed, raw_length)
     }
 
+    /// Decodes one fetched blob in its own buffer, without the copies of
+    /// [`Repository::decode_blob`]; the chunk is a slice of `sealed` or of
+    /// `scratch`, which the caller keeps for the next blob.
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        id: &Id,
+        sealed: &'a mut [u8],
+        raw_length: u32,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        blob::decode_in_place(&self.keys, id, sealed, raw_length, scratch)
+    }
+
     /// Checks one fetched blob against its id without keeping its content.
     pub fn check_blob(&self, id: &Id, sealed: &[u8], raw_length: u32) -> Result<()> {
         blob::check(&self.keys, id, sealed, raw_length)

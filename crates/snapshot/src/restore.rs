@@ -390,8 +390,7 @@ impl State<'_> {
                 node.size
             ));
         }
-        drop(f);
-        apply_meta(dest, node, false);
+        apply_file_meta(&f, node);
         Ok(())
     }
 
@@ -439,6 +438,18 @@ fn mtime(node: &Node) -> FileTime {
     )
 }
 
+/// Like [`apply_meta`], through the open file: three path lookups fewer per
+/// file, which showed in perf on a restore of many small files.
+fn apply_file_meta(f: &std::fs::File, node: &Node) {
+    if is_root() {
+        // Before the mode: changing the owner clears set-id bits.
+        let _ = std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid));
+    }
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777));
+    let t = mtime(node);
+    let _ = filetime::set_file_handle_times(f, Some(t), Some(t));
+}
+
 /// Best effort: permissions, owner (when running as root) and times.
 fn apply_meta(path: &Path, node: &Node, is_link: bool) {
     let t = mtime(node);
@@ -456,25 +467,42 @@ fn apply_meta(path: &Path, node: &Node, is_link: bool) {
     let _ = filetime::set_file_times(path, t, t);
 }
 
+/// Asked once per process: it was a `stat` per restored file.
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
+    })
 }
 
 /// Reads a file's chunks with as few requests as possible: chunks that lie
 /// back to back in one pack (the usual case, since a backup packs a file's
 /// chunks in order) are fetched with one ranged read of up to [`RUN_BYTES`],
-/// then each is decrypted and checked on its own as it is written, so a
-/// worker holds one run of sealed bytes and one chunk, never a decoded run.
+/// then each is decrypted in place and checked on its own as it is written,
+/// so a worker holds one run of sealed bytes and one decompressed chunk,
+/// never a decoded run.
 struct Runs<'a> {
     repo: &'a Repository,
     ids: &'a [Id],
     next: usize,
-    /// The sealed bytes of the current run, from pack offset `start`.
+    /// The sealed bytes of the current run, from pack offset `start`; each
+    /// blob is opened where it lies.
     bytes: Vec<u8>,
     start: u64,
     queue: std::collections::VecDeque<(Id, repository::index::Location)>,
+    /// Compressed chunks decompress here, and a chunk read whole (from a
+    /// company server) lands here.
+    scratch: Vec<u8>,
+}
+
+/// What [`Runs::fill`] fetched.
+enum Filled {
+    /// A run of sealed blobs, queued.
+    Run,
+    /// One chunk, already decoded into the scratch buffer.
+    Decoded,
 }
 
 /// The file-system block size of nearly every Linux file system: smaller
@@ -484,9 +512,12 @@ const HOLE_BLOCK: usize = 4096;
 /// Splits `data` into alternating runs of all-zero and other blocks, so the
 /// writer makes one syscall per run rather than per block.
 fn zero_runs(data: &[u8]) -> Vec<(bool, std::ops::Range<usize>)> {
+    // Compared with memcmp, which is vectorised; a byte loop with an early
+    // exit is not, and showed in perf.
+    static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
     let mut runs: Vec<(bool, std::ops::Range<usize>)> = Vec::new();
     for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
-        let zero = block.iter().all(|&b| b == 0);
+        let zero = block == &ZEROS[..block.len()];
         let start = i * HOLE_BLOCK;
         match runs.last_mut() {
             Some((z, r)) if *z == zero => r.end = start + block.len(),
@@ -509,28 +540,52 @@ impl<'a> Runs<'a> {
             bytes: Vec::new(),
             start: 0,
             queue: Default::default(),
+            scratch: Vec::new(),
         }
     }
 
-    fn next_blob(&mut self) -> Option<repository::Result<Vec<u8>>> {
-        if let Some((id, l)) = self.queue.pop_front() {
-            let at = (u64::from(l.offset) - self.start) as usize;
-            let sealed = self.bytes.get(at..at + l.length as usize).unwrap_or(&[]);
-            return Some(self.repo.decode_blob(&id, sealed, l.raw_length));
+    /// The file's next chunk, checked against its id.
+    fn next_blob(&mut self) -> Option<repository::Result<&[u8]>> {
+        if self.queue.is_empty() {
+            match self.fill()? {
+                Ok(Filled::Run) => {}
+                Ok(Filled::Decoded) => return Some(Ok(&self.scratch)),
+                Err(e) => return Some(Err(e)),
+            }
         }
+        let (id, l) = self.queue.pop_front()?;
+        let at = (u64::from(l.offset) - self.start) as usize;
+        // A location outside the run (a damaged index) leaves an empty
+        // slice, which fails to open with a clear error.
+        let sealed = self
+            .bytes
+            .get_mut(at..at + l.length as usize)
+            .unwrap_or_default();
+        Some(
+            self.repo
+                .decode_blob_in_place(&id, sealed, l.raw_length, &mut self.scratch),
+        )
+    }
+
+    /// Fetches the next run of blobs that lie back to back in one pack;
+    /// `None` when the file has no more chunks.
+    fn fill(&mut self) -> Option<repository::Result<Filled>> {
         let first = *self.ids.get(self.next)?;
+        let whole = |runs: &mut Self| {
+            runs.next += 1;
+            Some(runs.repo.read_blob(&first).map(|raw| {
+                runs.scratch = raw;
+                Filled::Decoded
+            }))
+        };
         if self.repo.is_remote() {
             // A company server serves chunks, not pack ranges.
-            self.next += 1;
-            return Some(self.repo.read_blob(&first));
+            return whole(self);
         }
         let loc = match self.repo.blob_location(&first) {
             Ok(Some(l)) => l,
             // read_blob produces the precise error (missing, or the cache's).
-            _ => {
-                self.next += 1;
-                return Some(self.repo.read_blob(&first));
-            }
+            _ => return whole(self),
         };
         let mut run = vec![(first, loc)];
         let mut end = u64::from(loc.offset) + u64::from(loc.length);
@@ -548,9 +603,6 @@ impl<'a> Runs<'a> {
             }
         }
         self.next += run.len();
-        if run.len() == 1 {
-            return Some(self.repo.read_blob(&first));
-        }
         self.start = u64::from(loc.offset);
         match self.repo.storage().get_range(
             &format::layout::pack(&loc.pack),
@@ -560,7 +612,7 @@ impl<'a> Runs<'a> {
             Ok(bytes) => {
                 self.bytes = bytes;
                 self.queue.extend(run);
-                self.next_blob()
+                Some(Ok(Filled::Run))
             }
             Err(e) => Some(Err(e.into())),
         }
