@@ -1,31 +1,30 @@
-//! A repository in a local or USB folder: written through OpenDAL's fs
-//! service, read with std (see [`LocalStorage::open_for_read`] for why).
+//! A repository in a local or USB folder. Listing and deleting go through
+//! OpenDAL's fs service; reads and writes are plain file I/O, because they
+//! are the hot paths of a backup and a restore and OpenDAL costs there (see
+//! [`LocalStorage::open_for_read`] and [`write_object`]).
 //!
 //! # How `put` keeps the contract
-//! OpenDAL's fs service writes in place unless `atomic_write_dir` is set;
-//! with it, it writes a temporary file there, `sync_all`s it and renames it
-//! over the key (checked in opendal-service-fs 0.59.5, `writer.rs`). So a
-//! reader never sees a partial object and the data blocks are durable. What
-//! OpenDAL does not do is fsync the directories: the rename itself, and any
-//! directory it had to create on the way, could still be lost on power
-//! failure. [`LocalStorage::put`] closes that gap with std fsyncs of every
-//! directory from the object's parent up to the root after the write.
+//! An object is written to a temporary file, `sync_all`ed and renamed over
+//! its key, so a reader never sees a partial object and the data blocks are
+//! durable; then every directory from the object's parent up to the root is
+//! fsynced, so the rename itself, and any directory created on the way,
+//! survive a power failure too.
 //!
 //! The temporary directory lives inside the root (a rename cannot cross file
 //! systems) under a name with `~`, which no key can contain, so listings
 //! skip it.
 //!
-//! # Why two operators
-//! OpenDAL creates the root and the temporary directory when an operator is
-//! built. Reads must not do that: restoring from a read-only medium has to
-//! work, and opening a folder on an unplugged USB drive must not create an
-//! empty one in its place. So reads use an operator without
-//! `atomic_write_dir`, built only once the root exists, and the first `put`
-//! builds the writing one, creating the root.
+//! # Nothing is created by reading
+//! Restoring from a read-only medium has to work, and opening a folder on an
+//! unplugged USB drive must not create an empty one in its place. So the
+//! root and the temporary directory are created by the first `put`, and the
+//! OpenDAL operator (whose construction creates its root) is built only once
+//! the root exists.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -49,9 +48,13 @@ pub struct LocalStorage {
     root: PathBuf,
     location: String,
     reader: OnceLock<Operator>,
-    writer: OnceLock<Operator>,
-    /// Serialises creating the root and building the writing operator.
+    /// Set once the root and the temporary directory exist.
+    prepared: OnceLock<()>,
+    /// Serialises creating the root and the temporary directory.
     create: Mutex<()>,
+    /// Set when the file system refused direct I/O once; later writes go
+    /// through the page cache without trying again.
+    no_direct: AtomicBool,
 }
 
 impl LocalStorage {
@@ -78,8 +81,9 @@ impl LocalStorage {
             root,
             location,
             reader: OnceLock::new(),
-            writer: OnceLock::new(),
+            prepared: OnceLock::new(),
             create: Mutex::new(()),
+            no_direct: AtomicBool::new(false),
         })
     }
 
@@ -96,10 +100,10 @@ impl LocalStorage {
         }
     }
 
-    /// The operator for reads, or `None` while the root does not exist (an
+    /// The OpenDAL operator, or `None` while the root does not exist (an
     /// empty repository, not an error).
     fn reader(&self, call: Call<'_>) -> Result<Option<&Operator>> {
-        if let Some(op) = self.writer.get().or_else(|| self.reader.get()) {
+        if let Some(op) = self.reader.get() {
             return Ok(Some(op));
         }
         match std::fs::metadata(&self.root) {
@@ -112,34 +116,61 @@ impl LocalStorage {
         Ok(Some(self.reader.get_or_init(|| op)))
     }
 
-    fn writer(&self, call: Call<'_>) -> Result<&Operator> {
-        if let Some(op) = self.writer.get() {
-            return Ok(op);
+    /// Creates the root and the temporary directory once, and returns the
+    /// latter.
+    fn prepare(&self, call: Call<'_>) -> Result<PathBuf> {
+        let temp_dir = self.root.join(TEMP_DIR);
+        if self.prepared.get().is_some() {
+            return Ok(temp_dir);
         }
         // A poisoned lock only means another put panicked; the state it
         // guards is the file system, which is checked again below.
         let _guard = self.create.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(op) = self.writer.get() {
-            return Ok(op);
+        if self.prepared.get().is_some() {
+            return Ok(temp_dir);
+        }
+        match std::fs::metadata(&self.root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(call.io("the repository path exists but is not a folder", false))
+            }
+            _ => {}
         }
         self.create_root(call)?;
-        let temp_dir = self.root.join(TEMP_DIR);
+        std::fs::create_dir_all(&temp_dir).map_err(|e| io_error(call, &e))?;
         remove_stale_temp_files(&temp_dir);
-        let temp_dir = temp_dir
-            .to_str()
-            .ok_or_else(|| call.io("the folder path is not valid UTF-8", false))?
-            .to_string();
-        let op = Operator::new(
-            Fs::default()
-                .root(&self.location)
-                .atomic_write_dir(&temp_dir),
-        )
-        .map_err(|e| call.map(e))?;
-        Ok(self.writer.get_or_init(|| op))
+        let _ = self.prepared.set(());
+        Ok(temp_dir)
     }
 
-    /// Creates the root and makes each new directory's entry durable, so a
-    /// power loss right after the first `put` cannot lose the whole folder.
+    fn put_bytes(&self, key: &str, data: &[u8]) -> Result<()> {
+        validate_key(key)?;
+        let call = self.call("put", key);
+        let temp_dir = self.prepare(call)?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let temp = temp_dir.join(format!(
+            "{}.{}.{}",
+            key.replace('/', "_"),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let direct = !self.no_direct.load(Ordering::Relaxed);
+        let written = write_object(&temp, data, direct).and_then(|used_direct| {
+            if direct && !used_direct {
+                self.no_direct.store(true, Ordering::Relaxed);
+            }
+            let dest = self.root.join(key);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&temp, &dest)
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io_error(call, &e));
+        }
+        self.sync_dirs(call, key)
+    }
+
     /// Opens `key` for reading with std rather than OpenDAL, with its size. Reads are the
     /// hot path of a restore: OpenDAL's fs service runs each on its runtime's
     /// threads and reads into a zeroed buffer that is then copied, which perf
@@ -203,15 +234,11 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.put_shared(key, crate::Bytes::copy_from_slice(data))
+        self.put_bytes(key, data)
     }
 
     fn put_shared(&self, key: &str, data: crate::Bytes) -> Result<()> {
-        validate_key(key)?;
-        let call = self.call("put", key);
-        let op = self.writer(call)?;
-        opendal_ops::write(op, call, key, data)?;
-        self.sync_dirs(call, key)
+        self.put_bytes(key, &data)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -275,6 +302,114 @@ impl Storage for LocalStorage {
             None => Ok(()),
         }
     }
+}
+
+/// Objects smaller than this go through the page cache: direct I/O pays off
+/// on packs, not on index files and snapshots of a few KiB.
+const DIRECT_MIN: usize = 1 << 20;
+
+/// Direct I/O wants the buffer, the file offset and the length aligned to
+/// the device's logical block size; 4 KiB covers every common device.
+#[cfg(target_os = "linux")]
+const DIRECT_ALIGN: usize = 4096;
+
+/// Bytes copied to the aligned buffer and written per direct `write`.
+#[cfg(target_os = "linux")]
+const DIRECT_PIECE: usize = 1 << 20;
+
+#[cfg(target_os = "linux")]
+thread_local! {
+    /// One aligned staging buffer per writing thread, kept between objects.
+    static STAGING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` to a new file at `path` and syncs it. Returns false when
+/// the file system refused direct I/O, so the caller stops asking for it.
+///
+/// Why direct I/O, written by hand: OpenDAL's fs service (and any buffered
+/// write) copies every pack into the page cache, and on the 2-vCPU machines
+/// we measure on that copy was 14% of a first backup's CPU in perf, a
+/// backup being CPU-bound; `dd` of 740 MiB took 1.3-1.8 s of system time
+/// buffered and 0.15 s with `O_DIRECT`. It also keeps a backup from pushing
+/// the user's own files out of the page cache with data nobody reads soon.
+/// The data is staged through an aligned buffer (a user-space copy costs a
+/// tenth of the kernel's), the unaligned tail is written through the page
+/// cache, and `sync_all` makes both durable. File systems without direct
+/// I/O (tmpfs, some FUSE ones) refuse it at `open` with `EINVAL`; the object
+/// is then written the ordinary way.
+fn write_object(path: &Path, data: &[u8], direct: bool) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    if direct && data.len() >= DIRECT_MIN {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => match write_direct(&f, path, data) {
+                Ok(()) => {
+                    f.sync_all()?;
+                    return Ok(true);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Alignment stricter than ours: start over buffered.
+                    drop(f);
+                    std::fs::remove_file(path)?;
+                    write_buffered(path, data)?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                write_buffered(path, data)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = (direct, DIRECT_MIN);
+    write_buffered(path, data)?;
+    Ok(direct)
+}
+
+fn write_buffered(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The aligned part through `f` (opened with `O_DIRECT`), the tail through a
+/// second, ordinary handle.
+#[cfg(target_os = "linux")]
+fn write_direct(f: &File, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let aligned = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    STAGING.with(|cell| {
+        let mut staging = cell.borrow_mut();
+        if staging.len() < DIRECT_PIECE + DIRECT_ALIGN {
+            *staging = vec![0u8; DIRECT_PIECE + DIRECT_ALIGN];
+        }
+        // The global allocator gives no alignment guarantee that safe code
+        // can ask for, so the buffer is over-allocated and used from its
+        // first aligned byte.
+        let skip = staging.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut staging[skip..skip + DIRECT_PIECE];
+        let mut at = 0usize;
+        while at < aligned {
+            let n = (aligned - at).min(DIRECT_PIECE);
+            buf[..n].copy_from_slice(&data[at..at + n]);
+            f.write_all_at(&buf[..n], at as u64)?;
+            at += n;
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    if aligned < data.len() {
+        let tail = OpenOptions::new().write(true).open(path)?;
+        // The caller's `sync_all` covers it: fsync is per file, not per handle.
+        tail.write_all_at(&data[aligned..], aligned as u64)?;
+    }
+    Ok(())
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
