@@ -119,7 +119,7 @@ pub fn decode_in_place<'a>(
     let raw: &[u8] = match *flag {
         RAW => body,
         ZSTD if raw_length == 0 => {
-            *scratch = zstd::stream::decode_all(&body[..])
+            *scratch = zstd::stream::decode_all(body)
                 .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?;
             scratch
         }

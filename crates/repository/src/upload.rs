@@ -259,20 +259,43 @@ impl Uploader {
     /// Queues a blob unless the repository or this session already has it.
     /// Returns true when the blob is new. Blocks when the pipeline is full.
     pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {
+        if !self.claim(&id) {
+            return Ok(false);
+        }
+        self.queue(kind, id, raw)?;
+        Ok(true)
+    }
+
+    /// [`Uploader::add`] for a blob the caller only borrows: it is copied
+    /// only when it is new, so a backup of mostly known data copies little.
+    pub fn add_slice(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+        if !self.claim(&id) {
+            return Ok(false);
+        }
+        self.queue(kind, id, raw.to_vec())?;
+        Ok(true)
+    }
+
+    /// True when the blob is new and now marked as queued; false (and
+    /// counted) when the repository or this session already has it.
+    fn claim(&self, id: &Id) -> bool {
         let known = {
             // Queue first, index second, under the queue's lock: an uploader
             // indexes a pack before it drops the pack's ids from the queue,
             // so a blob is always found in one of the two.
             let mut queued = self.shared.queued();
-            queued.contains(&id) || self.shared.repo.has_blob(&id) || !queued.insert(id)
+            queued.contains(id) || self.shared.repo.has_blob(id) || !queued.insert(*id)
         };
         if known {
             self.shared
                 .counters
                 .blobs_known
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
         }
+        !known
+    }
+
+    fn queue(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<()> {
         if self.shared.repo.remote().is_some() {
             let full = {
                 let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,10 +306,9 @@ impl Uploader {
             if full {
                 self.flush_batch()?;
             }
-            return Ok(true);
+            return Ok(());
         }
-        self.send(Job { kind, id, raw })?;
-        Ok(true)
+        self.send(Job { kind, id, raw })
     }
 
     fn send(&self, job: Job) -> Result<()> {

@@ -4,6 +4,7 @@
 //! repository's upload pipeline, which compresses, seals and stores it on
 //! other threads while this one reads, chunks and hashes.
 
+use crate::cutter::Cutter;
 use crate::error::{FileError, FileErrorKind, SnapshotError};
 use crate::exclude::Excludes;
 use crate::node::{from_metadata, unchanged};
@@ -137,6 +138,12 @@ pub fn backup(
         },
         _ => SnapshotSummary::default(),
     };
+    let cutter = Cutter::new(&repo.config().chunker).map_err(|reason| {
+        SnapshotError::Repo(repository::RepoError::Corrupt {
+            what: "the repository config".into(),
+            reason,
+        })
+    })?;
     let walked = std::thread::scope(|scope| {
         let walker = Walker {
             repo,
@@ -150,6 +157,7 @@ pub fn backup(
             totals_exact: true,
             known: Vec::new(),
             chunker: repo.config().chunker.clone(),
+            cutter,
             prefetch: crate::prefetch::Prefetcher::start(),
         };
         std::thread::Builder::new()
@@ -301,6 +309,7 @@ struct Walker<'a> {
     errors: Vec<FileError>,
     summary: SnapshotSummary,
     chunker: format::ChunkerParams,
+    cutter: Cutter,
     prefetch: crate::prefetch::Prefetcher,
     /// Set for an incremental backup.
     changed: Option<&'a ChangedFolders>,
@@ -674,9 +683,8 @@ impl Walker<'_> {
 
     /// Cuts a file into chunks, hashes each, and hands new ones to the
     /// upload pipeline. Returns the chunk ids and the bytes read.
-    fn chunk(&self, f: &mut File, size_hint: u64) -> Result<(Vec<Id>, u64), ChunkError> {
+    fn chunk(&mut self, f: &mut File, size_hint: u64) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
-        let mut total = 0u64;
         if size_hint < u64::from(self.chunker.min_size) {
             // Small files are one chunk; read them whole (bounded, in case
             // the file grows while we read).
@@ -688,60 +696,44 @@ impl Walker<'_> {
                 // It grew past the small-file limit while being read: cut
                 // what was read with the same chunker so dedup stays
                 // content-defined. The size check after reading retries it.
-                let cdc = fastcdc::v2020::FastCDC::new(
-                    &buf,
-                    self.chunker.min_size,
-                    self.chunker.avg_size,
-                    self.chunker.max_size,
-                );
-                for c in cdc {
-                    let data = buf[c.offset..c.offset + c.length].to_vec();
-                    let id = self.repo.content_id(&data);
-                    self.uploader
-                        .add(BlobKind::Data, id, data)
-                        .map_err(ChunkError::Repo)?;
-                    ids.push(id);
-                }
-                return Ok((ids, buf.len() as u64));
+                return self.cut(&mut &buf[..]);
             }
             if !buf.is_empty() {
-                total = buf.len() as u64;
+                let total = buf.len() as u64;
                 let id = self.repo.content_id(&buf);
                 self.progress.bytes(total);
                 self.uploader
                     .add(BlobKind::Data, id, buf)
                     .map_err(ChunkError::Repo)?;
                 ids.push(id);
+                return Ok((ids, total));
             }
-            return Ok((ids, total));
+            return Ok((ids, 0));
         }
-        let cdc = fastcdc::v2020::StreamCDC::new(
-            f,
-            self.chunker.min_size,
-            self.chunker.avg_size,
-            self.chunker.max_size,
-        );
-        for chunk in cdc {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => ChunkError::Io(io),
-                other => ChunkError::Io(std::io::Error::other(other.to_string())),
-            })?;
-            if cancelled(self.opts) {
+        self.cut(f)
+    }
+
+    /// Cuts what `r` reads with the repository's chunker and hands each new
+    /// chunk to the upload pipeline.
+    fn cut(&mut self, r: &mut impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
+        let mut ids = Vec::new();
+        let (repo, uploader, progress, opts) = (self.repo, self.uploader, self.progress, self.opts);
+        let total = self.cutter.cut(r, |chunk| {
+            if cancelled(opts) {
                 // Reported against this file; the walk stops at the next one.
                 return Err(ChunkError::Io(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
                     "the backup was stopped",
                 )));
             }
-            let len = chunk.length as u64;
-            total += len;
-            let id = self.repo.content_id(&chunk.data);
-            self.progress.bytes(len);
-            self.uploader
-                .add(BlobKind::Data, id, chunk.data)
+            let id = repo.content_id(chunk);
+            progress.bytes(chunk.len() as u64);
+            uploader
+                .add_slice(BlobKind::Data, id, chunk)
                 .map_err(ChunkError::Repo)?;
             ids.push(id);
-        }
+            Ok(())
+        })?;
         Ok((ids, total))
     }
 }
@@ -749,6 +741,12 @@ impl Walker<'_> {
 enum ChunkError {
     Io(std::io::Error),
     Repo(repository::RepoError),
+}
+
+impl From<std::io::Error> for ChunkError {
+    fn from(e: std::io::Error) -> Self {
+        ChunkError::Io(e)
+    }
 }
 
 /// Counts files and bytes under the paths, for a progress bar's total and

@@ -10,6 +10,7 @@
 mod backup;
 mod browse;
 mod changes;
+mod cutter;
 mod error;
 mod exclude;
 mod node;

@@ -367,7 +367,7 @@ impl State<'_> {
             let data = data.map_err(|e| format!("cannot restore this file: {e}"))?;
             // Zero blocks become holes, so a sparse file (a VM disk) stays
             // sparse even where a chunk mixes data and zeros.
-            for (zero, range) in zero_runs(&data) {
+            for (zero, range) in zero_runs(data) {
                 if zero {
                     f.seek(SeekFrom::Current(range.len() as i64))
                         .map_err(|e| e.to_string())?;
