@@ -10,6 +10,7 @@ use crate::exclude::Excludes;
 use crate::node::{from_metadata, unchanged};
 use crate::prefetch::Hint;
 use crate::progress::{FileStatus, Progress};
+use crate::sparse::HoleSkippingReader;
 use crate::trees::TreeLoader;
 use crate::Result;
 use chrono::Utc;
@@ -18,7 +19,7 @@ use format::{
     BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
 };
 use repository::{Repository, UploadOptions, Uploader};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -158,6 +159,7 @@ pub fn backup(
             known: Vec::new(),
             chunker: repo.config().chunker.clone(),
             cutter,
+            zero_ids: HashMap::new(),
             prefetch: crate::prefetch::Prefetcher::start(),
         };
         std::thread::Builder::new()
@@ -310,6 +312,8 @@ struct Walker<'a> {
     summary: SnapshotSummary,
     chunker: format::ChunkerParams,
     cutter: Cutter,
+    /// Ids of all-zero chunks by length.
+    zero_ids: HashMap<usize, Id>,
     prefetch: crate::prefetch::Prefetcher,
     /// Set for an incremental backup.
     changed: Option<&'a ChangedFolders>,
@@ -632,7 +636,9 @@ impl Walker<'_> {
                 }
             };
             let before = f.metadata()?;
-            let (content, read) = match self.chunk(&mut f, before.size()) {
+            // Fewer blocks than the size needs: the file has holes.
+            let sparse = before.blocks().saturating_mul(512) < before.size();
+            let (content, read) = match self.chunk(&mut f, before.size(), sparse) {
                 Ok(x) => x,
                 Err(ChunkError::Io(e)) => {
                     last_err = Some(e.to_string());
@@ -683,7 +689,12 @@ impl Walker<'_> {
 
     /// Cuts a file into chunks, hashes each, and hands new ones to the
     /// upload pipeline. Returns the chunk ids and the bytes read.
-    fn chunk(&mut self, f: &mut File, size_hint: u64) -> Result<(Vec<Id>, u64), ChunkError> {
+    fn chunk(
+        &mut self,
+        f: &mut File,
+        size_hint: u64,
+        sparse: bool,
+    ) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
         if size_hint < u64::from(self.chunker.min_size) {
             // Small files are one chunk; read them whole (bounded, in case
@@ -710,6 +721,9 @@ impl Walker<'_> {
             }
             return Ok((ids, 0));
         }
+        if sparse {
+            return self.cut(&mut HoleSkippingReader::new(f, size_hint));
+        }
         self.cut(f)
     }
 
@@ -718,6 +732,7 @@ impl Walker<'_> {
     fn cut(&mut self, r: &mut impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
         let (repo, uploader, progress, opts) = (self.repo, self.uploader, self.progress, self.opts);
+        let zero_ids = &mut self.zero_ids;
         let total = self.cutter.cut(r, |chunk| {
             if cancelled(opts) {
                 // Reported against this file; the walk stops at the next one.
@@ -726,7 +741,15 @@ impl Walker<'_> {
                     "the backup was stopped",
                 )));
             }
-            let id = repo.content_id(chunk);
+            // Holes and zeroed disk space come as runs of maximum-size zero
+            // chunks; their id is hashed once per length.
+            let id = if is_zero(chunk) {
+                *zero_ids
+                    .entry(chunk.len())
+                    .or_insert_with(|| repo.content_id(chunk))
+            } else {
+                repo.content_id(chunk)
+            };
             progress.bytes(chunk.len() as u64);
             uploader
                 .add_slice(BlobKind::Data, id, chunk)
@@ -736,6 +759,13 @@ impl Walker<'_> {
         })?;
         Ok((ids, total))
     }
+}
+
+/// Compared a block at a time with memcmp, which is vectorised; data that
+/// is not zero almost always shows it in its first block.
+fn is_zero(data: &[u8]) -> bool {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    data.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
 }
 
 enum ChunkError {

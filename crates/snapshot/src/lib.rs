@@ -17,6 +17,7 @@ mod node;
 mod prefetch;
 mod progress;
 mod restore;
+mod sparse;
 /// Retention is about snapshot objects, not files, so it lives in `repository`
 /// (where the company server can use it too); re-exported for callers here.
 pub use repository::retention;
