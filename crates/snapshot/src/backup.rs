@@ -4,7 +4,7 @@
 //! repository's upload pipeline, which compresses, seals and stores it on
 //! other threads while this one reads, chunks and hashes.
 
-use crate::cutter::Cutter;
+use crate::cutter::{is_zero, Cutter};
 use crate::error::{FileError, FileErrorKind, SnapshotError};
 use crate::exclude::Excludes;
 use crate::node::{from_metadata, unchanged};
@@ -759,13 +759,6 @@ impl Walker<'_> {
         })?;
         Ok((ids, total))
     }
-}
-
-/// Compared a block at a time with memcmp, which is vectorised; data that
-/// is not zero almost always shows it in its first block.
-fn is_zero(data: &[u8]) -> bool {
-    static ZEROS: [u8; 4096] = [0; 4096];
-    data.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
 }
 
 enum ChunkError {

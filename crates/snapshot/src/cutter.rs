@@ -24,6 +24,8 @@ pub(crate) struct Cutter {
     mask_s: u64,
     mask_l: u64,
     buf: Vec<u8>,
+    /// Where FastCDC cuts a maximum chunk's worth of zeros, once computed.
+    zero_cut: Option<usize>,
 }
 
 impl Cutter {
@@ -52,6 +54,7 @@ impl Cutter {
             mask_s: v2020::MASKS[(bits + level) as usize],
             mask_l: v2020::MASKS[(bits - level) as usize],
             buf: Vec::new(),
+            zero_cut: None,
         })
     }
 
@@ -88,21 +91,51 @@ impl Cutter {
             if start == end {
                 return Ok(total);
             }
-            let (_, len) = v2020::cut(
-                &self.buf[start..end],
-                self.min,
-                self.avg,
-                self.max,
-                self.mask_s,
-                self.mask_l,
-                self.mask_s << 1,
-                self.mask_l << 1,
-            );
+            // FastCDC looks at no more than a maximum chunk, so where the
+            // next one is all zeros (holes, zeroed disk space) the cut is
+            // the one it makes in zeros: the same, found by memcmp rather
+            // than by rolling the hash byte by byte.
+            let window = &self.buf[start..end.min(start + self.max)];
+            let len = if window.len() == self.max && is_zero(window) {
+                match self.zero_cut {
+                    Some(c) => c,
+                    None => {
+                        let c = self.cut_point(window);
+                        self.zero_cut = Some(c);
+                        c
+                    }
+                }
+            } else {
+                self.cut_point(&self.buf[start..end])
+            };
             each(&self.buf[start..start + len])?;
             start += len;
             total += len as u64;
         }
     }
+}
+
+impl Cutter {
+    fn cut_point(&self, data: &[u8]) -> usize {
+        v2020::cut(
+            data,
+            self.min,
+            self.avg,
+            self.max,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+        )
+        .1
+    }
+}
+
+/// Compared a block at a time with memcmp, which is vectorised; data that
+/// is not zero almost always shows it in its first block.
+pub(crate) fn is_zero(data: &[u8]) -> bool {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    data.chunks(ZEROS.len()).all(|b| b == &ZEROS[..b.len()])
 }
 
 #[cfg(test)]
@@ -145,9 +178,13 @@ mod tests {
             for len in [0usize, 1, 5000, 300_000, 3_000_000, 9_000_001] {
                 let mut data = vec![0u8; len];
                 rng.fill_bytes(&mut data);
-                // Runs of zeros and repeats, where cut points are rarer.
+                // Runs of zeros, short and longer than a maximum chunk,
+                // where cut points are rarer.
                 if len > 100_000 {
                     data[10_000..90_000].fill(0);
+                }
+                if len > 8_000_000 {
+                    data[1_000_000..7_500_000].fill(0);
                 }
                 let want: Vec<Vec<u8>> = v2020::StreamCDC::new(&data[..], min, avg, max)
                     .map(|c| c.expect("in memory").data)
