@@ -290,21 +290,26 @@ fn backup_with(
     // No prune sweeps while this backup writes; it holds the gate until
     // its retention is applied too.
     let no_sweep = s.sweep.read().unwrap_or_else(|p| p.into_inner());
+    // Set when the backup returns, however it ends: the scope below would
+    // otherwise wait for the sizing scan to walk the whole tree.
+    let ended = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
-        let p = &progress;
-        let cancel = &cancel;
+        let (p, ended) = (&progress, &ended);
         // Sizes the job for the progress bar's ETA; cheap next to a full
-        // backup (metadata only) and abandoned on cancel. A backup of a few
-        // changed folders would spend more on this than on itself.
+        // backup (metadata only) and abandoned once the backup ends (done,
+        // failed or cancelled). A backup of a few changed folders would
+        // spend more on this than on itself.
         if !incremental {
             scope.spawn(move || {
-                let (_, bytes) = snapshot::scan(&folders, &excludes, &|_, _| {});
-                if !cancel.load(Ordering::Relaxed) {
+                let (_, bytes) = snapshot::scan_until(&folders, &excludes, ended, &|_, _| {});
+                if !ended.load(Ordering::Relaxed) {
                     p.total.store(bytes, Ordering::Relaxed);
                 }
             });
         }
-        jobs::backup(&repo, &opts, &progress)
+        let r = jobs::backup(&repo, &opts, &progress);
+        ended.store(true, Ordering::Relaxed);
+        r
     });
     match report {
         Err(AgentError::Snapshot(snapshot::SnapshotError::Cancelled)) => Err(AgentError::Cancelled),

@@ -773,12 +773,8 @@ impl From<std::io::Error> for ChunkError {
 }
 
 /// Counts files and bytes under the paths, for a progress bar's total and
-/// ETA. Runs beside the backup; errors are ignored (the backup reports them).
-pub fn scan(paths: &[PathBuf], excludes: &Excludes, on_progress: &dyn Fn(u64, u64)) -> (u64, u64) {
-    scan_until(paths, excludes, &AtomicBool::new(false), on_progress)
-}
-
-/// [`scan`], given up (with what it counted so far) once `stop` is set.
+/// ETA, giving up (with what it counted so far) once `stop` is set. Runs
+/// beside the backup; errors are ignored (the backup reports them).
 pub fn scan_until(
     paths: &[PathBuf],
     excludes: &Excludes,
@@ -831,7 +827,8 @@ mod tests {
         std::fs::write(d.path().join("cache/big"), vec![0u8; 1000]).expect("write");
         let excludes = Excludes::new(&["cache".to_string()], false).expect("excludes");
         let paths = [d.path().to_path_buf()];
-        assert_eq!(scan(&paths, &excludes, &|_, _| {}), (2, 8));
+        let go = AtomicBool::new(false);
+        assert_eq!(scan_until(&paths, &excludes, &go, &|_, _| {}), (2, 8));
         // Told to stop before it began (the repository failed to open):
         // it returns at once with nothing counted.
         let stop = AtomicBool::new(true);

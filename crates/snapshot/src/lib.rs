@@ -23,9 +23,7 @@ mod sparse;
 pub use repository::retention;
 mod trees;
 
-pub use backup::{
-    backup, default_parent, scan, scan_until, BackupOptions, BackupReport, ChangedFolders,
-};
+pub use backup::{backup, default_parent, scan_until, BackupOptions, BackupReport, ChangedFolders};
 pub use browse::{
     cat, diff, ls, mark_used, resolve_path, used_blobs, verify_snapshots, DiffEntry, DiffKind,
     Listed,
