@@ -171,12 +171,12 @@ impl LocalStorage {
         self.sync_dirs(call, key)
     }
 
-    /// Opens `key` for reading with std rather than OpenDAL, with its size. Reads are the
-    /// hot path of a restore: OpenDAL's fs service runs each on its runtime's
-    /// threads and reads into a zeroed buffer that is then copied, which perf
-    /// put at a quarter of a full restore's CPU (thread wake-ups, memset,
-    /// memmove). A plain read on the caller's thread keeps the same contract;
-    /// writes stay on OpenDAL, which gives them their atomic rename.
+    /// Opens `key` for reading with std rather than OpenDAL, with its size.
+    /// Reads are the hot path of a restore: OpenDAL's fs service runs each on
+    /// its runtime's threads and reads into a zeroed buffer that is then
+    /// copied, which perf put at a quarter of a full restore's CPU (thread
+    /// wake-ups, memset, memmove). A plain read on the caller's thread keeps
+    /// the same contract.
     fn open_for_read(&self, call: Call<'_>) -> Result<(File, u64)> {
         match File::open(self.root.join(call.key)) {
             Ok(f) => {
