@@ -73,30 +73,20 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn decompress(body: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => d.decompress(body, capacity),
-            None => zstd::bulk::decompress(body, capacity),
-        }
-    })
-}
-
-/// Opens, decompresses and checks one blob against its id.
+/// Opens, decompresses and checks one blob against its id, into a buffer
+/// of its own: [`decode_in_place`] on a copy of the sealed bytes.
 pub fn decode(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
-    Ok(match open_checked(keys, id, sealed, raw_length)? {
-        Opened::Raw(mut plain) => {
-            // Drop the flag byte in place: a shift of the chunk within its
-            // buffer, no second allocation.
-            plain.remove(0);
-            plain
-        }
-        Opened::Decompressed(raw) => raw,
-    })
+    let mut opened = sealed.to_vec();
+    let mut scratch = Vec::new();
+    let len = decode_in_place(keys, id, &mut opened, raw_length, &mut scratch)?.len();
+    if opened[crypto::NONCE_LEN] != RAW {
+        return Ok(scratch);
+    }
+    // Stored raw: the chunk follows the nonce and the flag byte in the
+    // opened buffer; shifting it there needs no second allocation.
+    opened.drain(..crypto::NONCE_LEN + 1);
+    opened.truncate(len);
+    Ok(opened)
 }
 
 /// Like [`decode`], for a reader that owns the sealed bytes: opens them where
@@ -120,6 +110,9 @@ pub fn decode_in_place<'a>(
         .ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
     let raw: &[u8] = match *flag {
         RAW => body,
+        // A raw length of 0 means "unknown" (a tree from the local cache of
+        // a server repository): decode without a size; the id check below
+        // still rejects anything that is not exactly the blob.
         ZSTD if raw_length == 0 => {
             *scratch = zstd::stream::decode_all(body)
                 .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?;
@@ -154,7 +147,7 @@ pub fn decode_in_place<'a>(
 }
 
 /// Decompresses into `out`'s spare capacity, which bounds the output: a
-/// frame that would grow past it is an error, as with [`decompress`].
+/// frame that would grow past it is an error.
 fn decompress_into(body: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -188,47 +181,6 @@ pub fn check(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Resu
         }
         checked
     })
-}
-
-enum Opened {
-    /// The opened plaintext: the flag byte, then the chunk as stored.
-    Raw(Vec<u8>),
-    Decompressed(Vec<u8>),
-}
-
-fn open_checked(keys: &MasterKeys, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Opened> {
-    let plain = keys
-        .data
-        .open(sealed, &id.0)
-        .map_err(|e| RepoError::corrupt(format!("chunk {id}"), e))?;
-    let (flag, body) = plain
-        .split_first()
-        .ok_or_else(|| RepoError::corrupt(format!("chunk {id}"), "empty blob"))?;
-    let opened = match *flag {
-        RAW => {
-            if keys.content_id(body) != *id {
-                return Err(mismatch(id));
-            }
-            return Ok(Opened::Raw(plain));
-        }
-        // A raw length of 0 means "unknown" (a tree from the local cache of
-        // a server repository): decode without a size; the id check below
-        // still rejects anything that is not exactly the blob.
-        ZSTD if raw_length == 0 => zstd::stream::decode_all(body)
-            .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
-        ZSTD => decompress(body, raw_length as usize)
-            .map_err(|e| RepoError::corrupt(format!("chunk {id}"), format!("zstd: {e}")))?,
-        f => {
-            return Err(RepoError::corrupt(
-                format!("chunk {id}"),
-                format!("unknown compression flag {f}"),
-            ))
-        }
-    };
-    if keys.content_id(&opened) != *id {
-        return Err(mismatch(id));
-    }
-    Ok(Opened::Decompressed(opened))
 }
 
 fn mismatch(id: &Id) -> RepoError {
