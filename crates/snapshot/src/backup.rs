@@ -157,7 +157,6 @@ pub fn backup(
             changed,
             totals_exact: true,
             known: Vec::new(),
-            chunker: repo.config().chunker.clone(),
             cutter,
             zero_ids: HashMap::new(),
             prefetch: crate::prefetch::Prefetcher::start(),
@@ -310,7 +309,6 @@ struct Walker<'a> {
     progress: &'a dyn Progress,
     errors: Vec<FileError>,
     summary: SnapshotSummary,
-    chunker: format::ChunkerParams,
     cutter: Cutter,
     /// Ids of all-zero chunks by length.
     zero_ids: HashMap<usize, Id>,
@@ -696,14 +694,13 @@ impl Walker<'_> {
         sparse: bool,
     ) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
-        if size_hint < u64::from(self.chunker.min_size) {
+        let (min, max) = (self.cutter.min_size() as u64, self.cutter.max_size() as u64);
+        if size_hint < min {
             // Small files are one chunk; read them whole (bounded, in case
             // the file grows while we read).
             let mut buf = Vec::with_capacity(size_hint as usize);
-            f.take(u64::from(self.chunker.max_size))
-                .read_to_end(&mut buf)
-                .map_err(ChunkError::Io)?;
-            if buf.len() as u64 >= u64::from(self.chunker.min_size) {
+            f.take(max).read_to_end(&mut buf).map_err(ChunkError::Io)?;
+            if buf.len() as u64 >= min {
                 // It grew past the small-file limit while being read: cut
                 // what was read with the same chunker so dedup stays
                 // content-defined. The size check after reading retries it.
