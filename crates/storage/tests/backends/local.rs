@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::{conformance, open, LocalStorage, Storage, StorageError};
+use storage::{conformance, open, LocalStorage, Storage};
 
 #[test]
 fn local_folder_keeps_the_contract() {
@@ -56,17 +56,7 @@ fn a_file_where_the_folder_should_be_is_a_permanent_error() {
     let file = tmp.path().join("file");
     std::fs::write(&file, b"x").expect("write");
     let s = LocalStorage::new(&file).expect("new");
-    let err = s.get("k").expect_err("not a folder");
-    assert!(
-        matches!(
-            err,
-            StorageError::Io {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    conformance::assert_permanent(s.get("k"), "get when the root is a file");
     assert!(s.put("k", b"x").is_err());
 }
 
@@ -143,24 +133,12 @@ fn objects_of_every_size_around_the_alignment_edges_read_back_exactly() {
             s.put(&key, &data).expect("put again");
             assert_eq!(s.get(&key).expect("get"), data);
         }
-        let err = s
-            .get_range("packs/05", (M - 1) as u64, 2)
-            .expect_err("past the end");
-        assert!(
-            matches!(
-                err,
-                StorageError::Io {
-                    retryable: false,
-                    ..
-                }
-            ),
-            "{err:?}"
+        conformance::assert_permanent(
+            s.get_range("packs/05", (M - 1) as u64, 2),
+            "a range past the end",
         );
-        assert!(matches!(
-            s.get("packs/missing"),
-            Err(StorageError::NotFound { .. })
-        ));
-        assert!(matches!(s.get("packs"), Err(StorageError::NotFound { .. })));
+        conformance::assert_not_found(s.get("packs/missing"), "a missing key");
+        conformance::assert_not_found(s.get("packs"), "a folder");
     }
 }
 
