@@ -306,6 +306,7 @@ impl Storage for LocalStorage {
 
 /// Objects smaller than this go through the page cache: direct I/O pays off
 /// on packs, not on index files and snapshots of a few KiB.
+#[cfg(target_os = "linux")]
 const DIRECT_MIN: usize = 1 << 20;
 
 /// Direct I/O wants the buffer, the file offset and the length aligned to
@@ -370,7 +371,6 @@ fn write_object(path: &Path, data: &[u8], direct: bool) -> std::io::Result<bool>
             Err(e) => return Err(e),
         }
     }
-    let _ = (direct, DIRECT_MIN);
     write_buffered(path, data)?;
     Ok(direct)
 }
