@@ -56,7 +56,7 @@ fn upload(repo: &Arc<Repository>, seeds: &[u8]) -> Vec<Id> {
     for s in seeds {
         let data = blob(*s);
         let id = repo.content_id(&data);
-        up.add(BlobKind::Data, id, data).expect("add");
+        up.add(BlobKind::Data, id, &data).expect("add");
         ids.push(id);
     }
     up.finish().expect("finish");
@@ -224,7 +224,7 @@ fn abandon_upload(repo: &Arc<Repository>) -> Vec<Id> {
     for s in 1..=6u8 {
         let data = blob(s);
         ids.push(repo.content_id(&data));
-        up.add(BlobKind::Data, repo.content_id(&data), data)
+        up.add(BlobKind::Data, repo.content_id(&data), &data)
             .expect("add");
     }
     // Wait until some packs are really stored, then kill the upload.

@@ -20,7 +20,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Bytes of nonce in front of every sealed object.
 pub const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
+/// Bytes of authentication tag behind every sealed object.
+pub const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -158,6 +159,33 @@ impl Key {
         h.update(&(aad.len() as u64).to_le_bytes());
         h.update(aad);
         h.update(&buf[NONCE_LEN..]);
+        let digest = h.finalize();
+        buf[..NONCE_LEN].copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
+        self.seal_prefixed(buf, aad)
+    }
+
+    /// [`Key::seal_deterministic_in_place`] for a plaintext that its
+    /// associated data already determines: the nonce is a keyed hash of the
+    /// associated data alone, which saves hashing the plaintext.
+    ///
+    /// Only for that case: a raw chunk sealed under its keyed content id,
+    /// where equal ids mean equal chunks. Two different plaintexts under
+    /// the same associated data would share a nonce. The hash input starts
+    /// with eight 0xFF bytes where [`Key::seal_deterministic_in_place`]'s
+    /// starts with the associated data's length, which is never 2^64 - 1,
+    /// so the two kinds of nonce never meet.
+    pub fn seal_determined_by_aad_in_place(
+        &self,
+        nonce_key: &Key,
+        mut buf: Vec<u8>,
+        aad: &[u8],
+    ) -> Vec<u8> {
+        if buf.len() < NONCE_LEN {
+            buf.resize(NONCE_LEN, 0);
+        }
+        let mut h = blake3::Hasher::new_keyed(nonce_key.as_bytes());
+        h.update(&u64::MAX.to_le_bytes());
+        h.update(aad);
         let digest = h.finalize();
         buf[..NONCE_LEN].copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
         self.seal_prefixed(buf, aad)
@@ -451,6 +479,31 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a[..24], c[..24]);
         assert_eq!(m.data.open(&a, b"").unwrap(), b"chunk");
+    }
+
+    #[test]
+    fn a_seal_determined_by_its_aad_repeats_per_aad_and_never_meets_a_plaintext_nonce() {
+        let m = MasterKeys::random();
+        let id = m.content_id(b"chunk");
+        let seal = |aad: &[u8]| {
+            let mut buf = vec![0u8; NONCE_LEN];
+            buf.extend_from_slice(b"chunk");
+            m.data.seal_determined_by_aad_in_place(&m.nonce, buf, aad)
+        };
+        let a = seal(&id.0);
+        assert_eq!(a, seal(&id.0));
+        assert_ne!(a[..NONCE_LEN], seal(&[7u8; 32])[..NONCE_LEN]);
+        assert_eq!(m.data.open(&a, &id.0).unwrap(), b"chunk");
+        assert!(
+            m.data.open(&a, &[7u8; 32]).is_err(),
+            "opened under another id"
+        );
+        // The plaintext-derived nonce of the same bytes under the same id
+        // differs: the two derivations have separate domains.
+        let p = m.data.seal_deterministic(&m.nonce, b"chunk", &id.0);
+        assert_ne!(a[..NONCE_LEN], p[..NONCE_LEN]);
+        let empty = m.data.seal_deterministic(&m.nonce, b"", &id.0);
+        assert_ne!(a[..NONCE_LEN], empty[..NONCE_LEN]);
     }
 
     #[test]

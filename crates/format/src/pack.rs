@@ -7,11 +7,20 @@
 //!
 //! The trailer plaintext is binary (45 bytes per blob) because packs of small
 //! files hold thousands of entries and JSON would triple their size.
+//!
+//! A pack's name is the hash of its sealed trailer and tail (version 2), not
+//! of all its bytes (version 1, still read): every blob is authenticated on
+//! its own and the blobs must tile the blob area, so hashing the blob bytes
+//! a second time checked nothing more, and it was a full BLAKE3 pass over
+//! every stored byte on the device and again on the company server.
 
 use crate::{BlobEntry, BlobKind, FormatError, Id};
 
 pub const MAGIC: &[u8; 4] = b"TMPK";
-pub const PACK_VERSION: u8 = 1;
+/// Packs written now: named by the hash of [`named_part`].
+pub const PACK_VERSION: u8 = 2;
+/// Packs written before 2026-12-02: named by the hash of all their bytes.
+pub const PACK_VERSION_WHOLE: u8 = 1;
 pub const TAIL_LEN: usize = 9;
 const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 /// Additional data bound into the sealed trailer so it cannot be swapped
@@ -105,13 +114,70 @@ pub fn decode_tail(t: &[u8]) -> Result<u32, FormatError> {
             reason: "missing pack magic: not a Tidemark pack or truncated".into(),
         });
     }
-    if t[4] != PACK_VERSION {
+    if t[4] != PACK_VERSION && t[4] != PACK_VERSION_WHOLE {
         return Err(FormatError::UnsupportedVersion {
             what: "pack",
             found: u32::from(t[4]),
         });
     }
     Ok(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+}
+
+/// The bytes a pack's name is the hash of: its sealed trailer and tail, or
+/// all of it for a version 1 pack.
+pub fn named_part(pack: &[u8]) -> Result<&[u8], FormatError> {
+    let at = pack
+        .len()
+        .checked_sub(TAIL_LEN)
+        .ok_or_else(|| FormatError::Malformed {
+            what: "pack",
+            reason: "shorter than its tail: truncated".into(),
+        })?;
+    let tail = &pack[at..];
+    let trailer_len = decode_tail(tail)? as usize;
+    if tail[4] == PACK_VERSION_WHOLE {
+        return Ok(pack);
+    }
+    let start = at
+        .checked_sub(trailer_len)
+        .ok_or_else(|| FormatError::Malformed {
+            what: "pack",
+            reason: "its trailer is longer than the pack: truncated".into(),
+        })?;
+    Ok(&pack[start..])
+}
+
+/// Checks that a trailer's entries cover the blob area (`blobs_end` bytes)
+/// exactly, back to back from offset 0: bytes between blobs would be covered
+/// by no authentication tag and no name.
+pub fn check_tiling(entries: &[BlobEntry], blobs_end: u64) -> Result<(), FormatError> {
+    let mut spans: Vec<(u64, u64)> = entries
+        .iter()
+        .map(|e| {
+            (
+                u64::from(e.offset),
+                u64::from(e.offset) + u64::from(e.length),
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut next = 0u64;
+    for (start, end) in spans {
+        if start != next {
+            return Err(malformed(if start < next {
+                format!("blobs overlap at offset {start}")
+            } else {
+                format!("bytes {next}..{start} belong to no blob")
+            }));
+        }
+        next = end;
+    }
+    if next != blobs_end {
+        return Err(malformed(format!(
+            "bytes {next}..{blobs_end} belong to no blob"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -146,5 +212,46 @@ mod tests {
         assert!(decode_trailer(&[], 15).is_err());
         assert_eq!(decode_tail(&encode_tail(77)).unwrap(), 77);
         assert!(decode_tail(b"123456789").is_err());
+        assert!(check_tiling(&e, 15).is_ok());
+        assert!(
+            check_tiling(&e, 16).is_err(),
+            "a tail of unlisted bytes accepted"
+        );
+        let mut gap = e.clone();
+        gap[1].offset = 11;
+        assert!(
+            check_tiling(&gap, 16).is_err(),
+            "a gap between blobs accepted"
+        );
+        let mut overlap = e.clone();
+        overlap[1].offset = 9;
+        assert!(
+            check_tiling(&overlap, 14).is_err(),
+            "overlapping blobs accepted"
+        );
+        assert!(check_tiling(&[], 0).is_ok());
+    }
+
+    #[test]
+    fn a_pack_is_named_by_its_trailer_and_tail_and_an_old_one_by_all_its_bytes() {
+        let mut pack = b"blob bytes".to_vec();
+        pack.extend_from_slice(b"trailer");
+        pack.extend_from_slice(&encode_tail(7));
+        assert_eq!(named_part(&pack).unwrap(), &pack[10..]);
+        let at = pack.len() - TAIL_LEN + 4;
+        pack[at] = PACK_VERSION_WHOLE;
+        assert_eq!(named_part(&pack).unwrap(), &pack[..]);
+        pack[at] = 9;
+        assert!(matches!(
+            named_part(&pack),
+            Err(FormatError::UnsupportedVersion { found: 9, .. })
+        ));
+        let mut short = b"x".to_vec();
+        short.extend_from_slice(&encode_tail(7));
+        assert!(
+            named_part(&short).is_err(),
+            "a trailer longer than the pack accepted"
+        );
+        assert!(named_part(b"tiny").is_err());
     }
 }

@@ -11,22 +11,18 @@ use format::{layout, BlobEntry, IndexFile, IndexPack, Snapshot, FORMAT_VERSION};
 pub const INGEST_INDEX_EVERY: usize = 16;
 
 impl Repository {
-    /// Checks a whole pack as received: its name is the hash of its bytes,
-    /// its tail and trailer decode, the entries lie inside the blob area
-    /// without overlapping, and every blob decrypts, decompresses and hashes
-    /// to its id. Returns the entries on success.
+    /// Checks a whole pack as received: its name is the hash of its trailer
+    /// and tail, the trailer decodes, the entries tile the blob area, and
+    /// every blob decrypts, decompresses and hashes to its id. Returns the
+    /// entries on success.
     pub fn verify_pack_bytes(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<BlobEntry>> {
         let bad = |reason: &str| RepoError::corrupt(format!("pack {pack}"), reason);
-        if Id::hash_public(bytes) != *pack {
+        if crate::packfile::name_of(bytes)? != *pack {
             return Err(bad("its content does not match its name"));
         }
+        // name_of decoded the tail, so the pack holds one.
         let tail_len = format::pack::TAIL_LEN;
-        let tail = bytes
-            .len()
-            .checked_sub(tail_len)
-            .map(|at| &bytes[at..])
-            .ok_or_else(|| bad("shorter than its tail"))?;
-        let tlen = format::pack::decode_tail(tail)? as usize;
+        let tlen = format::pack::decode_tail(&bytes[bytes.len() - tail_len..])? as usize;
         let blobs_end = bytes
             .len()
             .checked_sub(tail_len + tlen)
@@ -40,24 +36,11 @@ impl Repository {
         if entries.is_empty() {
             return Err(bad("it holds no blobs"));
         }
-        let mut sorted: Vec<&BlobEntry> = entries.iter().collect();
-        sorted.sort_by_key(|e| e.offset);
-        let mut next = 0u64;
-        for e in sorted {
-            let (start, end) = (
-                u64::from(e.offset),
-                u64::from(e.offset) + u64::from(e.length),
-            );
-            if start < next || end > blobs_end as u64 {
-                return Err(bad("its trailer lists overlapping or out-of-range blobs"));
-            }
-            next = end;
-            blob::check(
-                self.keys(),
-                &e.id,
-                &bytes[start as usize..end as usize],
-                e.raw_length,
-            )?;
+        format::pack::check_tiling(&entries, blobs_end as u64)
+            .map_err(|e| RepoError::corrupt(format!("pack {pack}"), e))?;
+        for e in &entries {
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            blob::check(self.keys(), &e.id, &bytes[start..end], e.raw_length)?;
         }
         Ok(entries)
     }

@@ -43,20 +43,27 @@ impl PackBuilder {
     }
 
     /// Appends the sealed trailer and tail; returns the pack's bytes, its
-    /// name (hash of the bytes) and its entries.
+    /// name (see [`name_of`]) and its entries.
     pub fn finish(&mut self, keys: &MasterKeys) -> (Id, Vec<u8>, Vec<BlobEntry>) {
         let trailer = keys
             .data
             .seal(&pack::encode_trailer(&self.blobs), pack::TRAILER_AAD);
         let mut bytes = std::mem::take(&mut self.buf);
+        let blobs_end = bytes.len();
         bytes.extend_from_slice(&trailer);
         bytes.extend_from_slice(&pack::encode_tail(trailer.len() as u32));
         (
-            Id::hash_public(&bytes),
+            Id::hash_public(&bytes[blobs_end..]),
             bytes,
             std::mem::take(&mut self.blobs),
         )
     }
+}
+
+/// The name a pack's bytes must be stored under: the hash of its trailer
+/// and tail ([`pack::named_part`]).
+pub fn name_of(bytes: &[u8]) -> Result<Id, format::FormatError> {
+    Ok(Id::hash_public(pack::named_part(bytes)?))
 }
 
 #[cfg(test)]
@@ -79,6 +86,6 @@ mod tests {
         assert_eq!(&bytes[..17], &fresh[..17]);
         assert_eq!(bytes.len(), fresh.len());
         assert_eq!(blobs, fresh_blobs);
-        assert_eq!(Id::hash_public(&bytes), id);
+        assert_eq!(name_of(&bytes).unwrap(), id);
     }
 }

@@ -85,7 +85,15 @@ struct Batch {
 struct Job {
     kind: BlobKind,
     id: Id,
-    raw: Vec<u8>,
+    /// The chunk behind [`blob::HEADROOM`] bytes of room, so sealing it
+    /// needs no second buffer.
+    buf: Vec<u8>,
+}
+
+impl Job {
+    fn raw(&self) -> &[u8] {
+        &self.buf[blob::HEADROOM..]
+    }
 }
 
 struct Sealed {
@@ -258,21 +266,27 @@ impl Uploader {
 
     /// Queues a blob unless the repository or this session already has it.
     /// Returns true when the blob is new. Blocks when the pipeline is full.
-    pub fn add(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<bool> {
+    pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
         if !self.claim(&id) {
             return Ok(false);
         }
-        self.queue(kind, id, raw)?;
+        self.queue(kind, id, blob::with_headroom(raw))?;
         Ok(true)
     }
 
-    /// [`Uploader::add`] for a blob the caller only borrows: it is copied
-    /// only when it is new, so a backup of mostly known data copies little.
-    pub fn add_slice(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+    /// [`Uploader::add`] for a blob read behind [`crate::BLOB_HEADROOM`] bytes of
+    /// room (`buf[BLOB_HEADROOM..]` is the blob): it is sealed in that
+    /// buffer, without a copy.
+    pub fn add_with_headroom(&self, kind: BlobKind, id: Id, buf: Vec<u8>) -> Result<bool> {
+        if buf.len() < blob::HEADROOM {
+            return Err(RepoError::Pipeline(
+                "a blob was queued without room for its nonce".into(),
+            ));
+        }
         if !self.claim(&id) {
             return Ok(false);
         }
-        self.queue(kind, id, raw.to_vec())?;
+        self.queue(kind, id, buf)?;
         Ok(true)
     }
 
@@ -295,12 +309,12 @@ impl Uploader {
         !known
     }
 
-    fn queue(&self, kind: BlobKind, id: Id, raw: Vec<u8>) -> Result<()> {
+    fn queue(&self, kind: BlobKind, id: Id, buf: Vec<u8>) -> Result<()> {
         if self.shared.repo.remote().is_some() {
             let full = {
                 let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-                batch.bytes += raw.len();
-                batch.jobs.push(Job { kind, id, raw });
+                batch.bytes += buf.len();
+                batch.jobs.push(Job { kind, id, buf });
                 batch.jobs.len() >= BATCH_IDS || batch.bytes >= BATCH_BYTES
             };
             if full {
@@ -308,7 +322,7 @@ impl Uploader {
             }
             return Ok(());
         }
-        self.send(Job { kind, id, raw })
+        self.send(Job { kind, id, buf })
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -399,8 +413,8 @@ fn seal_worker(sh: &Shared, rx: &Receiver<Job>, tx: &Sender<Sealed>) {
         if sh.failed() {
             continue; // drain so add() never blocks forever
         }
-        let bytes = blob::encode(&keys, &job.id, &job.raw, level, &mut zc);
-        let raw_length = job.raw.len() as u32;
+        let raw_length = job.raw().len() as u32;
+        let bytes = blob::encode_owned(&keys, &job.id, job.buf, level, &mut zc);
         if job.kind == BlobKind::Tree {
             sh.repo.cache_tree(&job.id, &bytes);
         }
@@ -430,7 +444,7 @@ fn dedup_worker(sh: &Shared, rx: &Receiver<Vec<Job>>, tx: &Sender<Job>) {
         if sh.failed() {
             continue; // drain so flush_batch never blocks forever
         }
-        let asked: Vec<(Id, &[u8])> = jobs.iter().map(|j| (j.id, &j.raw[..])).collect();
+        let asked: Vec<(Id, &[u8])> = jobs.iter().map(|j| (j.id, j.raw())).collect();
         let needed = match remote.dedup(&asked) {
             Ok(n) if n.len() == jobs.len() => n,
             Ok(_) => {

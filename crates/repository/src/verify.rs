@@ -107,7 +107,7 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
     };
     report.packs_read += 1;
     report.bytes_read += bytes.len() as u64;
-    if Id::hash_public(&bytes) != *id {
+    if !crate::packfile::name_of(&bytes).is_ok_and(|name| name == *id) {
         report.problems.push(Problem {
             object: key.clone(),
             message: "pack content does not match its name: the file was altered or damaged".into(),
@@ -118,13 +118,22 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
         let tail = bytes.get(n.checked_sub(pack::TAIL_LEN)?..)?;
         let tlen = pack::decode_tail(tail).ok()? as usize;
         let blobs_end = n.checked_sub(pack::TAIL_LEN + tlen)?;
-        crate::decode_trailer(
+        let entries = crate::decode_trailer(
             repo.keys(),
             id,
             &bytes[blobs_end..n - pack::TAIL_LEN],
             blobs_end as u64,
         )
-        .ok()
+        .ok()?;
+        // The name covers only the trailer: bytes outside every blob would
+        // be checked by nothing.
+        if let Err(e) = pack::check_tiling(&entries, blobs_end as u64) {
+            report.problems.push(Problem {
+                object: key.clone(),
+                message: e.to_string(),
+            });
+        }
+        Some(entries)
     })();
     // Without a readable trailer, check the blobs the index files place here.
     let entries = match trailer {
@@ -137,6 +146,7 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
             repo_entries_for_pack(repo, id)
         }
     };
+    let (total, mut damaged) = (entries.len(), 0usize);
     for e in entries {
         let start = e.offset as usize;
         let Some(sealed) = bytes.get(start..start + e.length as usize) else {
@@ -148,11 +158,22 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
         };
         report.blobs_read += 1;
         if let Err(err) = repo.check_blob(&e.id, sealed, e.raw_length) {
+            damaged += 1;
             report.problems.push(Problem {
                 object: format!("chunk {}", e.id),
                 message: format!("in pack {id}: {err}"),
             });
         }
+    }
+    // The pack's name covers only its trailer, so damage to a blob shows
+    // here; the file is named too, as it is what a user restores or removes.
+    if damaged > 0 {
+        report.problems.push(Problem {
+            object: key,
+            message: format!(
+                "{damaged} of the {total} chunks in this pack are damaged: the file was altered or damaged"
+            ),
+        });
     }
 }
 

@@ -73,7 +73,7 @@ async fn run() {
     for i in 0..100_000u32 {
         let data = i.to_le_bytes().repeat(4);
         let id = srv.repo.content_id(&data);
-        up.add(format::BlobKind::Data, id, data).expect("add");
+        up.add(format::BlobKind::Data, id, &data).expect("add");
         owned.push(id);
     }
     up.finish().expect("finish");

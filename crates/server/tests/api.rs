@@ -167,7 +167,7 @@ impl Client {
         let repo = self.staging();
         let up = repo.start_upload(UploadOptions::default()).unwrap();
         for (kind, data) in blobs {
-            up.add(*kind, repo.content_id(data), data.clone()).unwrap();
+            up.add(*kind, repo.content_id(data), data).unwrap();
         }
         up.finish().unwrap();
         repo.storage()

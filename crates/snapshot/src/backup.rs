@@ -437,7 +437,7 @@ impl Walker<'_> {
         tree.sort();
         let bytes = format::to_json(&tree);
         let id = self.repo.content_id(&bytes);
-        self.uploader.add(BlobKind::Tree, id, bytes)?;
+        self.uploader.add(BlobKind::Tree, id, &bytes)?;
         self.summary.dirs += 1;
         Ok(id)
     }
@@ -698,20 +698,25 @@ impl Walker<'_> {
         if size_hint < min {
             // Small files are one chunk; read them whole (bounded, in case
             // the file grows while we read).
-            let mut buf = Vec::with_capacity(size_hint as usize);
+            // Read behind the room the sealed blob needs in front, so a new
+            // small file is sealed in the buffer it was read into.
+            let room = repository::BLOB_HEADROOM;
+            let mut buf = Vec::with_capacity(room + size_hint as usize + crypto::TAG_LEN);
+            buf.resize(room, 0);
             f.take(max).read_to_end(&mut buf).map_err(ChunkError::Io)?;
-            if buf.len() as u64 >= min {
+            let read = buf.len() - room;
+            if read as u64 >= min {
                 // It grew past the small-file limit while being read: cut
                 // what was read with the same chunker so dedup stays
                 // content-defined. The size check after reading retries it.
-                return self.cut(&mut &buf[..]);
+                return self.cut(&mut &buf[room..]);
             }
-            if !buf.is_empty() {
-                let total = buf.len() as u64;
-                let id = self.repo.content_id(&buf);
+            if read > 0 {
+                let total = read as u64;
+                let id = self.repo.content_id(&buf[room..]);
                 self.progress.bytes(total);
                 self.uploader
-                    .add(BlobKind::Data, id, buf)
+                    .add_with_headroom(BlobKind::Data, id, buf)
                     .map_err(ChunkError::Repo)?;
                 ids.push(id);
                 return Ok((ids, total));
@@ -749,7 +754,7 @@ impl Walker<'_> {
             };
             progress.bytes(chunk.len() as u64);
             uploader
-                .add_slice(BlobKind::Data, id, chunk)
+                .add(BlobKind::Data, id, chunk)
                 .map_err(ChunkError::Repo)?;
             ids.push(id);
             Ok(())

@@ -321,7 +321,7 @@ fn store_raw_tree(
 ) -> Id {
     let bytes = serde_json::to_vec(&json).expect("json");
     let id = repo.content_id(&bytes);
-    up.add(BlobKind::Tree, id, bytes).expect("add");
+    up.add(BlobKind::Tree, id, &bytes).expect("add");
     id
 }
 
@@ -331,8 +331,7 @@ fn hostile_snapshot(
     let repo = new_repo();
     let up = repo.start_upload(Default::default()).expect("upload");
     let payload = repo.content_id(b"pwned");
-    up.add(BlobKind::Data, payload, b"pwned".to_vec())
-        .expect("add");
+    up.add(BlobKind::Data, payload, b"pwned").expect("add");
     let root_json = nodes(&repo, &up, payload);
     let root = store_raw_tree(&repo, &up, root_json);
     up.finish().expect("finish");

@@ -3,10 +3,12 @@
 //! without a key is used:
 //!
 //! - `config`, `keys/<id>`, `index/<id>`, `snapshots/<id>`, `locks/<id>`,
-//!   `packs/<first two hex digits>/<id>`; packs, index files and snapshots
-//!   are named by the BLAKE3 hash of their bytes;
+//!   `packs/<first two hex digits>/<id>`; index files and snapshots are
+//!   named by the BLAKE3 hash of their bytes, packs by the BLAKE3 hash of
+//!   their sealed trailer and tail (version 2) or of all their bytes
+//!   (version 1);
 //! - a pack ends with `sealed trailer | trailer length (u32 LE) | version
-//!   (u8) | "TMPK"`, and the trailer's plaintext is a u32 count and 45
+//!   (u8: 1 or 2) | "TMPK"`, and the trailer's plaintext is a u32 count and 45
 //!   bytes per blob, sealed with a 24-byte nonce and a 16-byte tag; so the
 //!   number of blobs in a pack, and where its blob area ends, are public.
 //!
@@ -37,6 +39,7 @@ pub struct PackTail {
     /// Blobs occupy bytes `0..blobs_end`.
     pub blobs_end: u64,
     pub blobs: u64,
+    pub version: u8,
 }
 
 impl RepoDir {
@@ -108,9 +111,17 @@ fn is_object_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The id a content-addressed object should have: the BLAKE3 of its bytes.
-pub fn content_name(path: &Path) -> io::Result<String> {
-    Ok(blake3_hex(&fs::read(path)?))
+/// The name a pack should have: the BLAKE3 of its trailer and tail, or of
+/// all its bytes for a version 1 pack.
+pub fn pack_name(path: &Path) -> io::Result<String> {
+    let tail = PackTail::read(path)?;
+    let bytes = fs::read(path)?;
+    let named = if tail.version == 1 {
+        &bytes[..]
+    } else {
+        &bytes[tail.blobs_end as usize..]
+    };
+    Ok(blake3_hex(named))
 }
 
 fn blake3_hex(bytes: &[u8]) -> String {
@@ -133,8 +144,10 @@ impl PackTail {
         }
         let mut tail = [0u8; TAIL_LEN as usize];
         f.read_exact_at(&mut tail, size - TAIL_LEN)?;
-        if &tail[5..] != MAGIC || tail[4] != 1 {
-            return Err(bad(format!("tail {tail:?} has no pack magic / version 1")));
+        if &tail[5..] != MAGIC || !matches!(tail[4], 1 | 2) {
+            return Err(bad(format!(
+                "tail {tail:?} has no pack magic / version 1 or 2"
+            )));
         }
         let tlen = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
         let plain = tlen
@@ -147,6 +160,7 @@ impl PackTail {
             size,
             blobs_end: size - TAIL_LEN - tlen,
             blobs: plain / TRAILER_ENTRY,
+            version: tail[4],
         })
     }
 }

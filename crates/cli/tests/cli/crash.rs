@@ -21,7 +21,7 @@ use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use test_support::repo::content_name;
+use test_support::repo::pack_name;
 use test_support::tree::{self, MutateSpec, TreeSpec};
 use test_support::{assert_same_tree, restored_path, CompareOptions, PackTail, RepoDir, Tidemark};
 
@@ -187,9 +187,10 @@ fn killed_backups_never_damage_the_repository() {
             .into_iter()
             .filter(|(k, _)| !packs_before.contains(k))
             .map(|(k, p)| {
-                let name = content_name(&p).expect("read pack");
-                assert!(k.ends_with(&name), "round {n}: pack {k} holds bytes that hash to {name}: a partial write under the final name");
-                PackTail::read(&p).unwrap_or_else(|e| panic!("round {n}: the killed backup left a broken pack: {e}"))
+                let tail = PackTail::read(&p).unwrap_or_else(|e| panic!("round {n}: the killed backup left a broken pack: {e}"));
+                let name = pack_name(&p).expect("read pack");
+                assert!(k.ends_with(&name), "round {n}: pack {k} has a trailer that hashes to {name}: a partial write under the final name");
+                tail
             })
             .collect();
         let lock_left = !repo.locks().is_empty();
