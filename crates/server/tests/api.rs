@@ -519,14 +519,35 @@ async fn tampered_and_forged_packs_are_rejected_and_nothing_is_indexed() {
     let file = data(3, 50_000);
     let (pid, bytes) = d.build_packs(&[(BlobKind::Data, file.clone())]).remove(0);
 
-    // Flipped byte: the name no longer matches.
+    // A flipped byte in the blob: the name (the hash of the trailer and
+    // tail) still matches, the blob no longer decrypts.
     let mut bad = bytes.clone();
     bad[10] ^= 1;
     let r = put_pack(&h.app, &d.token, pid, bad.clone()).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    // Renamed to match: the blob no longer decrypts.
-    let r = put_pack(&h.app, &d.token, Id::hash_public(&bad), bad).await;
+    // A flipped byte in the trailer: the name no longer matches.
+    let n = bytes.len();
+    let mut bad = bytes.clone();
+    bad[n - 20] ^= 1;
+    let r = put_pack(&h.app, &d.token, pid, bad).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Bytes slipped in after the blob with the trailer untouched: the name
+    // still matches, but no blob would cover them, so nothing would check them.
+    let trailer_len = u32::from_le_bytes([bytes[n - 9], bytes[n - 8], bytes[n - 7], bytes[n - 6]]);
+    let blobs_end = n - 9 - trailer_len as usize;
+    let mut slipped = bytes[..blobs_end].to_vec();
+    slipped.extend_from_slice(b"unchecked bytes");
+    slipped.extend_from_slice(&bytes[blobs_end..]);
+    let r = put_pack(&h.app, &d.token, pid, slipped).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("belong to no blob"),
+        "{:?}",
+        r.json()
+    );
     // A pack sealed with other keys (another organisation) is refused too.
     let stranger = Client {
         token: d.token.clone(),
