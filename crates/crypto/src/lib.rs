@@ -149,19 +149,14 @@ impl Key {
     pub fn seal_deterministic_in_place(
         &self,
         nonce_key: &Key,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         aad: &[u8],
     ) -> Vec<u8> {
-        if buf.len() < NONCE_LEN {
-            buf.resize(NONCE_LEN, 0);
-        }
-        let mut h = blake3::Hasher::new_keyed(nonce_key.as_bytes());
-        h.update(&(aad.len() as u64).to_le_bytes());
-        h.update(aad);
-        h.update(&buf[NONCE_LEN..]);
-        let digest = h.finalize();
-        buf[..NONCE_LEN].copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
-        self.seal_prefixed(buf, aad)
+        self.seal_with_hashed_nonce(nonce_key, buf, aad, |h, plaintext| {
+            h.update(&(aad.len() as u64).to_le_bytes());
+            h.update(aad);
+            h.update(plaintext);
+        })
     }
 
     /// [`Key::seal_deterministic_in_place`] for a plaintext that its
@@ -177,15 +172,30 @@ impl Key {
     pub fn seal_determined_by_aad_in_place(
         &self,
         nonce_key: &Key,
+        buf: Vec<u8>,
+        aad: &[u8],
+    ) -> Vec<u8> {
+        self.seal_with_hashed_nonce(nonce_key, buf, aad, |h, _| {
+            h.update(&u64::MAX.to_le_bytes());
+            h.update(aad);
+        })
+    }
+
+    /// Seals `buf[NONCE_LEN..]` in place under a nonce that is the keyed
+    /// hash (under `nonce_key`) of what `feed` gives the hasher; `feed` sees
+    /// the plaintext. The two deterministic seals above differ only there.
+    fn seal_with_hashed_nonce(
+        &self,
+        nonce_key: &Key,
         mut buf: Vec<u8>,
         aad: &[u8],
+        feed: impl FnOnce(&mut blake3::Hasher, &[u8]),
     ) -> Vec<u8> {
         if buf.len() < NONCE_LEN {
             buf.resize(NONCE_LEN, 0);
         }
         let mut h = blake3::Hasher::new_keyed(nonce_key.as_bytes());
-        h.update(&u64::MAX.to_le_bytes());
-        h.update(aad);
+        feed(&mut h, &buf[NONCE_LEN..]);
         let digest = h.finalize();
         buf[..NONCE_LEN].copy_from_slice(&digest.as_bytes()[..NONCE_LEN]);
         self.seal_prefixed(buf, aad)
