@@ -17,11 +17,18 @@ const SAMPLE: usize = 64 * 1024;
 /// the compression flag, so a chunk stored raw is sealed where it lies.
 pub const HEADROOM: usize = crypto::NONCE_LEN + 1;
 
-/// A copy of `raw` behind [`HEADROOM`] bytes, with room for the tag behind
-/// it, as [`encode_owned`] takes it.
-pub fn with_headroom(raw: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(HEADROOM + raw.len() + crypto::TAG_LEN);
+/// An empty chunk behind [`HEADROOM`] bytes, with capacity for `len` bytes
+/// of chunk and the tag behind them, so neither filling it nor sealing it
+/// moves it.
+pub fn chunk_buffer(len: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADROOM + len + crypto::TAG_LEN);
     buf.resize(HEADROOM, 0);
+    buf
+}
+
+/// A copy of `raw` in a [`chunk_buffer`], as [`encode_owned`] takes it.
+pub fn with_headroom(raw: &[u8]) -> Vec<u8> {
+    let mut buf = chunk_buffer(raw.len());
     buf.extend_from_slice(raw);
     buf
 }

@@ -20,7 +20,7 @@ pub mod retention;
 mod upload;
 mod verify;
 
-pub use blob::HEADROOM as BLOB_HEADROOM;
+pub use blob::{chunk_buffer, HEADROOM as BLOB_HEADROOM};
 pub use cache::ObjectCache;
 pub use error::{RepoError, Result};
 pub use lock::{hostname, LockGuard};

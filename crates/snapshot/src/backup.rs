@@ -701,8 +701,7 @@ impl Walker<'_> {
             // Read behind the room the sealed blob needs in front, so a new
             // small file is sealed in the buffer it was read into.
             let room = repository::BLOB_HEADROOM;
-            let mut buf = Vec::with_capacity(room + size_hint as usize + crypto::TAG_LEN);
-            buf.resize(room, 0);
+            let mut buf = repository::chunk_buffer(size_hint as usize);
             f.take(max).read_to_end(&mut buf).map_err(ChunkError::Io)?;
             let read = buf.len() - room;
             if read as u64 >= min {
