@@ -2,7 +2,17 @@
 //! tree is stored after its children; files whose size, times and inode
 //! match the parent snapshot are not read at all; new data goes to the
 //! repository's upload pipeline, which compresses, seals and stores it on
-//! other threads while this one reads, chunks and hashes.
+//! other threads while the walk reads, chunks and hashes.
+//!
+//! A full walk runs on two threads: whenever the second walker is idle, the
+//! first hands it the next subfolder it meets and goes on with the rest of
+//! the folder (see [`Helper`]). Folders of photos wait on the disk and
+//! folders of text wait on the compressor; one walker alone does one after
+//! the other, two overlap them. On the bench set (2 vCPUs), a first backup
+//! with one walker took 3.9 s from a cold page cache and 2.6 s from a warm
+//! one: it left the disk and the CPU idle by turns. Two walkers took 3.6 s
+//! cold (medians of 5 alternating runs), for ~12 MiB more peak memory (a
+//! second read buffer and more chunks in flight).
 
 use crate::cutter::{is_zero, Cutter};
 use crate::error::{FileError, FileErrorKind, SnapshotError};
@@ -26,7 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
@@ -145,39 +155,92 @@ pub fn backup(
             reason,
         })
     })?;
+    let prefetch = crate::prefetch::Prefetcher::start();
+    // An incremental walk corrects totals inherited from the parent, which
+    // only the one walker that holds them can do; it lists few folders
+    // anyway.
+    let (helper, jobs) = if changed.is_none() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Some(Helper::new(tx)), Some(rx))
+    } else {
+        (None, None)
+    };
+    let walker = |summary| Walker {
+        repo,
+        uploader: &uploader,
+        loader: &loader,
+        opts,
+        progress,
+        errors: Vec::new(),
+        summary,
+        changed,
+        totals_exact: true,
+        known: Vec::new(),
+        cutter: cutter.clone(),
+        zero_ids: HashMap::new(),
+        prefetch: &prefetch,
+        helper: helper.as_ref(),
+    };
     let walked = std::thread::scope(|scope| {
-        let walker = Walker {
-            repo,
-            uploader: &uploader,
-            loader: &loader,
-            opts,
-            progress,
-            errors: Vec::new(),
-            summary,
-            changed,
-            totals_exact: true,
-            known: Vec::new(),
-            cutter,
-            zero_ids: HashMap::new(),
-            prefetch: crate::prefetch::Prefetcher::start(),
+        let panicked = |who: &str| SnapshotError::Source {
+            path: "/".into(),
+            message: format!("the backup {who} panicked"),
         };
-        std::thread::Builder::new()
+        let second = match (jobs, &helper) {
+            (Some(jobs), Some(h)) => {
+                let mut w = walker(SnapshotSummary::default());
+                Some(
+                    std::thread::Builder::new()
+                        .name("backup-walk-2".into())
+                        .stack_size(WALK_STACK)
+                        .spawn_scoped(scope, move || {
+                            h.serve(&mut w, &jobs);
+                            (w.errors, w.summary)
+                        })
+                        .map_err(SnapshotError::Io)?,
+                )
+            }
+            _ => None,
+        };
+        let mut first = walker(summary);
+        let walked = match std::thread::Builder::new()
             .name("backup-walk".into())
             .stack_size(WALK_STACK)
             .spawn_scoped(scope, move || {
-                let mut walker = walker;
-                let root = walker.virtual_dir(Path::new("/"), &trie, parent_tree)?;
-                if !walker.totals_exact {
-                    walker.recount(&root)?;
-                }
-                Ok::<_, SnapshotError>((root, walker.errors, walker.summary))
-            })
-            .map_err(SnapshotError::Io)?
-            .join()
-            .map_err(|_| SnapshotError::Source {
-                path: "/".into(),
-                message: "the backup walk panicked".into(),
-            })?
+                let root = first.virtual_dir(Path::new("/"), &trie, parent_tree);
+                Ok::<_, SnapshotError>((root?, first))
+            }) {
+            Ok(t) => t.join().map_err(|_| panicked("walk")),
+            Err(e) => Err(SnapshotError::Io(e)),
+        };
+        // Before any return: the scope waits for the second walker, which
+        // waits for folders until closed.
+        if let Some(h) = &helper {
+            h.close();
+        }
+        let (root, mut first) = match walked? {
+            Ok(w) => w,
+            // Stopped because the second walker failed: its error is the
+            // one to report.
+            Err(SnapshotError::Cancelled) => {
+                return Err(helper
+                    .as_ref()
+                    .and_then(Helper::take_error)
+                    .unwrap_or(SnapshotError::Cancelled))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(second) = second {
+            let (errors, summary) = second.join().map_err(|_| panicked("second walker"))?;
+            first.errors.extend(errors);
+            add_walk_counts(&mut first.summary, &summary);
+        }
+        if !first.totals_exact {
+            first.recount(&root)?;
+        }
+        // The two walkers report in no fixed order between them.
+        first.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok::<_, SnapshotError>((root, first.errors, first.summary))
     });
     let (root, errors, mut summary) = walked?;
     if changed.is_some() {
@@ -312,7 +375,9 @@ struct Walker<'a> {
     cutter: Cutter,
     /// Ids of all-zero chunks by length.
     zero_ids: HashMap<usize, Id>,
-    prefetch: crate::prefetch::Prefetcher,
+    prefetch: &'a crate::prefetch::Prefetcher,
+    /// The second walker, when this walk has one.
+    helper: Option<&'a Helper>,
     /// Set for an incremental backup.
     changed: Option<&'a ChangedFolders>,
     /// False once an old tree could not be read to take its entries out
@@ -326,6 +391,14 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// Cancelled by the caller, or the other walker failed.
+    fn stopped(&self) -> bool {
+        cancelled(self.opts)
+            || self
+                .helper
+                .is_some_and(|h| h.failed.load(Ordering::Relaxed))
+    }
+
     fn report(&mut self, path: &Path, kind: FileErrorKind, message: String) {
         let e = FileError {
             path: path.to_path_buf(),
@@ -579,11 +652,39 @@ impl Walker<'_> {
         };
         self.known.push(known);
         let mut tree = Tree::default();
+        let mut handed = Vec::new();
         for (full, md, node) in entries {
             let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
+            let (full, md, node) = match self.helper {
+                Some(h) if md.is_dir() => {
+                    let job = Job {
+                        path: full,
+                        node,
+                        md,
+                        prev: prev.cloned(),
+                        dev,
+                        reply: None,
+                    };
+                    match h.offer(job) {
+                        Ok(answer) => {
+                            handed.push(answer);
+                            continue;
+                        }
+                        Err(j) => (j.path, j.md, j.node),
+                    }
+                }
+                _ => (full, md, node),
+            };
             if let Some(node) = self.entry(&full, node, &md, prev, dev)? {
                 tree.nodes.push(node);
             }
+        }
+        for answer in handed {
+            let node = answer.recv().map_err(|_| SnapshotError::Source {
+                path: path.to_path_buf(),
+                message: "the second backup walker stopped".into(),
+            })??;
+            tree.nodes.extend(node);
         }
         self.known.pop();
         self.forget_replaced(parent, ptree.as_deref(), &tree);
@@ -591,7 +692,7 @@ impl Walker<'_> {
     }
 
     fn file(&mut self, path: &Path, mut node: Node, prev: Option<&Node>) -> Result<Option<Node>> {
-        if cancelled(self.opts) {
+        if self.stopped() {
             return Err(SnapshotError::Cancelled);
         }
         self.summary.total_files += 1;
@@ -732,10 +833,16 @@ impl Walker<'_> {
     /// chunk to the upload pipeline.
     fn cut(&mut self, r: &mut impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
-        let (repo, uploader, progress, opts) = (self.repo, self.uploader, self.progress, self.opts);
+        let (repo, uploader, progress, helper, opts) = (
+            self.repo,
+            self.uploader,
+            self.progress,
+            self.helper,
+            self.opts,
+        );
         let zero_ids = &mut self.zero_ids;
         let total = self.cutter.cut(r, |chunk| {
-            if cancelled(opts) {
+            if cancelled(opts) || helper.is_some_and(|h| h.failed.load(Ordering::Relaxed)) {
                 // Reported against this file; the walk stops at the next one.
                 return Err(ChunkError::Io(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
@@ -760,6 +867,112 @@ impl Walker<'_> {
         })?;
         Ok((ids, total))
     }
+}
+
+/// A folder handed to the second walker, and where its entry goes.
+struct Job {
+    path: PathBuf,
+    node: Node,
+    md: Metadata,
+    prev: Option<Node>,
+    dev: u64,
+    reply: Option<crossbeam_channel::Sender<Result<Option<Node>>>>,
+}
+
+/// The second walker's door. It takes one folder at a time and only when
+/// idle, so neither walker ever waits for the other to make room: the
+/// first one walks a folder itself whenever the second is busy, and waits
+/// only at the end of a folder for the subfolders it handed over.
+pub(crate) struct Helper {
+    idle: AtomicBool,
+    /// Set when either walker fails, so the other stops soon.
+    failed: AtomicBool,
+    /// Why the second walker failed; the first reports it.
+    error: Mutex<Option<SnapshotError>>,
+    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
+}
+
+impl Helper {
+    fn new(jobs: crossbeam_channel::Sender<Job>) -> Self {
+        Helper {
+            idle: AtomicBool::new(true),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            jobs: Mutex::new(Some(jobs)),
+        }
+    }
+
+    /// Hands `job` over when the second walker is idle; gives it back
+    /// otherwise. The receiver answers with the folder's entry.
+    // The job comes back whole to be walked here; boxing it would cost an
+    // allocation per folder.
+    #[allow(clippy::result_large_err)]
+    fn offer(
+        &self,
+        mut job: Job,
+    ) -> std::result::Result<crossbeam_channel::Receiver<Result<Option<Node>>>, Job> {
+        if self
+            .idle
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(job);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        job.reply = Some(tx);
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        // Once stopped, the second walker stays busy for good: the first
+        // walks everything left itself.
+        match jobs.as_ref() {
+            Some(j) => j.send(job).map(|()| rx).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Walks handed folders until [`close`](Self::close).
+    fn serve(&self, w: &mut Walker<'_>, jobs: &crossbeam_channel::Receiver<Job>) {
+        for job in jobs {
+            let r = match w.entry(&job.path, job.node, &job.md, job.prev.as_ref(), job.dev) {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                    Err(SnapshotError::Cancelled)
+                }
+            };
+            if r.is_ok() {
+                // A failed walker takes no more folders.
+                self.idle.store(true, Ordering::Release);
+            }
+            if let Some(reply) = job.reply {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn take_error(&self) -> Option<SnapshotError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// No more folders: the second walker ends once its current one is
+    /// done, and stops early if the first walker failed mid-folder.
+    fn close(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Adds what the second walker counted to the first one's totals; both
+/// counted only what they walked (a full walk inherits nothing).
+fn add_walk_counts(to: &mut SnapshotSummary, from: &SnapshotSummary) {
+    to.files_new += from.files_new;
+    to.files_changed += from.files_changed;
+    to.files_unmodified += from.files_unmodified;
+    to.dirs += from.dirs;
+    to.total_files += from.total_files;
+    to.total_bytes += from.total_bytes;
+    to.bytes_read += from.bytes_read;
 }
 
 enum ChunkError {

@@ -17,6 +17,7 @@ use std::io::Read;
 /// chunk per maximum chunk read.
 const BUFFER_CHUNKS: usize = 2;
 
+#[derive(Clone)]
 pub(crate) struct Cutter {
     min: usize,
     avg: usize,

@@ -165,3 +165,59 @@ fn a_rescan_of_the_root_catches_everything_and_nothing_changed_costs_nothing() {
     assert_eq!(none.snapshot.summary.bytes_read, 0);
     assert_eq!(none.snapshot.summary.total_files, 3);
 }
+
+#[test]
+fn a_full_walk_shared_by_two_walkers_stores_what_one_walker_stores() {
+    // A full walk hands subfolders to a second walker whenever it is idle,
+    // so a wide and deep tree is split between them at moments that differ
+    // run to run. A rescan of the root walks the same files on one walker
+    // (an incremental backup never shares); both must store the same root
+    // tree and count every folder, file and byte once.
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    let (mut files_written, mut bytes_written, mut dirs) = (0u64, 0u64, 1u64);
+    for a in 0..12 {
+        dirs += 1;
+        for b in 0..6 {
+            dirs += 1;
+            for f in 0..4 {
+                // Some files large enough to be cut into several chunks.
+                let len = if (a + b + f) % 7 == 0 {
+                    700_000
+                } else {
+                    10 + a * 100 + b * 10 + f
+                };
+                let body: String = (0..len)
+                    .map(|i| char::from(b'a' + ((i * 31 + a + f) % 26) as u8))
+                    .collect();
+                write(&src.join(format!("a{a:02}/b{b}/f{f}.txt")), &body);
+                files_written += 1;
+                bytes_written += len as u64;
+            }
+        }
+        write(&src.join(format!("a{a:02}/top.txt")), "top");
+        files_written += 1;
+        bytes_written += 3;
+    }
+    let repo = new_repo();
+    let shared = backup(&repo, &src, None, None);
+    let s = &shared.snapshot.summary;
+    assert_eq!(
+        (s.total_files, s.files_new, s.total_bytes, s.bytes_read),
+        (files_written, files_written, bytes_written, bytes_written)
+    );
+    // The folders under src, src itself and the folders above it.
+    let above = src.ancestors().count() as u64 - 1;
+    assert_eq!(s.dirs, dirs + above);
+    let one = backup(
+        &repo,
+        &src,
+        Some(&shared),
+        Some(ChangedFolders {
+            dirs: BTreeSet::new(),
+            rescan: set(&[&src]),
+        }),
+    );
+    assert_eq!(one.snapshot.tree, shared.snapshot.tree);
+    assert_eq!(files(&repo, &one, &src).len() as u64, files_written);
+}
