@@ -218,7 +218,6 @@ fn abandon_upload(repo: &Arc<Repository>) -> Vec<Id> {
         .start_upload(UploadOptions {
             workers: 1,
             uploaders: 1,
-            server_uploaders: 1,
         })
         .expect("start");
     let mut ids = Vec::new();

@@ -402,6 +402,22 @@ impl Remote for ServerClient {
         Ok(out)
     }
 
+    /// The server checks every blob of a pack before it answers. Where
+    /// nothing paces uploads and the server is this machine, the link is
+    /// never the limit: a third pack in flight keeps the client working
+    /// while the server checks. A first backup of the bench set on loopback
+    /// (3 runs each) took 5.19-5.73 s with 2, 4.95-5.54 s with 3 and
+    /// 4.91-5.78 s with 4. On a paced link a stream more adds no rate, and
+    /// its unsent bytes are more that must drain after a pause: the network
+    /// test bed's "metered: stops within 2 s" took 2.2 s with 3.
+    fn packs_in_flight(&self) -> usize {
+        if self.throttle.unpaced_to_this_machine() {
+            3
+        } else {
+            2
+        }
+    }
+
     fn put_pack(&self, id: &Id, bytes: storage::Bytes) -> Result<(), RemoteError> {
         self.read_only()?;
         let url = format!("{}/v1/packs/{id}", self.base);

@@ -55,6 +55,10 @@ pub trait Remote: Send + Sync {
     fn list_snapshots(&self) -> std::result::Result<Vec<(Id, Snapshot)>, RemoteError>;
     /// One of this user's snapshots; `None` when they have none with this id.
     fn load_snapshot(&self, id: &Id) -> std::result::Result<Option<Snapshot>, RemoteError>;
+    /// Packs to upload at once (each costs up to a pack of memory).
+    fn packs_in_flight(&self) -> usize {
+        2
+    }
 }
 
 /// What the server does instead of a device, with the reason.

@@ -44,12 +44,9 @@ pub struct UploadOptions {
     /// Threads that compress and seal. Defaults to the number of cores.
     pub workers: usize,
     /// Threads that store packs concurrently in a folder or an object
-    /// store (helps on high-latency links).
+    /// store (helps on high-latency links). A company server's client says
+    /// how many packs it keeps in flight ([`crate::Remote::packs_in_flight`]).
     pub uploaders: usize,
-    /// The same for a company server, which checks every blob of a pack
-    /// before it answers: a pack more in flight keeps the client working
-    /// meanwhile.
-    pub server_uploaders: usize,
 }
 
 impl Default for UploadOptions {
@@ -57,10 +54,6 @@ impl Default for UploadOptions {
         UploadOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             uploaders: 2,
-            // A first backup of the bench set to a server on loopback, 3
-            // rounds each: 5.19-5.73 s with 2, 4.95-5.54 s with 3, 4.91-5.78
-            // s with 4. Each costs up to a pack (~20 MiB) of memory.
-            server_uploaders: 3,
         }
     }
 }
@@ -233,7 +226,7 @@ impl Uploader {
             None => None,
         };
         let uploaders = match repo.remote() {
-            Some(_) => opts.server_uploaders,
+            Some(remote) => remote.packs_in_flight(),
             None => opts.uploaders,
         };
         for i in 0..uploaders.max(1) {
