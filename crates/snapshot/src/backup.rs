@@ -305,6 +305,12 @@ fn cancelled(opts: &BackupOptions) -> bool {
         .is_some_and(|c| c.load(Ordering::Relaxed))
 }
 
+/// Cancelled by the caller, or the walk is stopping (the other walker
+/// failed).
+fn stop_asked(opts: &BackupOptions, helper: Option<&Helper>) -> bool {
+    cancelled(opts) || helper.is_some_and(|h| h.stop.load(Ordering::Relaxed))
+}
+
 /// Makes paths absolute and lexically clean, checks they exist, and drops
 /// paths inside other given paths (they would be backed up twice).
 fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -391,12 +397,8 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Cancelled by the caller, or the other walker failed.
     fn stopped(&self) -> bool {
-        cancelled(self.opts)
-            || self
-                .helper
-                .is_some_and(|h| h.failed.load(Ordering::Relaxed))
+        stop_asked(self.opts, self.helper)
     }
 
     fn report(&mut self, path: &Path, kind: FileErrorKind, message: String) {
@@ -842,7 +844,7 @@ impl Walker<'_> {
         );
         let zero_ids = &mut self.zero_ids;
         let total = self.cutter.cut(r, |chunk| {
-            if cancelled(opts) || helper.is_some_and(|h| h.failed.load(Ordering::Relaxed)) {
+            if stop_asked(opts, helper) {
                 // Reported against this file; the walk stops at the next one.
                 return Err(ChunkError::Io(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
@@ -885,8 +887,9 @@ struct Job {
 /// only at the end of a folder for the subfolders it handed over.
 pub(crate) struct Helper {
     idle: AtomicBool,
-    /// Set when either walker fails, so the other stops soon.
-    failed: AtomicBool,
+    /// Set when either walker fails, so the other stops soon, and when the
+    /// walk is over.
+    stop: AtomicBool,
     /// Why the second walker failed; the first reports it.
     error: Mutex<Option<SnapshotError>>,
     jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
@@ -896,7 +899,7 @@ impl Helper {
     fn new(jobs: crossbeam_channel::Sender<Job>) -> Self {
         Helper {
             idle: AtomicBool::new(true),
-            failed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             error: Mutex::new(None),
             jobs: Mutex::new(Some(jobs)),
         }
@@ -935,7 +938,7 @@ impl Helper {
             let r = match w.entry(&job.path, job.node, &job.md, job.prev.as_ref(), job.dev) {
                 Ok(n) => Ok(n),
                 Err(e) => {
-                    self.failed.store(true, Ordering::Relaxed);
+                    self.stop.store(true, Ordering::Relaxed);
                     let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
                     first.get_or_insert(e);
                     Err(SnapshotError::Cancelled)
@@ -958,7 +961,7 @@ impl Helper {
     /// No more folders: the second walker ends once its current one is
     /// done, and stops early if the first walker failed mid-folder.
     fn close(&self) {
-        self.failed.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
