@@ -4,15 +4,17 @@
 //! repository's upload pipeline, which compresses, seals and stores it on
 //! other threads while the walk reads, chunks and hashes.
 //!
-//! A full walk runs on two threads: whenever the second walker is idle, the
-//! first hands it the next subfolder it meets and goes on with the rest of
-//! the folder (see [`Helper`]). Folders of photos wait on the disk and
-//! folders of text wait on the compressor; one walker alone does one after
-//! the other, two overlap them. On the bench set (2 vCPUs), a first backup
-//! with one walker took 3.9 s from a cold page cache and 2.6 s from a warm
-//! one: it left the disk and the CPU idle by turns. Two walkers took 3.6 s
-//! cold (medians of 5 alternating runs), for ~12 MiB more peak memory (a
-//! second read buffer and more chunks in flight).
+//! A full walk runs on two threads that share the tree (see [`Crew`]).
+//! Folders of photos wait on the disk and folders of text wait on the
+//! compressor; one walker alone does one after the other, two overlap
+//! them. On the bench set (2 vCPUs), a first backup with one walker took
+//! 3.9 s from a cold page cache and 2.6 s from a warm one: it left the
+//! disk and the CPU idle by turns. Two walkers, where only the first could
+//! hand folders over, took 3.6 s (medians of 5 alternating runs), for ~12
+//! MiB more peak memory; but the first then sat 1.4 s of that waiting at
+//! the root for the folder of source code the second had taken. Now either
+//! walker hands the other work whenever that one is idle: 3.91 -> 3.56 s
+//! (medians of 11 alternating runs) against the one-way hand-over.
 
 use crate::cutter::{is_zero, Cutter};
 use crate::error::{FileError, FileErrorKind, SnapshotError};
@@ -29,7 +31,7 @@ use format::{
     BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
 };
 use repository::{Repository, UploadOptions, Uploader};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -159,13 +161,13 @@ pub fn backup(
     // An incremental walk corrects totals inherited from the parent, which
     // only the one walker that holds them can do; it lists few folders
     // anyway.
-    let (helper, jobs) = if changed.is_none() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        (Some(Helper::new(tx)), Some(rx))
+    let (crew, inboxes) = if changed.is_none() {
+        let (crew, inboxes) = Crew::new();
+        (Some(crew), Some(inboxes))
     } else {
         (None, None)
     };
-    let walker = |summary| Walker {
+    let walker = |summary, me: usize, inbox: Option<crossbeam_channel::Receiver<Job>>| Walker {
         repo,
         uploader: &uploader,
         loader: &loader,
@@ -175,34 +177,36 @@ pub fn backup(
         summary,
         changed,
         totals_exact: true,
-        known: Vec::new(),
+        levels: Vec::new(),
         cutter: cutter.clone(),
         zero_ids: HashMap::new(),
         prefetch: &prefetch,
-        helper: helper.as_ref(),
+        crew: crew.as_ref(),
+        me,
+        inbox,
+        helping: 0,
     };
     let walked = std::thread::scope(|scope| {
         let panicked = |who: &str| SnapshotError::Source {
             path: "/".into(),
             message: format!("the backup {who} panicked"),
         };
-        let second = match (jobs, &helper) {
-            (Some(jobs), Some(h)) => {
-                let mut w = walker(SnapshotSummary::default());
-                Some(
-                    std::thread::Builder::new()
-                        .name("backup-walk-2".into())
-                        .stack_size(WALK_STACK)
-                        .spawn_scoped(scope, move || {
-                            h.serve(&mut w, &jobs);
-                            (w.errors, w.summary)
-                        })
-                        .map_err(SnapshotError::Io)?,
-                )
+        let (first_inbox, second) = match inboxes {
+            Some([first_inbox, second_inbox]) => {
+                let mut w = walker(SnapshotSummary::default(), 1, Some(second_inbox));
+                let t = std::thread::Builder::new()
+                    .name("backup-walk-2".into())
+                    .stack_size(WALK_STACK)
+                    .spawn_scoped(scope, move || {
+                        w.serve();
+                        (w.errors, w.summary)
+                    })
+                    .map_err(SnapshotError::Io)?;
+                (Some(first_inbox), Some(t))
             }
-            _ => None,
+            None => (None, None),
         };
-        let mut first = walker(summary);
+        let mut first = walker(summary, 0, first_inbox);
         let walked = match std::thread::Builder::new()
             .name("backup-walk".into())
             .stack_size(WALK_STACK)
@@ -215,17 +219,17 @@ pub fn backup(
         };
         // Before any return: the scope waits for the second walker, which
         // waits for folders until closed.
-        if let Some(h) = &helper {
-            h.close();
+        if let Some(c) = &crew {
+            c.close();
         }
         let (root, mut first) = match walked? {
             Ok(w) => w,
-            // Stopped because the second walker failed: its error is the
-            // one to report.
+            // Stopped because a folder walked for the other walker failed:
+            // that error is the one to report.
             Err(SnapshotError::Cancelled) => {
-                return Err(helper
+                return Err(crew
                     .as_ref()
-                    .and_then(Helper::take_error)
+                    .and_then(Crew::take_error)
                     .unwrap_or(SnapshotError::Cancelled))
             }
             Err(e) => return Err(e),
@@ -307,8 +311,8 @@ fn cancelled(opts: &BackupOptions) -> bool {
 
 /// Cancelled by the caller, or the walk is stopping (the other walker
 /// failed).
-fn stop_asked(opts: &BackupOptions, helper: Option<&Helper>) -> bool {
-    cancelled(opts) || helper.is_some_and(|h| h.stop.load(Ordering::Relaxed))
+fn stop_asked(opts: &BackupOptions, crew: Option<&Crew>) -> bool {
+    cancelled(opts) || crew.is_some_and(|c| c.stop.load(Ordering::Relaxed))
 }
 
 /// Makes paths absolute and lexically clean, checks they exist, and drops
@@ -382,23 +386,51 @@ struct Walker<'a> {
     /// Ids of all-zero chunks by length.
     zero_ids: HashMap<usize, Id>,
     prefetch: &'a crate::prefetch::Prefetcher,
-    /// The second walker, when this walk has one.
-    helper: Option<&'a Helper>,
+    /// The walkers sharing a full walk, and which of them this is.
+    crew: Option<&'a Crew>,
+    me: usize,
+    /// Where the other walker hands this one folders, while it waits.
+    inbox: Option<crossbeam_channel::Receiver<Job>>,
+    /// Folders walked for the other walker inside this one's own waits,
+    /// one inside the other.
+    helping: usize,
     /// Set for an incremental backup.
     changed: Option<&'a ChangedFolders>,
     /// False once an old tree could not be read to take its entries out
     /// of the parent's totals; the totals are then counted afresh.
     totals_exact: bool,
-    /// Per folder being walked (innermost last): which chunks of its
-    /// unchanged-looking files the repository has, asked in one query.
-    /// One SQLite read per chunk took a file lock each time, a fifth of a
-    /// no-change backup's walk.
-    known: Vec<HashSet<Id>>,
+    /// The folders being walked, innermost last.
+    levels: Vec<Level>,
+}
+
+/// A folder being walked, as far as the others need to see it.
+#[derive(Default)]
+struct Level {
+    /// Which chunks of its unchanged-looking files the repository has,
+    /// asked in one query. One SQLite read per chunk took a file lock each
+    /// time, a fifth of a no-change backup's walk.
+    known: HashSet<Id>,
+    /// Subfolders not started yet, in name order: the owner walks them from
+    /// the front, the other walker is handed them from the back.
+    dirs: VecDeque<Subfolder>,
+    /// Entries of subfolders walked out of turn (while waiting).
+    done: Vec<Node>,
+    /// Subfolders handed to the other walker; their entries come back here.
+    handed: Vec<crossbeam_channel::Receiver<Result<Option<Node>>>>,
+}
+
+/// A subfolder found in a listing, with all it takes to walk it anywhere.
+struct Subfolder {
+    path: PathBuf,
+    node: Node,
+    md: Metadata,
+    prev: Option<Node>,
+    dev: u64,
 }
 
 impl Walker<'_> {
     fn stopped(&self) -> bool {
-        stop_asked(self.opts, self.helper)
+        stop_asked(self.opts, self.crew)
     }
 
     fn report(&mut self, path: &Path, kind: FileErrorKind, message: String) {
@@ -413,7 +445,7 @@ impl Walker<'_> {
     }
 
     fn is_known(&self, id: &Id) -> bool {
-        self.known.last().is_some_and(|k| k.contains(id)) || self.uploader.is_known(id)
+        self.levels.last().is_some_and(|l| l.known.contains(id)) || self.uploader.is_known(id)
     }
 
     fn parent_tree(&self, id: Option<Id>) -> Option<Arc<Tree>> {
@@ -652,43 +684,51 @@ impl Walker<'_> {
         } else {
             self.uploader.known_among(&reused_chunks)
         };
-        self.known.push(known);
+        // Files first, subfolders after: a subfolder not started yet can be
+        // handed to the other walker whenever it runs out of work.
+        let mut level = Level {
+            known,
+            ..Level::default()
+        };
         let mut tree = Tree::default();
-        let mut handed = Vec::new();
+        let mut rest = Vec::with_capacity(entries.len());
         for (full, md, node) in entries {
+            if md.is_dir() {
+                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
+                level.dirs.push_back(Subfolder {
+                    path: full,
+                    node,
+                    md,
+                    prev: prev.cloned(),
+                    dev,
+                });
+            } else {
+                rest.push((full, md, node));
+            }
+        }
+        let here = self.levels.len();
+        self.levels.push(level);
+        for (full, md, node) in rest {
+            self.share();
             let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
-            let (full, md, node) = match self.helper {
-                Some(h) if md.is_dir() => {
-                    let job = Job {
-                        path: full,
-                        node,
-                        md,
-                        prev: prev.cloned(),
-                        dev,
-                        reply: None,
-                    };
-                    match h.offer(job) {
-                        Ok(answer) => {
-                            handed.push(answer);
-                            continue;
-                        }
-                        Err(j) => (j.path, j.md, j.node),
-                    }
-                }
-                _ => (full, md, node),
-            };
             if let Some(node) = self.entry(&full, node, &md, prev, dev)? {
                 tree.nodes.push(node);
             }
         }
-        for answer in handed {
-            let node = answer.recv().map_err(|_| SnapshotError::Source {
-                path: path.to_path_buf(),
-                message: "the second backup walker stopped".into(),
-            })??;
+        loop {
+            self.share();
+            let Some(sub) = self.levels[here].dirs.pop_front() else {
+                break;
+            };
+            let node = self.entry(&sub.path, sub.node, &sub.md, sub.prev.as_ref(), sub.dev)?;
             tree.nodes.extend(node);
         }
-        self.known.pop();
+        while let Some(answer) = self.levels[here].handed.pop() {
+            let node = self.wait(path, &answer)?;
+            tree.nodes.extend(node);
+        }
+        let level = self.levels.pop().unwrap_or_default();
+        tree.nodes.extend(level.done);
         self.forget_replaced(parent, ptree.as_deref(), &tree);
         self.store_tree(tree)
     }
@@ -835,16 +875,16 @@ impl Walker<'_> {
     /// chunk to the upload pipeline.
     fn cut(&mut self, r: &mut impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
         let mut ids = Vec::new();
-        let (repo, uploader, progress, helper, opts) = (
+        let (repo, uploader, progress, crew, opts) = (
             self.repo,
             self.uploader,
             self.progress,
-            self.helper,
+            self.crew,
             self.opts,
         );
         let zero_ids = &mut self.zero_ids;
         let total = self.cutter.cut(r, |chunk| {
-            if stop_asked(opts, helper) {
+            if stop_asked(opts, crew) {
                 // Reported against this file; the walk stops at the next one.
                 return Err(ChunkError::Io(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
@@ -871,87 +911,83 @@ impl Walker<'_> {
     }
 }
 
-/// A folder handed to the second walker, and where its entry goes.
+/// A folder handed to the other walker, and where its entry goes.
 struct Job {
-    path: PathBuf,
-    node: Node,
-    md: Metadata,
-    prev: Option<Node>,
-    dev: u64,
-    reply: Option<crossbeam_channel::Sender<Result<Option<Node>>>>,
+    sub: Subfolder,
+    reply: crossbeam_channel::Sender<Result<Option<Node>>>,
 }
 
-/// The second walker's door. It takes one folder at a time and only when
-/// idle, so neither walker ever waits for the other to make room: the
-/// first one walks a folder itself whenever the second is busy, and waits
-/// only at the end of a folder for the subfolders it handed over.
-pub(crate) struct Helper {
-    idle: AtomicBool,
+/// How many folders a waiting walker walks for the other one inside its
+/// wait, one inside the other, before it just waits: each costs stack.
+const MAX_HELPING: usize = 32;
+
+/// The two walkers of a full walk. A walker hands the other a folder only
+/// when that one is idle, so nobody ever waits for room: a walker that
+/// runs out of work (at the end of a folder whose subfolders the other one
+/// still walks) first walks its own subfolders not started yet, then
+/// marks itself idle and walks what the other hands it until its answers
+/// are in. What is handed over is the pending subfolder nearest the top of
+/// the giver's walk, the largest piece of work it has, as work-stealing
+/// schedulers do: fewer hand-overs, and the two walkers end up in different
+/// parts of the tree (photos beside source code), which keeps the disk and
+/// the CPU busy together.
+pub(crate) struct Crew {
+    /// Per walker: set while it waits with nothing to do; cleared by itself
+    /// or by whoever hands it a folder.
+    idle: [AtomicBool; 2],
     /// Set when either walker fails, so the other stops soon, and when the
     /// walk is over.
     stop: AtomicBool,
-    /// Why the second walker failed; the first reports it.
+    /// Why a folder walked for the other walker failed; the first walker
+    /// reports it.
     error: Mutex<Option<SnapshotError>>,
-    jobs: Mutex<Option<crossbeam_channel::Sender<Job>>>,
+    doors: Mutex<[Option<crossbeam_channel::Sender<Job>>; 2]>,
 }
 
-impl Helper {
-    fn new(jobs: crossbeam_channel::Sender<Job>) -> Self {
-        Helper {
-            idle: AtomicBool::new(true),
+impl Crew {
+    /// The crew and each walker's inbox. The second walker starts idle.
+    fn new() -> (Self, [crossbeam_channel::Receiver<Job>; 2]) {
+        let (tx0, rx0) = crossbeam_channel::unbounded();
+        let (tx1, rx1) = crossbeam_channel::unbounded();
+        let crew = Crew {
+            idle: [AtomicBool::new(false), AtomicBool::new(true)],
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
-            jobs: Mutex::new(Some(jobs)),
-        }
+            doors: Mutex::new([Some(tx0), Some(tx1)]),
+        };
+        (crew, [rx0, rx1])
     }
 
-    /// Hands `job` over when the second walker is idle; gives it back
-    /// otherwise. The receiver answers with the folder's entry.
+    /// Claims walker `to` when it is idle and the walk goes on.
+    fn claim(&self, to: usize) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+            && self.idle[to]
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Hands a claimed walker its folder; gives it back once the walk is
+    /// closed. The receiver answers with the folder's entry.
     // The job comes back whole to be walked here; boxing it would cost an
     // allocation per folder.
     #[allow(clippy::result_large_err)]
-    fn offer(
+    fn send(
         &self,
-        mut job: Job,
-    ) -> std::result::Result<crossbeam_channel::Receiver<Result<Option<Node>>>, Job> {
-        if self
-            .idle
-            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(job);
-        }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        job.reply = Some(tx);
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        // Once stopped, the second walker stays busy for good: the first
-        // walks everything left itself.
-        match jobs.as_ref() {
-            Some(j) => j.send(job).map(|()| rx).map_err(|e| e.0),
-            None => Err(job),
+        to: usize,
+        sub: Subfolder,
+    ) -> std::result::Result<crossbeam_channel::Receiver<Result<Option<Node>>>, Subfolder> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let doors = self.doors.lock().unwrap_or_else(|p| p.into_inner());
+        match doors[to].as_ref() {
+            Some(d) => d.send(Job { sub, reply }).map(|()| rx).map_err(|e| e.0.sub),
+            None => Err(sub),
         }
     }
 
-    /// Walks handed folders until [`close`](Self::close).
-    fn serve(&self, w: &mut Walker<'_>, jobs: &crossbeam_channel::Receiver<Job>) {
-        for job in jobs {
-            let r = match w.entry(&job.path, job.node, &job.md, job.prev.as_ref(), job.dev) {
-                Ok(n) => Ok(n),
-                Err(e) => {
-                    self.stop.store(true, Ordering::Relaxed);
-                    let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
-                    first.get_or_insert(e);
-                    Err(SnapshotError::Cancelled)
-                }
-            };
-            if r.is_ok() {
-                // A failed walker takes no more folders.
-                self.idle.store(true, Ordering::Release);
-            }
-            if let Some(reply) = job.reply {
-                let _ = reply.send(r);
-            }
-        }
+    fn fail(&self, e: SnapshotError) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert(e);
     }
 
     fn take_error(&self) -> Option<SnapshotError> {
@@ -962,7 +998,145 @@ impl Helper {
     /// done, and stops early if the first walker failed mid-folder.
     fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut doors = self.doors.lock().unwrap_or_else(|p| p.into_inner());
+        *doors = [None, None];
+    }
+}
+
+impl Walker<'_> {
+    /// Hands the other walker, when it is idle, the pending subfolder
+    /// nearest the top of this walk.
+    fn share(&mut self) {
+        let Some(crew) = self.crew else { return };
+        let other = 1 - self.me;
+        if !crew.idle[other].load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(at) = self.levels.iter().position(|l| !l.dirs.is_empty()) else {
+            return;
+        };
+        if !crew.claim(other) {
+            return;
+        }
+        let Some(sub) = self.levels[at].dirs.pop_back() else {
+            return;
+        };
+        match crew.send(other, sub) {
+            Ok(answer) => self.levels[at].handed.push(answer),
+            Err(sub) => self.levels[at].dirs.push_back(sub),
+        }
+    }
+
+    /// Waits for the entry of a subfolder of `path` handed to the other
+    /// walker, walking what there is to walk meanwhile.
+    fn wait(
+        &mut self,
+        path: &Path,
+        answer: &crossbeam_channel::Receiver<Result<Option<Node>>>,
+    ) -> Result<Option<Node>> {
+        let gone = || SnapshotError::Source {
+            path: path.to_path_buf(),
+            message: "the other backup walker stopped".into(),
+        };
+        loop {
+            match answer.try_recv() {
+                Ok(r) => return r,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(gone()),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            let (Some(crew), true) = (self.crew, self.helping < MAX_HELPING) else {
+                return answer.recv().map_err(|_| gone())?;
+            };
+            // Own work first: the innermost pending subfolder, the
+            // smallest piece, so the answer waited for is seen soon.
+            if let Some(at) = self.levels.iter().rposition(|l| !l.dirs.is_empty()) {
+                if let Some(sub) = self.levels[at].dirs.pop_front() {
+                    self.helping += 1;
+                    let node = self.entry(&sub.path, sub.node, &sub.md, sub.prev.as_ref(), sub.dev);
+                    self.helping -= 1;
+                    self.levels[at].done.extend(node?);
+                    continue;
+                }
+            }
+            let Some(inbox) = self.inbox.clone() else {
+                return answer.recv().map_err(|_| gone())?;
+            };
+            crew.idle[self.me].store(true, Ordering::Release);
+            crossbeam_channel::select! {
+                recv(answer) -> r => {
+                    self.unidle(crew, &inbox);
+                    return r.map_err(|_| gone())?;
+                }
+                recv(inbox) -> job => match job {
+                    Ok(job) => {
+                        self.helping += 1;
+                        self.run(job);
+                        self.helping -= 1;
+                    }
+                    // Closed: nothing more will be handed over.
+                    Err(_) => {
+                        self.unidle(crew, &inbox);
+                        return answer.recv().map_err(|_| gone())?;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Stops being idle; a folder handed over in the meantime is walked
+    /// first, since the giver waits for it.
+    fn unidle(&mut self, crew: &Crew, inbox: &crossbeam_channel::Receiver<Job>) {
+        let claimed = crew.idle[self.me]
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err();
+        if claimed {
+            if let Ok(job) = inbox.recv() {
+                self.helping += 1;
+                self.run(job);
+                self.helping -= 1;
+            }
+        }
+    }
+
+    /// Walks a folder for the other walker and answers with its entry. A
+    /// failure stops the whole walk; the first walker reports it.
+    fn run(&mut self, job: Job) {
+        let depth = self.levels.len();
+        let r = match self.entry(
+            &job.sub.path,
+            job.sub.node,
+            &job.sub.md,
+            job.sub.prev.as_ref(),
+            job.sub.dev,
+        ) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if let Some(crew) = self.crew {
+                    crew.fail(e);
+                }
+                Err(SnapshotError::Cancelled)
+            }
+        };
+        // A failed folder leaves its levels behind.
+        self.levels.truncate(depth);
+        let _ = job.reply.send(r);
+    }
+
+    /// The second walker's life: it walks what it is handed until the
+    /// walk is closed.
+    fn serve(&mut self) {
+        let (Some(crew), Some(inbox)) = (self.crew, self.inbox.clone()) else {
+            return;
+        };
+        for job in &inbox {
+            self.run(job);
+            if crew.stop.load(Ordering::Relaxed) {
+                // Stopping: take no more folders, answer the ones already
+                // handed (they stop at their first file).
+                continue;
+            }
+            crew.idle[self.me].store(true, Ordering::Release);
+        }
     }
 }
 

@@ -221,3 +221,81 @@ fn a_full_walk_shared_by_two_walkers_stores_what_one_walker_stores() {
     assert_eq!(one.snapshot.tree, shared.snapshot.tree);
     assert_eq!(files(&repo, &one, &src).len() as u64, files_written);
 }
+
+/// Records which walker thread stored each file, and slows the second
+/// walker down inside `slow` so that the first one runs out of work first.
+struct WhoWalked {
+    slow: PathBuf,
+    by: std::sync::Mutex<Vec<(PathBuf, String)>>,
+}
+
+impl snapshot::Progress for WhoWalked {
+    fn file_done(&self, path: &Path, _size: u64, _status: snapshot::FileStatus) {
+        let me = std::thread::current().name().unwrap_or("").to_string();
+        if me == "backup-walk-2" && path.starts_with(&self.slow) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.by.lock().expect("lock").push((path.to_path_buf(), me));
+    }
+}
+
+#[test]
+fn a_walker_that_runs_out_of_work_helps_with_the_folder_the_other_one_took() {
+    // The first walker hands the idle second walker the last folder of the
+    // root (`z-big`, the largest piece of work), walks the small one
+    // itself, and then would wait at the root for `z-big`. It must instead
+    // take subfolders of `z-big` from the second walker.
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    write(&src.join("a-small/note.txt"), "small");
+    let big = src.join("z-big");
+    let mut files_written = 1u64;
+    for d in 0..100 {
+        for f in 0..3 {
+            write(&big.join(format!("d{d:03}/f{f}.txt")), &format!("{d} {f}"));
+            files_written += 1;
+        }
+    }
+    let repo = new_repo();
+    let who = WhoWalked {
+        slow: big.clone(),
+        by: Default::default(),
+    };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let shared = snapshot::backup(&repo, &opts, &who).expect("backup");
+    let by = who.by.into_inner().expect("lock");
+    assert_eq!(by.len() as u64, files_written, "every file stored once");
+    let in_big = |name: &str| {
+        by.iter()
+            .filter(|(p, w)| p.starts_with(&big) && w == name)
+            .count()
+    };
+    // Alone, the second walker sleeps 600 ms in `z-big`; the first is done
+    // with `a-small` within a millisecond.
+    assert!(in_big("backup-walk-2") > 0, "the second walker took z-big");
+    assert!(
+        in_big("backup-walk") > 0,
+        "the first walker did not help with z-big: {} of its files were walked by the second",
+        in_big("backup-walk-2")
+    );
+    // Whoever walked what, the snapshot is the one a single walker stores.
+    let one = backup(
+        &repo,
+        &src,
+        Some(&shared),
+        Some(ChangedFolders {
+            dirs: BTreeSet::new(),
+            rescan: set(&[&src]),
+        }),
+    );
+    assert_eq!(one.snapshot.tree, shared.snapshot.tree);
+    assert_eq!(
+        one.snapshot.summary.total_files,
+        shared.snapshot.summary.total_files
+    );
+    assert_eq!(shared.snapshot.summary.total_files, files_written);
+}
