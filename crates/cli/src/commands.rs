@@ -485,24 +485,32 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         Some(dir) if !a.force => snapshot::FolderStates::load(dir, &scope),
         _ => snapshot::FolderStates::default(),
     };
+    // Nothing known (a first backup, --force): the backup walks every
+    // folder and digests each as it lists it, so it need not wait for a
+    // scan of the whole tree (0.2 s of a 3.6 s first backup of the bench
+    // set); the scan then only counts the bar's total, and does not run
+    // without a bar.
+    let walk_all = known.snapshot.is_none();
     let opened = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let counted = AtomicU64::new(0);
     let report = std::thread::scope(|s| {
-        let scan = s.spawn(|| {
-            snapshot::scan_changes(
-                &paths,
-                &excludes,
-                a.one_file_system,
-                &known,
-                &stop,
-                &|_, bytes| {
-                    counted.store(bytes, Ordering::Relaxed);
-                    if opened.load(Ordering::Relaxed) {
-                        bar.set_total(bytes);
-                    }
-                },
-            )
+        let scan = (!walk_all || bar.is_shown()).then(|| {
+            s.spawn(|| {
+                snapshot::scan_changes(
+                    &paths,
+                    &excludes,
+                    a.one_file_system,
+                    &known,
+                    &stop,
+                    &|_, bytes| {
+                        counted.store(bytes, Ordering::Relaxed);
+                        if opened.load(Ordering::Relaxed) {
+                            bar.set_total(bytes);
+                        }
+                    },
+                )
+            })
         });
         let run = || -> Result<(snapshot::BackupReport, Option<snapshot::ChangeScan>)> {
             let repo = Arc::new(open(g)?);
@@ -512,9 +520,13 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
                 Some(p) => Some(repo.find_snapshot(p)?),
                 None => snapshot::default_parent(&repo, &host, &paths)?,
             };
-            // The backup may read nothing before the scan has seen it all:
-            // the digests it saves must be no newer than what it stores.
-            let scanned = scan.join().ok().flatten();
+            // Otherwise the backup may read nothing before the scan has
+            // seen it all: the digests it saves must be no newer than what
+            // it stores.
+            let scanned = match scan {
+                Some(scan) if !walk_all => scan.join().ok().flatten(),
+                _ => None,
+            };
             let changed = match (&scanned, parent) {
                 (Some(sc), Some(p)) if known.snapshot == Some(p) => {
                     Some(snapshot::ChangedFolders {
@@ -536,18 +548,27 @@ fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
                 upload: Default::default(),
                 cancel: None,
                 changed,
+                folder_states: walk_all,
             };
             Ok((agent::jobs::backup(&repo, &opts, &bar)?, scanned))
         };
         let r = run();
-        // A failed open must not wait for the scan of a large tree.
+        // A failed open must not wait for the scan of a large tree, nor a
+        // finished backup for the count of its total.
         stop.store(true, Ordering::Relaxed);
         r
     });
-    let report = report.map(|(r, scanned)| {
-        if let (Some(dir), Some(sc)) = (&states_dir, scanned) {
-            let mut states = sc.states;
-            states.snapshot = Some(r.id);
+    let report = report.map(|(mut r, scanned)| {
+        let states = match (r.folder_states.take(), scanned) {
+            (Some(walked), _) => Some(walked),
+            (None, Some(sc)) => {
+                let mut states = sc.states;
+                states.snapshot = Some(r.id);
+                Some(states)
+            }
+            (None, None) => None,
+        };
+        if let (Some(dir), Some(mut states)) = (&states_dir, states) {
             let unread: Vec<PathBuf> = r.errors.iter().map(|e| e.path.clone()).collect();
             states.forget_around(&unread);
             if let Err(e) = states.save(dir, &scope) {

@@ -30,6 +30,11 @@ impl Bar {
         }
     }
 
+    /// Whether anything is drawn (a terminal, output for people).
+    pub fn is_shown(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
     pub fn set_total(&self, bytes: u64) {
         self.bar.set_length(bytes);
     }

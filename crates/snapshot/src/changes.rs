@@ -91,6 +91,15 @@ impl FolderStates {
         self.digests.is_empty()
     }
 
+    /// Records `dir` as digested.
+    pub(crate) fn insert(&mut self, dir: &Path, digest: [u8; 32]) {
+        self.digests.insert(path_key(dir), digest);
+    }
+
+    pub(crate) fn extend(&mut self, other: FolderStates) {
+        self.digests.extend(other.digests);
+    }
+
     /// Forgets the folders holding `paths` (files or folders the backup
     /// could not read), so the next backup lists them again and reports
     /// them again instead of trusting a snapshot that lacks them.
@@ -256,21 +265,19 @@ fn scan_dir(
         .map(|e| e.file_name().as_bytes().to_vec())
         .collect();
     names.sort();
-    let mut h = blake3::Hasher::new();
-    digest_node(&mut h, b"", &own);
+    let mut h = FolderDigest::new(&own);
     let mut subdirs = Vec::new();
     for name in names {
         let full = dir.join(std::ffi::OsStr::from_bytes(&name));
         let Ok(md) = std::fs::symlink_metadata(&full) else {
             // Vanished between listing and stat: the backup sees what is left.
-            field(&mut h, b"\0vanished");
-            field(&mut h, &name);
+            h.vanished(&name);
             continue;
         };
         if excludes.is_excluded(&full, md.is_dir()) {
             continue;
         }
-        digest_node(&mut h, &name, &md);
+        h.entry(&name, &md);
         if md.is_dir() {
             if !(one_file_system && md.dev() != dev) {
                 subdirs.push(full);
@@ -283,7 +290,7 @@ fn scan_dir(
             }
         }
     }
-    let digest = *h.finalize().as_bytes();
+    let digest = h.finish();
     // With nothing known every folder is new, and the backup walks them all
     // anyway: naming each would only cost memory on a first backup.
     if known.snapshot.is_some() && known.digests.get(&key) != Some(&digest) {
@@ -303,6 +310,35 @@ fn scan_dir(
         )?;
     }
     Some(())
+}
+
+/// A folder's digest, fed its entries in name order (excluded ones left
+/// out). The scan and a full backup walk both compute it, from the same
+/// code, so a backup's digests are what the next scan sees when nothing
+/// changed.
+pub(crate) struct FolderDigest(blake3::Hasher);
+
+impl FolderDigest {
+    /// `own` is the folder's own metadata.
+    pub(crate) fn new(own: &std::fs::Metadata) -> Self {
+        let mut h = blake3::Hasher::new();
+        digest_node(&mut h, b"", own);
+        FolderDigest(h)
+    }
+
+    pub(crate) fn entry(&mut self, name: &[u8], md: &std::fs::Metadata) {
+        digest_node(&mut self.0, name, md);
+    }
+
+    /// An entry listed but gone before it could be looked at.
+    pub(crate) fn vanished(&mut self, name: &[u8]) {
+        field(&mut self.0, b"\0vanished");
+        field(&mut self.0, name);
+    }
+
+    pub(crate) fn finish(self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
 }
 
 /// Everything of an entry a tree records except content: the same

@@ -299,3 +299,78 @@ fn a_walker_that_runs_out_of_work_helps_with_the_folder_the_other_one_took() {
     );
     assert_eq!(shared.snapshot.summary.total_files, files_written);
 }
+
+#[test]
+fn a_full_walk_records_the_folder_states_a_scan_sees() {
+    // A first backup digests every folder as it lists it instead of
+    // waiting for a scan; the next backup's scan compares against those
+    // digests, so they must be exactly the scan's, or every folder would
+    // look changed (or worse, a changed one unchanged).
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    for (path, body) in [
+        ("a/b/c/deep.txt", "deep"),
+        ("a/one.txt", "one"),
+        ("x/two.bin", "two"),
+        ("skip/hidden.txt", "excluded"),
+        ("x/skip/also.txt", "excluded too"),
+        ("top.txt", "top"),
+    ] {
+        write(&src.join(path), body);
+    }
+    std::fs::create_dir_all(src.join("empty")).expect("mkdir");
+    std::os::unix::fs::symlink("a/one.txt", src.join("link")).expect("symlink");
+    let excludes = snapshot::Excludes::new(&["skip".to_string()], false).expect("excludes");
+    let repo = new_repo();
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        hostname: "test".into(),
+        excludes: excludes.clone(),
+        folder_states: true,
+        ..Default::default()
+    };
+    let r = snapshot::backup(&repo, &opts, &NoProgress).expect("backup");
+    let walked = r.folder_states.clone().expect("states of a full walk");
+    assert_eq!(walked.snapshot, Some(r.id));
+    let scan = snapshot::scan_changes(
+        std::slice::from_ref(&src),
+        &excludes,
+        false,
+        &walked,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_, _| {},
+    )
+    .expect("not stopped");
+    // src, a, a/b, a/b/c, x, empty: the excluded folders are not digested.
+    assert_eq!(walked.len(), 6);
+    assert!(scan.changed.is_empty(), "changed: {:?}", scan.changed);
+    let mut scanned = scan.states;
+    scanned.snapshot = Some(r.id);
+    assert_eq!(scanned, walked);
+
+    // A change after the backup shows in the next scan: in the folder, and
+    // in the one listing it (the folder's times are an entry there).
+    write(&src.join("a/b/new.txt"), "new");
+    let scan = snapshot::scan_changes(
+        std::slice::from_ref(&src),
+        &excludes,
+        false,
+        &walked,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_, _| {},
+    )
+    .expect("not stopped");
+    assert_eq!(scan.changed, set(&[&src.join("a"), &src.join("a/b")]));
+
+    // An incremental walk lists only some folders: it records none.
+    let inc = BackupOptions {
+        parent: Some(r.id),
+        changed: Some(ChangedFolders {
+            dirs: scan.changed,
+            rescan: BTreeSet::new(),
+        }),
+        ..opts
+    };
+    let r2 = snapshot::backup(&repo, &inc, &NoProgress).expect("incremental");
+    assert!(r2.folder_states.is_none());
+}
