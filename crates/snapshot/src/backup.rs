@@ -167,7 +167,7 @@ pub fn backup(
             reason,
         })
     })?;
-    let prefetch = crate::prefetch::Prefetcher::start();
+    let prefetch = crate::prefetch::Prefetcher::start(&opts.excludes);
     // An incremental walk corrects totals inherited from the parent, which
     // only the one walker that holds them can do; it lists few folders
     // anyway.
@@ -706,8 +706,15 @@ impl Walker<'_> {
         for (full, md, node) in &entries {
             if md.is_dir() {
                 let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
-                if self.reuse(full, prev.and_then(|p| p.subtree)).is_none() {
-                    self.prefetch.hint(Hint::Dir(full.clone()));
+                let prev_sub = prev.and_then(|p| p.subtree);
+                if self.reuse(full, prev_sub).is_none() {
+                    // Without an old version of the folder every file in it
+                    // is read; with one, most are not.
+                    let files_too = self.opts.force || prev_sub.is_none();
+                    self.prefetch.hint(Hint::Dir {
+                        path: full.clone(),
+                        files_too,
+                    });
                 }
             } else if md.is_file() && md.len() > 0 {
                 let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
