@@ -16,7 +16,9 @@
 //! ctime, and ctimes only grow, so a folder that changed at any moment
 //! after it was scanned can never show its old digest again. The backup
 //! records the digests observed *before* it read anything: whatever
-//! changed meanwhile shows a different digest next time.
+//! changed meanwhile shows a different digest next time. A full walk (a
+//! first backup) takes them itself, folder by folder, from the listing it
+//! is about to read (`FolderDigest`), instead of waiting for a scan.
 //!
 //! Stored digests are hashes of paths and of metadata, kept on the machine
 //! that holds the files themselves; they reveal nothing the disk does not.
