@@ -701,13 +701,18 @@ impl Walker<'_> {
         if let (Some(states), Some(d)) = (&mut self.states, digest) {
             states.insert(path, d.finish());
         }
-        // Name the files about to be read, so the disk works ahead of us.
+        // Name the files about to be read, so the disk works ahead of us,
+        // and set the subfolders apart: files are walked first, so that a
+        // subfolder not started yet can be handed to the other walker
+        // whenever it runs out of work.
         let mut reused_chunks = Vec::new();
-        for (full, md, node) in &entries {
+        let mut dirs = VecDeque::new();
+        let mut rest = Vec::with_capacity(entries.len());
+        for (full, md, node) in entries {
+            let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
             if md.is_dir() {
-                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
                 let prev_sub = prev.and_then(|p| p.subtree);
-                if self.reuse(full, prev_sub).is_none() {
+                if self.reuse(&full, prev_sub).is_none() {
                     // Without an old version of the folder every file in it
                     // is read; with one, most are not.
                     let files_too = self.opts.force || prev_sub.is_none();
@@ -716,48 +721,40 @@ impl Walker<'_> {
                         files_too,
                     });
                 }
-            } else if md.is_file() && md.len() > 0 {
-                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
-                match prev {
-                    Some(p) if !self.opts.force && unchanged(p, node) => {
-                        reused_chunks.extend_from_slice(&p.content);
-                    }
-                    _ => self.prefetch.hint(Hint::File(full.clone())),
-                }
-            }
-        }
-        let known = if self.repo.is_remote() || reused_chunks.is_empty() {
-            HashSet::new()
-        } else {
-            self.uploader.known_among(&reused_chunks)
-        };
-        // Files first, subfolders after: a subfolder not started yet can be
-        // handed to the other walker whenever it runs out of work.
-        let mut level = Level {
-            known,
-            ..Level::default()
-        };
-        let mut tree = Tree::default();
-        let mut rest = Vec::with_capacity(entries.len());
-        for (full, md, node) in entries {
-            if md.is_dir() {
-                let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
-                level.dirs.push_back(Subfolder {
+                dirs.push_back(Subfolder {
                     path: full,
                     node,
                     md,
                     prev: prev.cloned(),
                     dev,
                 });
-            } else {
-                rest.push((full, md, node));
+                continue;
             }
+            if md.is_file() && md.len() > 0 {
+                match prev {
+                    Some(p) if !self.opts.force && unchanged(p, &node) => {
+                        reused_chunks.extend_from_slice(&p.content);
+                    }
+                    _ => self.prefetch.hint(Hint::File(full.clone())),
+                }
+            }
+            rest.push((full, md, node, prev));
         }
+        let known = if self.repo.is_remote() || reused_chunks.is_empty() {
+            HashSet::new()
+        } else {
+            self.uploader.known_among(&reused_chunks)
+        };
+        let level = Level {
+            known,
+            dirs,
+            ..Level::default()
+        };
+        let mut tree = Tree::default();
         let here = self.levels.len();
         self.levels.push(level);
-        for (full, md, node) in rest {
+        for (full, md, node, prev) in rest {
             self.share();
-            let prev = ptree.as_ref().and_then(|t| t.find(node.name.as_bytes()));
             if let Some(node) = self.entry(&full, node, &md, prev, dev)? {
                 tree.nodes.push(node);
             }
@@ -767,8 +764,7 @@ impl Walker<'_> {
             let Some(sub) = self.levels[here].dirs.pop_front() else {
                 break;
             };
-            let node = self.entry(&sub.path, sub.node, &sub.md, sub.prev.as_ref(), sub.dev)?;
-            tree.nodes.extend(node);
+            tree.nodes.extend(self.walk(sub)?);
         }
         while let Some(answer) = self.levels[here].handed.pop() {
             let node = self.wait(path, &answer)?;
@@ -1099,7 +1095,7 @@ impl Walker<'_> {
             if let Some(at) = self.levels.iter().rposition(|l| !l.dirs.is_empty()) {
                 if let Some(sub) = self.levels[at].dirs.pop_front() {
                     self.helping += 1;
-                    let node = self.entry(&sub.path, sub.node, &sub.md, sub.prev.as_ref(), sub.dev);
+                    let node = self.walk(sub);
                     self.helping -= 1;
                     self.levels[at].done.extend(node?);
                     continue;
@@ -1115,11 +1111,7 @@ impl Walker<'_> {
                     return r.map_err(|_| gone())?;
                 }
                 recv(inbox) -> job => match job {
-                    Ok(job) => {
-                        self.helping += 1;
-                        self.run(job);
-                        self.helping -= 1;
-                    }
+                    Ok(job) => self.help(job),
                     // Closed: nothing more will be handed over.
                     Err(_) => {
                         self.unidle(crew, &inbox);
@@ -1138,24 +1130,29 @@ impl Walker<'_> {
             .is_err();
         if claimed {
             if let Ok(job) = inbox.recv() {
-                self.helping += 1;
-                self.run(job);
-                self.helping -= 1;
+                self.help(job);
             }
         }
+    }
+
+    /// Walks a subfolder set apart by [`dir`](Self::dir), here or for the
+    /// other walker.
+    fn walk(&mut self, sub: Subfolder) -> Result<Option<Node>> {
+        self.entry(&sub.path, sub.node, &sub.md, sub.prev.as_ref(), sub.dev)
+    }
+
+    /// [`run`](Self::run) inside one of this walker's own waits.
+    fn help(&mut self, job: Job) {
+        self.helping += 1;
+        self.run(job);
+        self.helping -= 1;
     }
 
     /// Walks a folder for the other walker and answers with its entry. A
     /// failure stops the whole walk; the first walker reports it.
     fn run(&mut self, job: Job) {
         let depth = self.levels.len();
-        let r = match self.entry(
-            &job.sub.path,
-            job.sub.node,
-            &job.sub.md,
-            job.sub.prev.as_ref(),
-            job.sub.dev,
-        ) {
+        let r = match self.walk(job.sub) {
             Ok(n) => Ok(n),
             Err(e) => {
                 if let Some(crew) = self.crew {

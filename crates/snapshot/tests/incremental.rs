@@ -27,6 +27,20 @@ fn backup(
     snapshot::backup(repo, &opts, &NoProgress).expect("backup")
 }
 
+/// Walks all of `src` again on one walker (a rescan of the root is an
+/// incremental backup, which never shares the walk), after `parent`.
+fn rescan_on_one_walker(repo: &Arc<Repository>, src: &Path, parent: &BackupReport) -> BackupReport {
+    backup(
+        repo,
+        src,
+        Some(parent),
+        Some(ChangedFolders {
+            dirs: BTreeSet::new(),
+            rescan: set(&[&src.to_path_buf()]),
+        }),
+    )
+}
+
 fn write(p: &Path, body: &str) {
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, body).expect("write");
@@ -209,15 +223,7 @@ fn a_full_walk_shared_by_two_walkers_stores_what_one_walker_stores() {
     // The folders under src, src itself and the folders above it.
     let above = src.ancestors().count() as u64 - 1;
     assert_eq!(s.dirs, dirs + above);
-    let one = backup(
-        &repo,
-        &src,
-        Some(&shared),
-        Some(ChangedFolders {
-            dirs: BTreeSet::new(),
-            rescan: set(&[&src]),
-        }),
-    );
+    let one = rescan_on_one_walker(&repo, &src, &shared);
     assert_eq!(one.snapshot.tree, shared.snapshot.tree);
     assert_eq!(files(&repo, &one, &src).len() as u64, files_written);
 }
@@ -283,15 +289,7 @@ fn a_walker_that_runs_out_of_work_helps_with_the_folder_the_other_one_took() {
         in_big("backup-walk-2")
     );
     // Whoever walked what, the snapshot is the one a single walker stores.
-    let one = backup(
-        &repo,
-        &src,
-        Some(&shared),
-        Some(ChangedFolders {
-            dirs: BTreeSet::new(),
-            rescan: set(&[&src]),
-        }),
-    );
+    let one = rescan_on_one_walker(&repo, &src, &shared);
     assert_eq!(one.snapshot.tree, shared.snapshot.tree);
     assert_eq!(
         one.snapshot.summary.total_files,
