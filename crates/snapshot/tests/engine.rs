@@ -130,7 +130,9 @@ fn write_tree(root: &Path, entries: &[(Vec<String>, Spec, u32)]) {
             }
             std::fs::create_dir_all(&p).expect("mkdir");
         }
-        p.push(format!("e{i}"));
+        // A '.' is not in `name()`'s alphabet, so no folder can take an
+        // entry's name (a folder `e5` made before entry 5 once failed CI).
+        p.push(format!("e.{i}"));
         match spec {
             Spec::Empty => std::fs::write(&p, b"").expect("write"),
             Spec::Bytes(b) => std::fs::write(&p, b).expect("write"),
