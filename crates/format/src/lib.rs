@@ -267,7 +267,48 @@ impl Tree {
             .ok()
             .and_then(|i| self.nodes.get(i))
     }
+
+    /// Reads a tree and holds it to the rules every reader relies on. The
+    /// server checks commits with this same function, so it never accepts a
+    /// tree that a restore, `ls` or `verify` would call corrupt.
+    pub fn decode(bytes: &[u8]) -> Result<Tree, FormatError> {
+        let tree: Tree = from_json("tree", bytes)?;
+        tree.check().map_err(|reason| FormatError::Malformed {
+            what: "tree",
+            reason,
+        })?;
+        Ok(tree)
+    }
+
+    /// A tree from a hostile or damaged repository must not smuggle in
+    /// duplicate or unsafe names (restore and browsing rely on that), nor a
+    /// folder without its subtree.
+    pub fn check(&self) -> Result<(), String> {
+        for w in self.nodes.windows(2) {
+            if w[0].name.as_bytes() >= w[1].name.as_bytes() {
+                return Err(format!("entries not strictly sorted at {:?}", w[1].name));
+            }
+        }
+        for n in &self.nodes {
+            if !n.name.is_safe_component() {
+                return Err(format!("unsafe entry name {:?}", n.name));
+            }
+            if n.kind == NodeKind::Dir && n.subtree.is_none() {
+                return Err(format!("folder {:?} has no subtree", n.name));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The deepest folder nesting a snapshot may have. Every reader walks trees
+/// without recursing, so this bounds work and memory, not the stack: a
+/// server refuses a commit whose trees nest deeper, and readers refuse to
+/// descend further. Real trees stay far below (Linux's PATH_MAX of 4,096
+/// bytes allows ~2,000 levels of one-letter names through ordinary paths);
+/// 5,000 levels, reached with relative opens, must still back up and
+/// restore.
+pub const MAX_TREE_DEPTH: usize = 10_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotSummary {

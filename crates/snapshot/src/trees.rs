@@ -35,8 +35,12 @@ impl<'a> TreeLoader<'a> {
             return Ok(Arc::clone(t));
         }
         let bytes = self.repo.read_blob(id)?;
-        let tree: Tree = format::from_json("tree", &bytes)?;
-        check_tree(&tree, id)?;
+        let tree = Tree::decode(&bytes).map_err(|e| {
+            SnapshotError::Repo(repository::RepoError::Corrupt {
+                what: format!("tree {id}"),
+                reason: e.to_string(),
+            })
+        })?;
         let tree = Arc::new(tree);
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CACHE_TREES {
@@ -66,32 +70,4 @@ impl<'a> TreeLoader<'a> {
         }
         Ok(node)
     }
-}
-
-/// A tree from a hostile or damaged repository must not smuggle in
-/// duplicate or unsafe names; restore and browsing rely on this.
-fn check_tree(tree: &Tree, id: &Id) -> Result<()> {
-    let bad = |reason: String| {
-        SnapshotError::Repo(repository::RepoError::Corrupt {
-            what: format!("tree {id}"),
-            reason,
-        })
-    };
-    for w in tree.nodes.windows(2) {
-        if w[0].name.as_bytes() >= w[1].name.as_bytes() {
-            return Err(bad(format!(
-                "entries not strictly sorted at {:?}",
-                w[1].name
-            )));
-        }
-    }
-    for n in &tree.nodes {
-        if !n.name.is_safe_component() {
-            return Err(bad(format!("unsafe entry name {:?}", n.name)));
-        }
-        if n.kind == NodeKind::Dir && n.subtree.is_none() {
-            return Err(bad(format!("folder {:?} has no subtree", n.name)));
-        }
-    }
-    Ok(())
 }
