@@ -36,7 +36,7 @@ for r in $(seq "$ROUNDS"); do
   code=$(python3 -c "import json;print(json.load(open('$WORK/server.out'))['admin_code'])")
   "$TM" enroll "$url" "$code" >/dev/null
   drop; server_t+=("$(secs "$TM" --repo "$url" --cache-dir "$WORK/cache/s" backup "$WORK/ds" --json)")
-  sent=$(curl -sk "$url/metrics" | awk '/^tidemark_pack_bytes_received_total/ {print $2}')
+  sent=$(curl -sk -H "Authorization: Bearer $(cat "$WORK/srv/metrics.token")" "$url/metrics" | awk '/^tidemark_pack_bytes_received_total/ {print $2}')
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "round $r: local ${local_t[-1]} s, server ${server_t[-1]} s, sent $sent B" >&2
 done

@@ -101,6 +101,10 @@ struct ProveAnswer {
 struct SnapshotItem {
     id: Id,
     snapshot: Snapshot,
+    /// When the server received the snapshot. "Latest" goes by this: the
+    /// time inside a snapshot is whatever the device that sealed it said.
+    #[serde(default)]
+    received: i64,
 }
 
 /// Makes ring the process's rustls provider (a no-op when one is set):
@@ -502,7 +506,8 @@ impl Remote for ServerClient {
             None => format!("{}/v1/snapshots", self.base),
         };
         let r = self.send(|| self.http.get(&url))?;
-        let items: Vec<SnapshotItem> = self.json(r)?;
+        let mut items: Vec<SnapshotItem> = self.json(r)?;
+        items.sort_by_key(|i| i.received);
         Ok(items.into_iter().map(|i| (i.id, i.snapshot)).collect())
     }
 }

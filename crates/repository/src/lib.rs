@@ -744,9 +744,9 @@ impl Repository {
     /// All readable snapshots, oldest first, and problems with unreadable ones.
     pub fn list_snapshots(&self) -> Result<SnapshotList> {
         if let Some(remote) = &self.remote {
-            let mut out = remote.list_snapshots()?;
-            out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-            return Ok((out, Vec::new()));
+            // In the server's order, by when it received each snapshot: a
+            // device's claimed time must not decide what "latest" is.
+            return Ok((remote.list_snapshots()?, Vec::new()));
         }
         let mut out = Vec::new();
         let mut problems = Vec::new();

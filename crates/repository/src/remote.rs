@@ -51,7 +51,7 @@ pub trait Remote: Send + Sync {
     /// Commits a sealed snapshot object; refused unless every blob it
     /// reaches is owned by the user.
     fn commit_snapshot(&self, sealed: &[u8]) -> std::result::Result<Id, RemoteError>;
-    /// This user's snapshots.
+    /// This user's snapshots, oldest first by when the server received them.
     fn list_snapshots(&self) -> std::result::Result<Vec<(Id, Snapshot)>, RemoteError>;
     /// One of this user's snapshots; `None` when they have none with this id.
     fn load_snapshot(&self, id: &Id) -> std::result::Result<Option<Snapshot>, RemoteError>;

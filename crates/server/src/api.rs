@@ -11,11 +11,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::Utc;
 use crypto::Id;
-use format::{Snapshot, Tree};
+use format::Snapshot;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -89,6 +87,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         .route("/v1/admin/codes", post(admin_create_code))
         .route("/v1/admin/devices", get(admin_devices))
         .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
+        .route("/v1/admin/devices/{id}/unflag", post(admin_unflag))
         .route("/v1/admin/usage", get(admin_usage))
         .route("/v1/admin/policy", put(admin_set_policy))
         .route("/v1/admin/snapshots", get(admin_snapshots))
@@ -130,10 +129,6 @@ async fn count_requests(
     resp
 }
 
-fn now() -> i64 {
-    Utc::now().timestamp()
-}
-
 /// Runs blocking repository work (decryption, disk I/O) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
@@ -165,7 +160,8 @@ impl FromRequestParts<AppState> for Device {
             .ok_or_else(ApiError::unauthorized)?;
         let hash = s.hash_secret(b"token", token.trim());
         let meta = s.meta.clone();
-        let p = blocking(move || Ok(meta.authenticate(&hash, now())?))
+        let t = s.now();
+        let p = blocking(move || Ok(meta.authenticate(&hash, t)?))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         if let Some(limiter) = parts.extensions.get::<Arc<DeviceLimiter>>() {
@@ -242,7 +238,7 @@ async fn enroll(
     let code_hash = s.hash_secret(b"code", &normalise_code(&r.code));
     let s2 = s.clone();
     blocking(move || {
-        let grant = s2.meta.redeem_code(&code_hash, now())?.ok_or_else(|| {
+        let grant = s2.meta.redeem_code(&code_hash, s2.now())?.ok_or_else(|| {
             ApiError::forbidden(
                 "this enrolment code is unknown, used up or expired: ask your administrator for a new one",
             )
@@ -256,9 +252,9 @@ async fn enroll(
         let token = hex::encode(rand::random::<[u8; 32]>());
         let device_id =
             s2.meta
-                .create_device(user.id, &name, &s2.hash_secret(b"token", &token), now())?;
+                .create_device(user.id, &name, &s2.hash_secret(b"token", &token), s2.now())?;
         s2.meta.audit(
-            now(),
+            s2.now(),
             &user.name,
             "enroll",
             &format!("device {device_id} ({name})"),
@@ -334,8 +330,8 @@ async fn query_chunks(
         .fetch_add(r.ids.len() as u64, Ordering::Relaxed);
     let s2 = s.clone();
     blocking(move || {
-        let usable = owned_and_stored(&s2, p.user.id, &r.ids)?;
-        let expires = now() + CHALLENGE_SECONDS;
+        let usable = crate::dedup::owned_and_stored(&s2, p.user.id, &r.ids)?;
+        let expires = s2.now() + CHALLENGE_SECONDS;
         let mut out = QueryResponse {
             owned: Vec::new(),
             challenges: Vec::new(),
@@ -357,23 +353,8 @@ async fn query_chunks(
 }
 
 #[derive(Deserialize)]
-struct Proof {
-    id: Id,
-    expires: i64,
-    proof: String,
-}
-
-#[derive(Deserialize)]
 struct ProveRequest {
-    proofs: Vec<Proof>,
-}
-
-#[derive(Serialize)]
-struct ProveResponse {
-    /// Ownership granted: reference these chunks without sending them.
-    granted: Vec<Id>,
-    /// Send these chunks in a pack (unknown, or the proof did not hold).
-    upload: Vec<Id>,
+    proofs: Vec<crate::dedup::Proof>,
 }
 
 async fn prove_chunks(
@@ -381,41 +362,11 @@ async fn prove_chunks(
     axum::Extension(limits): axum::Extension<Limits>,
     Device(p): Device,
     JsonBody(r): JsonBody<ProveRequest>,
-) -> ApiResult<Json<ProveResponse>> {
+) -> ApiResult<Json<crate::dedup::ProveResponse>> {
     check_count(r.proofs.len(), &limits)?;
     let s2 = s.clone();
     blocking(move || {
-        let t = now();
-        // A proof grants a chunk the sweep must then keep (see crate::prune).
-        let _gate = s2.no_prune();
-        let mut out = ProveResponse {
-            granted: Vec::new(),
-            upload: Vec::new(),
-        };
-        for pr in r.proofs {
-            let ok = pr.expires >= t
-                && pr.expires <= t + CHALLENGE_SECONDS
-                // Unknown chunks (most new data) need no read to refuse.
-                && s2.repo.has_blob(&pr.id)
-                && {
-                    let nonce = s2.challenge_nonce(p.user.id, &pr.id, pr.expires);
-                    match s2.repo.read_blob(&pr.id) {
-                        Ok(plain) => {
-                            hex::encode(crypto::ownership_proof(&nonce, &plain)) == pr.proof
-                        }
-                        Err(e) => {
-                            tracing::warn!(chunk = %pr.id, error = %e, "unreadable chunk during a proof");
-                            false
-                        }
-                    }
-                };
-            if ok {
-                out.granted.push(pr.id);
-            } else {
-                out.upload.push(pr.id);
-            }
-        }
-        s2.meta.grant(p.user.id, p.device_id, &out.granted, t)?;
+        let out = crate::dedup::prove(&s2, p.user.id, p.device_id, r.proofs)?;
         s2.metrics
             .proofs_granted
             .fetch_add(out.granted.len() as u64, Ordering::Relaxed);
@@ -470,13 +421,19 @@ async fn put_pack(
             .map_err(ApiError::internal)?
             .into_iter()
             .all(|k| k);
-        if !known {
+        if known {
+            // Stored already (a retry, or a chunk below its sharing
+            // threshold sent again). Written and synced all the same, so
+            // the answer takes as long as for new data and tells nobody
+            // that someone else stored it (see crate::dedup).
+            crate::dedup::write_like_a_pack(&s2.scratch, &body).map_err(ApiError::internal)?;
+        } else {
             s2.meta.add_uploaded(p.device_id, body.len() as u64)?;
             s2.repo
                 .store_verified_pack(&id, body, blobs)
                 .map_err(ApiError::internal)?;
         }
-        s2.meta.grant(p.user.id, p.device_id, &ids, now())?;
+        s2.meta.grant(p.user.id, p.device_id, &ids, s2.now())?;
         Ok((
             StatusCode::CREATED,
             Json(serde_json::json!({ "pack": id, "blobs": n })),
@@ -536,60 +493,6 @@ async fn read_blob_for(s: AppState, user_id: i64, id: Id) -> ApiResult<impl Into
 
 // ---- snapshots ---------------------------------------------------------
 
-/// Which of `ids` the user may reference: owned, and still stored (ownership
-/// outlives a chunk removed by a prune, and referencing it would leave a hole).
-fn owned_and_stored(s: &Server, user_id: i64, ids: &[Id]) -> ApiResult<Vec<bool>> {
-    let mut usable = s.meta.owned(user_id, ids)?;
-    // Only what the user owns needs the second lookup.
-    let owned: Vec<usize> = (0..ids.len()).filter(|&i| usable[i]).collect();
-    let asked: Vec<Id> = owned.iter().map(|&i| ids[i]).collect();
-    let stored = s.repo.has_blobs(&asked).map_err(ApiError::internal)?;
-    for (i, st) in owned.into_iter().zip(stored) {
-        usable[i] = st;
-    }
-    Ok(usable)
-}
-
-/// Checks that every tree and chunk the snapshot reaches is owned by the
-/// user, reading the trees. Returns the first few that are not.
-fn unowned_references(s: &Server, user_id: i64, root: Id) -> ApiResult<Vec<Id>> {
-    let mut missing = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = vec![root];
-    while let Some(tree_id) = stack.pop() {
-        if !seen.insert(tree_id) {
-            continue;
-        }
-        if !owned_and_stored(s, user_id, &[tree_id])?[0] {
-            missing.push(tree_id);
-            continue;
-        }
-        let raw = s.repo.read_blob(&tree_id).map_err(ApiError::internal)?;
-        let tree: Tree = format::from_json("tree", &raw)
-            .map_err(|e| ApiError::bad_request(format!("tree {tree_id} is malformed: {e}")))?;
-        for node in &tree.nodes {
-            if !node.content.is_empty() {
-                let usable = owned_and_stored(s, user_id, &node.content)?;
-                missing.extend(
-                    node.content
-                        .iter()
-                        .zip(usable)
-                        .filter(|(_, u)| !u)
-                        .map(|(i, _)| *i),
-                );
-            }
-            if let Some(sub) = node.subtree {
-                stack.push(sub);
-            }
-        }
-        if missing.len() >= 20 {
-            break;
-        }
-    }
-    missing.truncate(20);
-    Ok(missing)
-}
-
 async fn commit_snapshot(
     State(s): State<AppState>,
     Device(p): Device,
@@ -603,6 +506,7 @@ async fn commit_snapshot(
                 format!("snapshot rejected: {e}"),
             )
         })?;
+        let admitted = crate::commits::admit(&s2, &p, snap.time.timestamp())?;
         // Checked and stored under the gate: a chunk an online prune
         // deleted is then seen missing, and the commit refused.
         let _gate = s2.no_prune();
@@ -610,7 +514,7 @@ async fn commit_snapshot(
         // first, so the repository is complete for any reader (verify,
         // prune, a restore straight from the data folder) even after a kill.
         s2.repo.flush_ingested().map_err(ApiError::internal)?;
-        let missing = unowned_references(&s2, p.user.id, snap.tree)?;
+        let missing = crate::commits::unowned_references(&s2, p.user.id, snap.tree)?;
         if !missing.is_empty() {
             s2.metrics.snapshots_refused.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
@@ -623,12 +527,17 @@ async fn commit_snapshot(
             ));
         }
         let id = s2.repo.store_sealed_snapshot(&body).map_err(ApiError::internal)?;
-        s2.meta.add_snapshot(&SnapshotRow {
-            id,
-            user_id: p.user.id,
-            device_id: p.device_id,
-            time: snap.time.timestamp(),
-        })?;
+        s2.meta.add_snapshot(
+            &SnapshotRow {
+                id,
+                user_id: p.user.id,
+                device_id: p.device_id,
+                time: s2.now(),
+                claimed: snap.time.timestamp(),
+                suspect: admitted.suspect,
+            },
+            admitted.idle,
+        )?;
         s2.metrics.snapshots_committed.fetch_add(1, Ordering::Relaxed);
         Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
     })
@@ -639,13 +548,25 @@ async fn commit_snapshot(
 struct SnapshotItem {
     id: Id,
     snapshot: Snapshot,
+    /// When the server received it (seconds since the epoch): the order of
+    /// the list, and what "latest" means.
+    received: i64,
+    /// In quarantine after a burst of commits (see `commits`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    suspect: bool,
 }
 
+/// Oldest first by the time the server received them.
 fn load_items(s: &Server, rows: Vec<SnapshotRow>) -> ApiResult<Vec<SnapshotItem>> {
     rows.into_iter()
         .map(|r| {
             let snapshot = s.repo.load_snapshot(&r.id).map_err(ApiError::internal)?;
-            Ok(SnapshotItem { id: r.id, snapshot })
+            Ok(SnapshotItem {
+                id: r.id,
+                snapshot,
+                received: r.time,
+                suspect: r.suspect,
+            })
         })
         .collect()
 }
@@ -715,7 +636,8 @@ async fn admin_create_user(
         ));
     }
     let u = s.meta.create_user(name, r.admin)?;
-    s.meta.audit(now(), &a.user.name, "create user", &u.name)?;
+    s.meta
+        .audit(s.now(), &a.user.name, "create user", &u.name)?;
     Ok((StatusCode::CREATED, Json(u)))
 }
 
@@ -750,13 +672,13 @@ async fn admin_create_code(
         .new_code(u.id, r.uses, r.valid_hours)
         .map_err(ApiError::internal)?;
     s.meta.audit(
-        now(),
+        s.now(),
         &a.user.name,
         "create code",
         &format!("for {} ({:?} uses, {} h)", u.name, r.uses, r.valid_hours),
     )?;
     let mut out = serde_json::json!({ "code": code, "user": u.name, "uses": r.uses,
-        "expires": now() + i64::from(r.valid_hours) * 3600 });
+        "expires": s.now() + i64::from(r.valid_hours) * 3600 });
     // The link and the one-line install to mail, over this connection the
     // admin's device pinned at enrolment (a request naming no Host gets
     // the code alone).
@@ -781,8 +703,23 @@ async fn admin_revoke(
         return Err(ApiError::not_found("device"));
     }
     s.meta
-        .audit(now(), &a.user.name, "revoke device", &id.to_string())?;
+        .audit(s.now(), &a.user.name, "revoke device", &id.to_string())?;
     Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+/// Clears a device's flag after an administrator looked at its burst of
+/// commits: its quarantined snapshots count for retention again.
+async fn admin_unflag(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    if !s.meta.unflag_device(id)? {
+        return Err(ApiError::not_found("device"));
+    }
+    s.meta
+        .audit(s.now(), &a.user.name, "clear device flag", &id.to_string())?;
+    Ok(Json(serde_json::json!({ "unflagged": id })))
 }
 
 async fn admin_usage(State(s): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
@@ -813,7 +750,7 @@ async fn admin_set_policy(
         return Err(ApiError::bad_request("a policy is a JSON object"));
     }
     s.meta.set_policy(&v.to_string())?;
-    s.meta.audit(now(), &a.user.name, "set policy", "")?;
+    s.meta.audit(s.now(), &a.user.name, "set policy", "")?;
     Ok(Json(v))
 }
 
@@ -852,7 +789,7 @@ async fn admin_delete_snapshot(
         }
         s2.repo.delete_snapshot(&id).map_err(ApiError::internal)?;
         s2.meta
-            .audit(now(), &a.user.name, "delete snapshot", &id.to_string())?;
+            .audit(s2.now(), &a.user.name, "delete snapshot", &id.to_string())?;
         Ok(Json(serde_json::json!({ "deleted": id })))
     })
     .await
@@ -875,7 +812,7 @@ async fn admin_user_snapshots(
     blocking(move || {
         let uid = user_id(&s2, &user)?;
         s2.meta.audit(
-            now(),
+            s2.now(),
             &a.user.name,
             "restore on behalf",
             &format!("opened the snapshots of {user}"),
@@ -965,7 +902,20 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| s.is_metrics_token(t)) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the metrics need the scrape token: set the contents of the server's DATA/{} as the bearer token of the scrape job",
+                crate::METRICS_TOKEN_FILE
+            ),
+        ));
+    }
     let m = &s.metrics;
     let mut out = String::new();
     for (name, help, v) in [
@@ -1015,11 +965,21 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             "snapshot commits refused",
             &m.snapshots_refused,
         ),
+        (
+            "tidemark_snapshots_misdated_total",
+            "snapshot commits refused for a time the server's clock rules out",
+            &m.snapshots_misdated,
+        ),
+        (
+            "tidemark_snapshots_flooded_total",
+            "snapshot commits refused in a burst its policy does not explain",
+            &m.snapshots_flooded,
+        ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
             v.load(Ordering::Relaxed)
         ));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

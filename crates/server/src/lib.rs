@@ -17,6 +17,8 @@
 //! It must not depend on the agent, the snapshot engine or any front end.
 
 mod api;
+pub mod commits;
+pub mod dedup;
 mod download;
 mod error;
 pub mod meta;
@@ -32,7 +34,7 @@ use crypto::Id;
 use meta::{Meta, SqliteMeta};
 use repository::{InitOptions, OpenOptions, Repository};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How long a proof-of-ownership challenge stays valid.
@@ -61,6 +63,11 @@ pub struct Metrics {
     pub packs_rejected: AtomicU64,
     pub snapshots_committed: AtomicU64,
     pub snapshots_refused: AtomicU64,
+    /// Commits refused for a claimed time the server's clock rules out.
+    pub snapshots_misdated: AtomicU64,
+    /// Commits refused because the device committed far more than its
+    /// policy explains (the device is then flagged).
+    pub snapshots_flooded: AtomicU64,
 }
 
 pub struct Server {
@@ -78,6 +85,16 @@ pub struct Server {
     /// Held shared by whatever stores or reads packs and by commits, and
     /// exclusively by an online prune's sweep (see [`prune`]).
     pub(crate) gate: std::sync::RwLock<()>,
+    /// Seconds added to the system clock: 0 in production; tests and
+    /// simulations move time with [`Server::set_clock_offset`].
+    clock_offset: AtomicI64,
+    /// Where a pack upload of data already stored is written and synced
+    /// anyway, so its answer takes as long as a new one's (see
+    /// `docs/server.md`, "What the answers reveal").
+    pub(crate) scratch: PathBuf,
+    /// Keyed hash of the bearer token `/metrics` asks for (the token is in
+    /// `DATA/metrics.token`, for the scrape job's configuration).
+    metrics_token: [u8; 32],
 }
 
 /// What the download pages need to know about the running server.
@@ -95,6 +112,18 @@ pub struct Published {
 }
 
 impl Server {
+    /// The server's time, in seconds since the epoch: every fact the server
+    /// records (commits, grants, enrolments, retention) uses this clock.
+    pub fn now(&self) -> i64 {
+        Utc::now().timestamp() + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves the server's clock by `seconds` from the system's. For tests
+    /// and simulations of days of commits; a real server never calls it.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.clock_offset.store(seconds, Ordering::Relaxed);
+    }
+
     /// Shared hold of the prune gate: no sweep runs while it is held.
     pub(crate) fn no_prune(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|p| p.into_inner())
@@ -118,6 +147,9 @@ pub struct Opened {
 
 const SECRET_FILE: &str = "server.secret";
 const SIGNING_FILE: &str = "org-signing.pk8";
+/// The scrape token for `/metrics`: counters say how busy the server is and
+/// how much it refuses, which is nobody's business without it.
+pub const METRICS_TOKEN_FILE: &str = "metrics.token";
 
 impl Server {
     /// Opens the server's data folder, creating it (a repository, the
@@ -190,6 +222,18 @@ impl Server {
             key
         };
         let mac_key = crypto::mac(&[0; 32], &[b"tidemark server mac key", secret.as_bytes()]);
+        let token_path = dir.join(METRICS_TOKEN_FILE);
+        let metrics_token = if token_path.exists() {
+            std::fs::read_to_string(&token_path)
+                .map_err(|e| data_err(format!("cannot read {METRICS_TOKEN_FILE}: {e}")))?
+                .trim()
+                .to_string()
+        } else {
+            let t = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&token_path, t.as_bytes()).map_err(|e| data_err(e.to_string()))?;
+            t
+        };
+        let metrics_token = crypto::mac(&mac_key, &[b"metrics", metrics_token.as_bytes()]);
         let server = Arc::new(Server {
             keys: repo.export_keys(),
             repo: Arc::new(repo),
@@ -199,6 +243,9 @@ impl Server {
             signing,
             published: std::sync::OnceLock::new(),
             gate: std::sync::RwLock::new(()),
+            clock_offset: AtomicI64::new(0),
+            metrics_token,
+            scratch: dir.join("scratch"),
         });
         let first_admin_code = if server.meta.users()?.is_empty() {
             let admin = server.meta.create_user("admin", true)?;
@@ -226,6 +273,12 @@ impl Server {
     /// devices so they can check enrolment files.
     pub fn org_public_key(&self) -> String {
         hex::encode(self.signing.public_key())
+    }
+
+    /// Whether `token` is the scrape token of `/metrics`. Compared as keyed
+    /// hashes, so the comparison's time says nothing about the token.
+    pub(crate) fn is_metrics_token(&self, token: &str) -> bool {
+        self.hash_secret(b"metrics", token.trim()) == self.metrics_token
     }
 
     pub(crate) fn hash_secret(&self, what: &[u8], secret: &str) -> [u8; 32] {
@@ -261,7 +314,7 @@ impl Server {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect::<Vec<_>>()
             .join("-");
-        let expires = Utc::now().timestamp() + i64::from(hours) * 3600;
+        let expires = self.now() + i64::from(hours) * 3600;
         self.meta.create_code(
             &self.hash_secret(b"code", &normalise_code(&code)),
             user_id,

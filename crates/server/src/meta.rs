@@ -12,8 +12,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
-#[error("server metadata database: {0}")]
-pub struct MetaError(#[from] rusqlite::Error);
+pub enum MetaError {
+    #[error("server metadata database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("server metadata database has schema version {found}, this build knows up to {SCHEMA_VERSION}: run a newer Tidemark server")]
+    NewerSchema { found: i64 },
+}
+
+/// The schema this build writes. Version 1 added what the server observes
+/// about commits (when it received each snapshot, bursts, quarantine).
+pub const SCHEMA_VERSION: i64 = 1;
 
 pub type MetaResult<T> = std::result::Result<T, MetaError>;
 
@@ -36,6 +44,10 @@ pub struct Device {
     pub last_backup: Option<i64>,
     /// Bytes of packs this device uploaded (what it added to the store).
     pub stored_bytes: u64,
+    /// When the server flagged this device (a burst of commits its policy
+    /// does not explain), until an administrator clears it.
+    pub flagged: Option<i64>,
+    pub flag_reason: Option<String>,
 }
 
 /// An authenticated device with its user.
@@ -50,7 +62,23 @@ pub struct SnapshotRow {
     pub id: Id,
     pub user_id: i64,
     pub device_id: i64,
+    /// When the server received and committed the snapshot: retention and
+    /// "latest" go by this, never by the time a device claims.
     pub time: i64,
+    /// The time inside the snapshot, as the device claims it.
+    pub claimed: i64,
+    /// Committed during a burst the server flagged: kept, but retention
+    /// neither removes it nor lets it push older snapshots out.
+    pub suspect: bool,
+}
+
+/// A device's commits in a recent window, as the server saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitCounts {
+    pub total: u64,
+    /// Commits that came with no chunk uploaded or proved since the
+    /// device's commit before.
+    pub idle: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,6 +123,27 @@ pub trait Meta: Send + Sync {
     fn devices(&self) -> MetaResult<Vec<Device>>;
     fn revoke_device(&self, device_id: i64) -> MetaResult<bool>;
     fn add_uploaded(&self, device_id: i64, bytes: u64) -> MetaResult<()>;
+    /// One device, revoked or not.
+    fn device(&self, device_id: i64) -> MetaResult<Option<Device>>;
+    /// Records a commit by `device_id`: whether any chunk was granted to it
+    /// since its commit before (and marks now as that point).
+    fn note_commit(&self, device_id: i64) -> MetaResult<bool>;
+    /// The device's snapshots received since `since`.
+    fn commits_since(&self, device_id: i64, since: i64) -> MetaResult<CommitCounts>;
+    /// Flags a device (if not flagged yet) and puts its snapshots received
+    /// since `suspect_since` in quarantine.
+    fn flag_device(
+        &self,
+        device_id: i64,
+        now: i64,
+        reason: &str,
+        suspect_since: i64,
+    ) -> MetaResult<()>;
+    /// Clears a flag and releases the device's snapshots from quarantine:
+    /// an administrator vouched for them.
+    fn unflag_device(&self, device_id: i64) -> MetaResult<bool>;
+    /// For each id, how many users other than `user_id` own it.
+    fn other_owners(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<u32>>;
     /// Of `ids`, the ones `user_id` owns.
     fn owned(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<bool>>;
     /// Gives `user_id` ownership of `ids`, which `device_id` uploaded or
@@ -114,7 +163,8 @@ pub trait Meta: Send + Sync {
         active_since: i64,
         seen_since: i64,
     ) -> MetaResult<usize>;
-    fn add_snapshot(&self, row: &SnapshotRow) -> MetaResult<()>;
+    /// `idle`: the commit came with no new chunk (see [`Meta::note_commit`]).
+    fn add_snapshot(&self, row: &SnapshotRow, idle: bool) -> MetaResult<()>;
     fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>>;
     fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>>;
     fn delete_snapshot(&self, id: &Id) -> MetaResult<bool>;
@@ -148,7 +198,7 @@ fn usable_code(
 
 impl SqliteMeta {
     pub fn open(path: &Path) -> MetaResult<Self> {
-        let db = Connection::open(path)?;
+        let mut db = Connection::open(path)?;
         db.busy_timeout(Duration::from_secs(30))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed snapshot or ownership grant survives a power cut;
@@ -206,6 +256,7 @@ impl SqliteMeta {
                  json TEXT NOT NULL
              );",
         )?;
+        migrate(&mut db)?;
         Ok(SqliteMeta { db: Mutex::new(db) })
     }
 
@@ -213,6 +264,55 @@ impl SqliteMeta {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&mut db)?)
     }
+}
+
+/// Brings a database of an older schema up to [`SCHEMA_VERSION`], in one
+/// transaction, and refuses one a newer server wrote.
+fn migrate(db: &mut Connection) -> MetaResult<()> {
+    let found: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(MetaError::NewerSchema { found });
+    }
+    let tx = db.transaction()?;
+    if found < 1 {
+        // Rows of older servers keep their time as both received and
+        // claimed: nothing better is known about them.
+        tx.execute_batch(
+            "ALTER TABLE snapshots ADD COLUMN claimed INTEGER;
+             UPDATE snapshots SET claimed = time;
+             ALTER TABLE snapshots ADD COLUMN idle INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE snapshots ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+             CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots (device_id, time);
+             ALTER TABLE devices ADD COLUMN flagged INTEGER;
+             ALTER TABLE devices ADD COLUMN flag_reason TEXT;
+             ALTER TABLE devices ADD COLUMN granted INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE devices ADD COLUMN granted_at_commit INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+const DEVICE_SELECT: &str = "SELECT d.id, d.user_id, u.name, d.name, d.revoked, d.created,
+        d.last_seen, (SELECT max(time) FROM snapshots s WHERE s.device_id = d.id),
+        d.stored_bytes, d.flagged, d.flag_reason
+     FROM devices d JOIN users u ON u.id = d.user_id";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        user: r.get(2)?,
+        name: r.get(3)?,
+        revoked: r.get(4)?,
+        created: r.get(5)?,
+        last_seen: r.get(6)?,
+        last_backup: r.get(7)?,
+        stored_bytes: r.get::<_, i64>(8)? as u64,
+        flagged: r.get(9)?,
+        flag_reason: r.get(10)?,
+    })
 }
 
 /// Which `fresh` rows still hold their chunk: ?1 since, ?2 active since,
@@ -228,6 +328,18 @@ fn id_col(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Id> {
             rusqlite::types::Type::Blob,
             "an id is 32 bytes".into(),
         )
+    })
+}
+
+fn snapshot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    let time: i64 = r.get(3)?;
+    Ok(SnapshotRow {
+        id: id_col(r, 0)?,
+        user_id: r.get(1)?,
+        device_id: r.get(2)?,
+        time,
+        claimed: r.get::<_, Option<i64>>(4)?.unwrap_or(time),
+        suspect: r.get(5)?,
     })
 }
 
@@ -362,25 +474,112 @@ impl Meta for SqliteMeta {
 
     fn devices(&self) -> MetaResult<Vec<Device>> {
         self.with(|db| {
-            let mut st = db.prepare(
-                "SELECT d.id, d.user_id, u.name, d.name, d.revoked, d.created, d.last_seen,
-                        (SELECT max(time) FROM snapshots s WHERE s.device_id = d.id), d.stored_bytes
-                 FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.id",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(Device {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    user: r.get(2)?,
-                    name: r.get(3)?,
-                    revoked: r.get(4)?,
-                    created: r.get(5)?,
-                    last_seen: r.get(6)?,
-                    last_backup: r.get(7)?,
-                    stored_bytes: r.get::<_, i64>(8)? as u64,
-                })
-            })?;
+            let mut st = db.prepare(&format!("{DEVICE_SELECT} ORDER BY d.id"))?;
+            let rows = st.query_map([], device_row)?;
             rows.collect()
+        })
+    }
+
+    fn device(&self, device_id: i64) -> MetaResult<Option<Device>> {
+        self.with(|db| {
+            db.query_row(
+                &format!("{DEVICE_SELECT} WHERE d.id = ?1"),
+                [device_id],
+                device_row,
+            )
+            .optional()
+        })
+    }
+
+    fn note_commit(&self, device_id: i64) -> MetaResult<bool> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let fresh: bool = tx
+                .query_row(
+                    "SELECT granted != granted_at_commit FROM devices WHERE id = ?1",
+                    [device_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            tx.execute(
+                "UPDATE devices SET granted_at_commit = granted WHERE id = ?1",
+                [device_id],
+            )?;
+            tx.commit()?;
+            Ok(fresh)
+        })
+    }
+
+    fn commits_since(&self, device_id: i64, since: i64) -> MetaResult<CommitCounts> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT count(*), coalesce(sum(idle), 0) FROM snapshots
+                 WHERE device_id = ?1 AND time >= ?2",
+                params![device_id, since],
+                |r| {
+                    Ok(CommitCounts {
+                        total: r.get::<_, i64>(0)? as u64,
+                        idle: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+        })
+    }
+
+    fn flag_device(
+        &self,
+        device_id: i64,
+        now: i64,
+        reason: &str,
+        suspect_since: i64,
+    ) -> MetaResult<()> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "UPDATE devices SET flagged = ?2, flag_reason = ?3
+                 WHERE id = ?1 AND flagged IS NULL",
+                params![device_id, now, reason],
+            )?;
+            tx.execute(
+                "UPDATE snapshots SET suspect = 1 WHERE device_id = ?1 AND time >= ?2",
+                params![device_id, suspect_since],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn unflag_device(&self, device_id: i64) -> MetaResult<bool> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let n = tx.execute(
+                "UPDATE devices SET flagged = NULL, flag_reason = NULL WHERE id = ?1",
+                [device_id],
+            )?;
+            tx.execute(
+                "UPDATE snapshots SET suspect = 0 WHERE device_id = ?1",
+                [device_id],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn other_owners(&self, user_id: i64, ids: &[Id]) -> MetaResult<Vec<u32>> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let out = {
+                let mut st = tx.prepare_cached(
+                    "SELECT count(*) FROM owners WHERE chunk = ?1 AND user_id != ?2",
+                )?;
+                let mut counts = Vec::with_capacity(ids.len());
+                for id in ids {
+                    counts.push(st.query_row(params![&id.0[..], user_id], |r| r.get(0))?);
+                }
+                counts
+            };
+            tx.commit()?;
+            Ok(out)
         })
     }
 
@@ -429,6 +628,12 @@ impl Meta for SqliteMeta {
                     fresh.execute(params![&id.0[..], device_id, now])?;
                 }
             }
+            if !ids.is_empty() {
+                tx.execute(
+                    "UPDATE devices SET granted = granted + ?2 WHERE id = ?1",
+                    params![device_id, ids.len() as i64],
+                )?;
+            }
             tx.commit()
         })
     }
@@ -469,11 +674,20 @@ impl Meta for SqliteMeta {
         })
     }
 
-    fn add_snapshot(&self, row: &SnapshotRow) -> MetaResult<()> {
+    fn add_snapshot(&self, row: &SnapshotRow, idle: bool) -> MetaResult<()> {
         self.with(|db| {
             db.execute(
-                "INSERT OR IGNORE INTO snapshots (id, user_id, device_id, time) VALUES (?1, ?2, ?3, ?4)",
-                params![&row.id.0[..], row.user_id, row.device_id, row.time],
+                "INSERT OR IGNORE INTO snapshots (id, user_id, device_id, time, claimed, idle, suspect)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    &row.id.0[..],
+                    row.user_id,
+                    row.device_id,
+                    row.time,
+                    row.claimed,
+                    idle,
+                    row.suspect
+                ],
             )
             .map(|_| ())
         })
@@ -482,17 +696,10 @@ impl Meta for SqliteMeta {
     fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>> {
         self.with(|db| {
             let mut st = db.prepare(
-                "SELECT id, user_id, device_id, time FROM snapshots
+                "SELECT id, user_id, device_id, time, claimed, suspect FROM snapshots
                  WHERE ?1 IS NULL OR user_id = ?1 ORDER BY time, id",
             )?;
-            let rows = st.query_map([user_id], |r| {
-                Ok(SnapshotRow {
-                    id: id_col(r, 0)?,
-                    user_id: r.get(1)?,
-                    device_id: r.get(2)?,
-                    time: r.get(3)?,
-                })
-            })?;
+            let rows = st.query_map([user_id], snapshot_row)?;
             rows.collect()
         })
     }
@@ -500,16 +707,9 @@ impl Meta for SqliteMeta {
     fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>> {
         self.with(|db| {
             db.query_row(
-                "SELECT id, user_id, device_id, time FROM snapshots WHERE id = ?1",
+                "SELECT id, user_id, device_id, time, claimed, suspect FROM snapshots WHERE id = ?1",
                 [&id.0[..]],
-                |r| {
-                    Ok(SnapshotRow {
-                        id: id_col(r, 0)?,
-                        user_id: r.get(1)?,
-                        device_id: r.get(2)?,
-                        time: r.get(3)?,
-                    })
-                },
+                snapshot_row,
             )
             .optional()
         })
@@ -571,5 +771,63 @@ impl Meta for SqliteMeta {
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_database_of_an_older_server_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.sqlite");
+        {
+            // The schema before version 1, with one snapshot in it.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL);
+                 CREATE TABLE devices (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL,
+                     token_hash BLOB NOT NULL UNIQUE, revoked INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,
+                     last_seen INTEGER, last_backup INTEGER, stored_bytes INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE snapshots (id BLOB PRIMARY KEY, user_id INTEGER NOT NULL, device_id INTEGER NOT NULL,
+                     time INTEGER NOT NULL);
+                 INSERT INTO users VALUES (1, 'u', 0);
+                 INSERT INTO devices (id, user_id, name, token_hash, created) VALUES (1, 1, 'd', x'00', 5);",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO snapshots VALUES (?1, 1, 1, 1000)",
+                [&[7u8; 32][..]],
+            )
+            .unwrap();
+        }
+        let meta = SqliteMeta::open(&path).unwrap();
+        let rows = meta.snapshots(None).unwrap();
+        assert_eq!(
+            (rows[0].time, rows[0].claimed, rows[0].suspect),
+            (1000, 1000, false)
+        );
+        assert_eq!(meta.device(1).unwrap().unwrap().flagged, None);
+        drop(meta);
+        // Opening again changes nothing.
+        assert_eq!(
+            SqliteMeta::open(&path)
+                .unwrap()
+                .snapshots(None)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        match SqliteMeta::open(&path) {
+            Err(MetaError::NewerSchema { found }) => assert_eq!(found, SCHEMA_VERSION + 1),
+            other => panic!("a newer schema was opened: {:?}", other.err()),
+        }
     }
 }

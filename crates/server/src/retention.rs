@@ -6,12 +6,18 @@
 //! ever thin them), or one given to a single admin run; it applies per
 //! user, per host and set of paths.
 //!
+//! It goes by when the server received each snapshot, never by the time a
+//! device claims (a stolen device could date snapshots in 2100 and make
+//! every real one look old), and it leaves snapshots in quarantine alone:
+//! neither removed nor counted, so a burst of commits from one device
+//! cannot push older snapshots out (see [`crate::commits`]).
+//!
 //! Deleting snapshots frees no data by itself: [`crate::prune`] does, while
 //! the server serves.
 
 use crate::meta::Meta;
 use crate::Server;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use repository::retention::{self, Policy};
 use serde::Serialize;
 
@@ -32,6 +38,8 @@ pub struct RetentionReport {
     pub dry_run: bool,
     pub kept: usize,
     pub removed: Vec<crypto::Id>,
+    /// Snapshots in quarantine, left alone.
+    pub quarantined: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +71,17 @@ pub fn run(
         let rows = s.meta.snapshots(Some(user.id))?;
         let mut snaps = Vec::with_capacity(rows.len());
         for r in rows {
-            snaps.push((r.id, s.repo.load_snapshot(&r.id)?));
+            if r.suspect {
+                report.quarantined += 1;
+                continue;
+            }
+            let mut snap = s.repo.load_snapshot(&r.id)?;
+            // The policy reads the snapshot's time: give it the server's.
+            snap.time = DateTime::from_timestamp(r.time, 0).unwrap_or(snap.time);
+            snaps.push((r.id, snap));
         }
-        for d in retention::apply(&snaps, policy, Utc::now()) {
+        let now = DateTime::from_timestamp(s.now(), 0).unwrap_or_else(Utc::now);
+        for d in retention::apply(&snaps, policy, now) {
             if d.keep {
                 report.kept += 1;
                 continue;
@@ -82,7 +98,7 @@ pub fn run(
     }
     if !dry_run && !report.removed.is_empty() {
         s.meta.audit(
-            Utc::now().timestamp(),
+            s.now(),
             actor,
             "retention",
             &format!(

@@ -4,329 +4,8 @@
 // Helpers panic on purpose: in a test a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use crypto::{Id, KdfParams, MasterKeys};
-use format::{layout, BlobKind, RepoConfig, Snapshot, Tree};
-use http_body_util::BodyExt;
-use repository::{OpenOptions, Repository, UploadOptions};
-use serde_json::{json, Value};
-use server::{Limits, Server};
-use std::sync::Arc;
-use storage::{DynStorage, MemoryStorage};
-use tower::ServiceExt;
-
-fn fast_kdf() -> Option<KdfParams> {
-    Some(KdfParams {
-        m_cost: 256,
-        t_cost: 1,
-        p_cost: 1,
-    })
-}
-
-struct Harness {
-    app: axum::Router,
-    server: Arc<Server>,
-    admin_code: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let opened = Server::open(dir.path(), fast_kdf()).expect("server open");
-    Harness {
-        server: opened.server.clone(),
-        app: server::app(opened.server, Limits::default()),
-        admin_code: opened.first_admin_code,
-        _dir: dir,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!(
-                "not JSON ({}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-async fn call(
-    app: &axum::Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Vec<u8>,
-) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply { status, body }
-}
-
-async fn get(app: &axum::Router, path: &str, token: &str) -> Reply {
-    call(app, Method::GET, path, Some(token), vec![]).await
-}
-
-async fn delete(app: &axum::Router, path: &str, token: &str) -> Reply {
-    call(app, Method::DELETE, path, Some(token), vec![]).await
-}
-
-async fn put_pack(
-    app: &axum::Router,
-    token: &str,
-    id: impl std::fmt::Display,
-    bytes: Vec<u8>,
-) -> Reply {
-    call(
-        app,
-        Method::PUT,
-        &format!("/v1/packs/{id}"),
-        Some(token),
-        bytes,
-    )
-    .await
-}
-
-async fn post_json(app: &axum::Router, path: &str, token: Option<&str>, v: Value) -> Reply {
-    call(
-        app,
-        Method::POST,
-        path,
-        token,
-        serde_json::to_vec(&v).unwrap(),
-    )
-    .await
-}
-
-/// A device as the tests drive it: its token and a local staging repository
-/// with the organisation's keys that builds packs the way a client does.
-struct Client {
-    token: String,
-    keys: MasterKeys,
-    config: RepoConfig,
-}
-
-async fn enroll(app: &axum::Router, code: &str, name: &str) -> Client {
-    let r = post_json(
-        app,
-        "/v1/enroll",
-        None,
-        json!({"code": code, "device_name": name}),
-    )
-    .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let v = r.json();
-    Client {
-        token: v["token"].as_str().unwrap().to_string(),
-        keys: MasterKeys::from_hex(v["keys"].as_str().unwrap()).expect("keys"),
-        config: serde_json::from_value(v["repository"].clone()).unwrap(),
-    }
-}
-
-impl Client {
-    fn staging(&self) -> Arc<Repository> {
-        let s: DynStorage = Arc::new(MemoryStorage::new());
-        Arc::new(Repository::with_keys(
-            s,
-            self.keys.clone(),
-            self.config.clone(),
-            &OpenOptions::default(),
-        ))
-    }
-
-    /// Packs `blobs` locally and returns (pack id, bytes) for each pack.
-    fn build_packs(&self, blobs: &[(BlobKind, Vec<u8>)]) -> Vec<(Id, Vec<u8>)> {
-        let repo = self.staging();
-        let up = repo.start_upload(UploadOptions::default()).unwrap();
-        for (kind, data) in blobs {
-            up.add(*kind, repo.content_id(data), data).unwrap();
-        }
-        up.finish().unwrap();
-        repo.storage()
-            .list(layout::PACKS)
-            .unwrap()
-            .into_iter()
-            .map(|e| {
-                (
-                    layout::id_of(&e.key).unwrap(),
-                    repo.storage().get(&e.key).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    fn id(&self, data: &[u8]) -> Id {
-        self.keys.content_id(data)
-    }
-
-    fn seal_snapshot(&self, tree: Id) -> Vec<u8> {
-        self.seal_snapshot_at(tree, "2026-11-25T10:00:00Z")
-    }
-
-    fn seal_snapshot_at(&self, tree: Id, time: &str) -> Vec<u8> {
-        let snap: Snapshot = serde_json::from_value(json!({
-            "version": 1, "time": time, "hostname": "laptop",
-            "username": "u", "paths": ["/home/u"], "tree": tree, "parent": null,
-            "tags": [], "summary": serde_json::to_value(format::SnapshotSummary::default()).unwrap()
-        }))
-        .unwrap();
-        self.staging().seal_snapshot(&snap)
-    }
-}
-
-fn tree_with_file(name: &str, content: &[Id]) -> Vec<u8> {
-    let tree: Tree = serde_json::from_value(json!({"nodes": [{
-        "name": name, "kind": "file", "size": 1, "mode": 420, "mtime_ns": 0,
-        "content": content
-    }]}))
-    .unwrap();
-    format::to_json(&tree)
-}
-
-fn data(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect()
-}
-
-async fn admin(app: &axum::Router, code: &str) -> Client {
-    enroll(app, code, "admin-laptop").await
-}
-
-async fn user(app: &axum::Router, admin: &Client, name: &str) -> Client {
-    let r = post_json(
-        app,
-        "/v1/admin/users",
-        Some(&admin.token),
-        json!({"name": name}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let r = post_json(
-        app,
-        "/v1/admin/codes",
-        Some(&admin.token),
-        json!({"user": name, "uses": 1}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let code = r.json()["code"].as_str().unwrap().to_string();
-    enroll(app, &code, &format!("{name}-laptop")).await
-}
-
-/// Backs up one file: query, prove, upload what is missing, commit.
-/// Returns (snapshot id, chunk ids, pack bytes sent).
-async fn backup(app: &axum::Router, c: &Client, file: &[u8]) -> (Id, Vec<Id>, usize) {
-    let (ids, sent) = upload(app, c, file).await;
-    let r = commit(app, c, ids[1]).await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let id = Id::from_hex(r.json()["id"].as_str().unwrap()).unwrap();
-    (id, ids, sent)
-}
-
-async fn commit(app: &axum::Router, c: &Client, tree: Id) -> Reply {
-    call(
-        app,
-        Method::POST,
-        "/v1/snapshots",
-        Some(&c.token),
-        c.seal_snapshot(tree),
-    )
-    .await
-}
-
-/// The first half of [`backup`]: everything but the commit. Returns
-/// ([chunk, tree], pack bytes sent).
-async fn upload(app: &axum::Router, c: &Client, file: &[u8]) -> (Vec<Id>, usize) {
-    let chunk = c.id(file);
-    let tree = tree_with_file("f", &[chunk]);
-    let tree_id = c.id(&tree);
-    let ids = vec![chunk, tree_id];
-    let q = post_json(app, "/v1/chunks/query", Some(&c.token), json!({"ids": ids})).await;
-    assert_eq!(q.status, StatusCode::OK);
-    let q = q.json();
-    let mut proofs = Vec::new();
-    for ch in q["challenges"].as_array().unwrap() {
-        let id = Id::from_hex(ch["id"].as_str().unwrap()).unwrap();
-        let nonce: [u8; 32] = hex::decode(ch["nonce"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let plain = if id == chunk {
-            file.to_vec()
-        } else {
-            tree.clone()
-        };
-        proofs.push(json!({"id": id, "expires": ch["expires"],
-            "proof": hex::encode(crypto::ownership_proof(&nonce, &plain))}));
-    }
-    let p = post_json(
-        app,
-        "/v1/chunks/prove",
-        Some(&c.token),
-        json!({"proofs": proofs}),
-    )
-    .await;
-    assert_eq!(p.status, StatusCode::OK);
-    let upload: Vec<Id> = serde_json::from_value(p.json()["upload"].clone()).unwrap();
-    let mut sent = 0;
-    if !upload.is_empty() {
-        let blobs: Vec<(BlobKind, Vec<u8>)> = upload
-            .iter()
-            .map(|id| {
-                if *id == chunk {
-                    (BlobKind::Data, file.to_vec())
-                } else {
-                    (BlobKind::Tree, tree.clone())
-                }
-            })
-            .collect();
-        for (pid, bytes) in c.build_packs(&blobs) {
-            sent += bytes.len();
-            let r = put_pack(app, &c.token, pid, bytes).await;
-            assert_eq!(
-                r.status,
-                StatusCode::CREATED,
-                "{}",
-                String::from_utf8_lossy(&r.body)
-            );
-        }
-    }
-    (ids, sent)
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn first_admin_code_is_single_use_and_bad_codes_are_refused() {
@@ -363,7 +42,8 @@ async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
     let alice = user(&h.app, &a, "alice").await;
     let bob = user(&h.app, &a, "bob").await;
-    let shared = data(7, 200_000);
+    // Large enough to be shared at once (see server::dedup::SMALL_CHUNK).
+    let shared = data(7, 300_000);
 
     let (alice_snap, ids, sent_alice) = backup(&h.app, &alice, &shared).await;
     assert!(sent_alice > 0);
@@ -432,15 +112,16 @@ async fn second_user_dedups_by_proof_and_never_by_hash_alone() {
     .json();
     assert_eq!(qa["challenges"].as_array().unwrap().len(), 1);
 
-    // With the data, Bob sends nothing but proofs.
+    // With the data, Bob sends proofs and his folder's small tree (small
+    // chunks are shared across users only once common, see server::dedup).
     let (bob_snap, _, sent_bob) = backup(&h.app, &bob, &shared).await;
-    assert_eq!(
-        sent_bob, 0,
-        "a chunk the organisation has never crosses the network again"
+    assert!(
+        sent_bob < 1000,
+        "{sent_bob} bytes sent: a large chunk the organisation has must not cross the network again"
     );
     let mine = get(&h.app, &format!("/v1/blobs/{}", ids[0]), &bob.token).await;
     assert_eq!(mine.status, StatusCode::OK);
-    let raw_len: u32 = 200_000;
+    let raw_len: u32 = 300_000;
     let plain = bob
         .staging()
         .decode_blob(&ids[0], &mine.body, raw_len)
@@ -634,8 +315,20 @@ async fn malformed_requests_get_clear_4xx_answers() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     let r = call(&h.app, Method::GET, "/v1/snapshots", None, vec![]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The counters need the scrape token from the data folder.
     let m = call(&h.app, Method::GET, "/metrics", None, vec![]).await;
+    assert_eq!(m.status, StatusCode::UNAUTHORIZED);
+    assert!(m.json()["error"].as_str().unwrap().contains("scrape token"));
+    let scrape = std::fs::read_to_string(h._dir.path().join("metrics.token")).unwrap();
+    let m = call(&h.app, Method::GET, "/metrics", Some(&scrape), vec![]).await;
+    assert_eq!(m.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&m.body).contains("tidemark_rejected_total"));
+    let m = call(&h.app, Method::GET, "/metrics", Some(t.unwrap()), vec![]).await;
+    assert_eq!(
+        m.status,
+        StatusCode::UNAUTHORIZED,
+        "a device token is no scrape token"
+    );
     let spec = call(&h.app, Method::GET, "/v1/openapi.json", None, vec![])
         .await
         .json();
@@ -693,24 +386,36 @@ async fn a_device_that_floods_the_server_is_slowed_down() {
 async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
     let h = start();
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    // Erin's laptop joined three hours ago and committed an hour apart; the
+    // last commit claims a time between the other two (a laptop whose clock
+    // was off). Retention goes by when the server received them.
+    h.server.set_clock_offset(-3 * 3600);
     let erin = user(&h.app, &a, "erin").await;
-    let (_, ids, _) = backup(&h.app, &erin, &data(4, 9000)).await;
-    for time in ["2026-11-24T10:00:00Z", "2026-11-23T10:00:00Z"] {
+    let (ids, _) = upload(&h.app, &erin, &data(4, 9000)).await;
+    let mut made = Vec::new();
+    for (offset, claimed) in [(-3 * 3600, 0), (-2 * 3600, 0), (0, -9000)] {
+        h.server.set_clock_offset(offset);
         let r = call(
             &h.app,
             Method::POST,
             "/v1/snapshots",
             Some(&erin.token),
-            erin.seal_snapshot_at(ids[1], time),
+            erin.seal_snapshot_at(ids[1], &at(h.server.now() + claimed)),
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED);
+        made.push(r.json()["id"].clone());
     }
     let count = |v: Value| v.as_array().unwrap().len();
-    assert_eq!(
-        count(get(&h.app, "/v1/snapshots", &erin.token).await.json()),
-        3
-    );
+    let listed = get(&h.app, "/v1/snapshots", &erin.token).await.json();
+    assert_eq!(count(listed.clone()), 3);
+    let order: Vec<Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(order, made, "listed in the order the server received them");
 
     // A policy that keeps nothing is refused rather than deleting everything.
     let r = post_json(
@@ -754,7 +459,10 @@ async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
     assert_eq!(run["removed"].as_array().unwrap().len(), 2);
     let left = get(&h.app, "/v1/snapshots", &erin.token).await.json();
     assert_eq!(count(left.clone()), 1);
-    assert_eq!(left[0]["snapshot"]["time"], json!("2026-11-25T10:00:00Z"));
+    assert_eq!(
+        left[0]["id"], made[2],
+        "the newest by the server's clock stays, whatever it claims"
+    );
     let audit = get(&h.app, "/v1/admin/audit", &a.token).await.json();
     assert!(audit
         .as_array()
@@ -882,26 +590,28 @@ async fn online_prune_frees_unused_data_and_keeps_uploads_not_yet_committed() {
 async fn without_an_organisation_policy_the_server_thins_like_the_timeline() {
     let h = start();
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    // Two snapshots received in one clock hour two days ago, and one now:
+    // the timeline keeps one an hour after the first day, the newer.
+    let now = chrono::Utc::now().timestamp();
+    let hour = (now - 50 * 3600) / 3600 * 3600;
+    h.server.set_clock_offset(hour + 5 * 60 - now);
     let erin = user(&h.app, &a, "erin").await;
-    let (_, ids, _) = backup(&h.app, &erin, &data(4, 9000)).await;
-    // Two snapshots in one clock hour two days ago: the timeline keeps one
-    // an hour after the first day, the newer.
-    let hour = (chrono::Utc::now() - chrono::Duration::hours(50))
-        .format("%Y-%m-%dT%H")
-        .to_string();
+    let (ids, _) = upload(&h.app, &erin, &data(4, 9000)).await;
     let mut made = Vec::new();
-    for minute in ["05", "35"] {
+    for at_time in [hour + 5 * 60, hour + 35 * 60, now] {
+        h.server.set_clock_offset(at_time - now);
         let r = call(
             &h.app,
             Method::POST,
             "/v1/snapshots",
             Some(&erin.token),
-            erin.seal_snapshot_at(ids[1], &format!("{hour}:{minute}:00Z")),
+            erin.seal_snapshot_at(ids[1], &at(h.server.now())),
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED);
         made.push(r.json()["id"].clone());
     }
+    h.server.set_clock_offset(0);
     let dry = post_json(
         &h.app,
         "/v1/admin/retention",

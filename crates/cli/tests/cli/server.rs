@@ -181,15 +181,25 @@ fn fleet_of_five_sends_the_common_part_once() {
     let s = start(work.path(), &data, &[]);
     let url = s.url();
     let ca = data.join("tls/cert.pem");
+    let scrape = std::fs::read_to_string(data.join("metrics.token")).expect("scrape token");
     let metrics = || {
         let (ok, body) = curl(&[
             "--cacert",
             ca.to_str().expect("utf-8"),
+            "-H",
+            &format!("Authorization: Bearer {}", scrape.trim()),
             &format!("{url}/metrics"),
         ]);
         assert!(ok, "{body}");
         body
     };
+    // Without the scrape token the counters stay private.
+    let (_, refused) = curl(&[
+        "--cacert",
+        ca.to_str().expect("utf-8"),
+        &format!("{url}/metrics"),
+    ]);
+    assert!(refused.contains("scrape token"), "{refused}");
 
     let laptop = |name: &str| {
         let dir = work.path().join(name);
