@@ -104,7 +104,7 @@ struct SnapshotItem {
     /// When the server received the snapshot. "Latest" goes by this: the
     /// time inside a snapshot is whatever the device that sealed it said.
     #[serde(default)]
-    received: i64,
+    received_ms: i64,
 }
 
 /// Makes ring the process's rustls provider (a no-op when one is set):
@@ -507,7 +507,7 @@ impl Remote for ServerClient {
         };
         let r = self.send(|| self.http.get(&url))?;
         let mut items: Vec<SnapshotItem> = self.json(r)?;
-        items.sort_by_key(|i| i.received);
+        items.sort_by_key(|i| i.received_ms);
         Ok(items.into_iter().map(|i| (i.id, i.snapshot)).collect())
     }
 }

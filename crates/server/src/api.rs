@@ -533,6 +533,7 @@ async fn commit_snapshot(
                 user_id: p.user.id,
                 device_id: p.device_id,
                 time: s2.now(),
+                received_ms: s2.now_ms(),
                 claimed: snap.time.timestamp(),
                 suspect: admitted.suspect,
             },
@@ -548,9 +549,9 @@ async fn commit_snapshot(
 struct SnapshotItem {
     id: Id,
     snapshot: Snapshot,
-    /// When the server received it (seconds since the epoch): the order of
-    /// the list, and what "latest" means.
-    received: i64,
+    /// When the server received it (milliseconds since the epoch): the
+    /// order of the list, and what "latest" means.
+    received_ms: i64,
     /// In quarantine after a burst of commits (see `commits`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     suspect: bool,
@@ -564,7 +565,7 @@ fn load_items(s: &Server, rows: Vec<SnapshotRow>) -> ApiResult<Vec<SnapshotItem>
             Ok(SnapshotItem {
                 id: r.id,
                 snapshot,
-                received: r.time,
+                received_ms: r.received_ms,
                 suspect: r.suspect,
             })
         })

@@ -118,6 +118,11 @@ impl Server {
         Utc::now().timestamp() + self.clock_offset.load(Ordering::Relaxed)
     }
 
+    /// [`Server::now`] in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        Utc::now().timestamp_millis() + self.clock_offset.load(Ordering::Relaxed) * 1000
+    }
+
     /// Moves the server's clock by `seconds` from the system's. For tests
     /// and simulations of days of commits; a real server never calls it.
     pub fn set_clock_offset(&self, seconds: i64) {

@@ -65,6 +65,9 @@ pub struct SnapshotRow {
     /// When the server received and committed the snapshot: retention and
     /// "latest" go by this, never by the time a device claims.
     pub time: i64,
+    /// The same in milliseconds: commits seconds apart must still sort in
+    /// the order they arrived.
+    pub received_ms: i64,
     /// The time inside the snapshot, as the device claims it.
     pub claimed: i64,
     /// Committed during a burst the server flagged: kept, but retention
@@ -280,6 +283,8 @@ fn migrate(db: &mut Connection) -> MetaResult<()> {
         tx.execute_batch(
             "ALTER TABLE snapshots ADD COLUMN claimed INTEGER;
              UPDATE snapshots SET claimed = time;
+             ALTER TABLE snapshots ADD COLUMN received_ms INTEGER;
+             UPDATE snapshots SET received_ms = time * 1000;
              ALTER TABLE snapshots ADD COLUMN idle INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE snapshots ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
              CREATE INDEX IF NOT EXISTS snapshots_by_device ON snapshots (device_id, time);
@@ -338,6 +343,7 @@ fn snapshot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
         user_id: r.get(1)?,
         device_id: r.get(2)?,
         time,
+        received_ms: r.get::<_, Option<i64>>(6)?.unwrap_or(time * 1000),
         claimed: r.get::<_, Option<i64>>(4)?.unwrap_or(time),
         suspect: r.get(5)?,
     })
@@ -677,8 +683,8 @@ impl Meta for SqliteMeta {
     fn add_snapshot(&self, row: &SnapshotRow, idle: bool) -> MetaResult<()> {
         self.with(|db| {
             db.execute(
-                "INSERT OR IGNORE INTO snapshots (id, user_id, device_id, time, claimed, idle, suspect)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO snapshots (id, user_id, device_id, time, claimed, idle, suspect, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     &row.id.0[..],
                     row.user_id,
@@ -686,7 +692,8 @@ impl Meta for SqliteMeta {
                     row.time,
                     row.claimed,
                     idle,
-                    row.suspect
+                    row.suspect,
+                    row.received_ms
                 ],
             )
             .map(|_| ())
@@ -696,8 +703,8 @@ impl Meta for SqliteMeta {
     fn snapshots(&self, user_id: Option<i64>) -> MetaResult<Vec<SnapshotRow>> {
         self.with(|db| {
             let mut st = db.prepare(
-                "SELECT id, user_id, device_id, time, claimed, suspect FROM snapshots
-                 WHERE ?1 IS NULL OR user_id = ?1 ORDER BY time, id",
+                "SELECT id, user_id, device_id, time, claimed, suspect, received_ms FROM snapshots
+                 WHERE ?1 IS NULL OR user_id = ?1 ORDER BY received_ms, rowid",
             )?;
             let rows = st.query_map([user_id], snapshot_row)?;
             rows.collect()
@@ -707,7 +714,7 @@ impl Meta for SqliteMeta {
     fn snapshot(&self, id: &Id) -> MetaResult<Option<SnapshotRow>> {
         self.with(|db| {
             db.query_row(
-                "SELECT id, user_id, device_id, time, claimed, suspect FROM snapshots WHERE id = ?1",
+                "SELECT id, user_id, device_id, time, claimed, suspect, received_ms FROM snapshots WHERE id = ?1",
                 [&id.0[..]],
                 snapshot_row,
             )

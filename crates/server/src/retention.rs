@@ -69,15 +69,23 @@ pub fn run(
     };
     for user in s.meta.users()? {
         let rows = s.meta.snapshots(Some(user.id))?;
-        let mut snaps = Vec::with_capacity(rows.len());
+        let mut snaps: Vec<(crypto::Id, format::Snapshot)> = Vec::with_capacity(rows.len());
         for r in rows {
             if r.suspect {
                 report.quarantined += 1;
                 continue;
             }
             let mut snap = s.repo.load_snapshot(&r.id)?;
-            // The policy reads the snapshot's time: give it the server's.
-            snap.time = DateTime::from_timestamp(r.time, 0).unwrap_or(snap.time);
+            // The policy reads the snapshot's time: give it the server's,
+            // strictly increasing in the order the rows come (as received),
+            // so two commits in one millisecond still have a newer one.
+            let received = DateTime::from_timestamp_millis(r.received_ms).unwrap_or(snap.time);
+            snap.time = match snaps.last() {
+                Some((_, prev)) if received <= prev.time => {
+                    prev.time + chrono::Duration::nanoseconds(1)
+                }
+                _ => received,
+            };
             snaps.push((r.id, snap));
         }
         let now = DateTime::from_timestamp(s.now(), 0).unwrap_or_else(Utc::now);
