@@ -115,6 +115,10 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         .with_state(AppState::clone(&server))
         .layer(axum::Extension(limits))
         .layer(axum::Extension(limiter))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::limits::guard,
+        ))
 }
 
 async fn count_requests(

@@ -19,6 +19,7 @@
 mod api;
 mod download;
 mod error;
+mod limits;
 pub mod meta;
 pub mod prune;
 pub mod retention;
