@@ -116,7 +116,7 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         .layer(axum::Extension(limits))
         .layer(axum::Extension(limiter))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            crate::limits::Guard::new(limits),
             crate::limits::guard,
         ))
 }

@@ -59,9 +59,28 @@ const MAX_PLAIN_ERROR: usize = 4 << 10;
 /// Characters of a request path echoed in a message.
 const MAX_ECHOED_PATH: usize = 200;
 
+/// The state of [`guard`]: the body limits it names in 413 answers, and the
+/// pace a body must keep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard {
+    limits: Limits,
+    window: Duration,
+    min_bytes: u64,
+}
+
+impl Guard {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Guard {
+            limits,
+            window: BODY_WINDOW,
+            min_bytes: BODY_MIN_BYTES,
+        }
+    }
+}
+
 /// Wraps every request: refuses oversized heads, cuts stalled bodies, and
 /// turns every error answer that is not JSON into `{"error": ...}`.
-pub(crate) async fn guard(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     if let Some(answer) = head_too_large(&req) {
         return answer;
     }
@@ -70,7 +89,7 @@ pub(crate) async fn guard(State(limits): State<Limits>, req: Request, next: Next
     let stalled = Arc::new(AtomicBool::new(false));
     let req = {
         let stalled = stalled.clone();
-        req.map(|body| Body::new(Paced::new(body, BODY_WINDOW, BODY_MIN_BYTES, stalled)))
+        req.map(|body| Body::new(Paced::new(body, guard.window, guard.min_bytes, stalled)))
     };
     let response = next.run(req).await;
     if stalled.load(Ordering::Relaxed) {
@@ -78,8 +97,8 @@ pub(crate) async fn guard(State(limits): State<Limits>, req: Request, next: Next
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body stopped arriving (less than {} KiB in {} s); check the network and send the request again",
-                BODY_MIN_BYTES >> 10,
-                BODY_WINDOW.as_secs()
+                guard.min_bytes >> 10,
+                guard.window.as_secs()
             ),
         );
         // The rest of the body is still on its way: this connection cannot
@@ -89,7 +108,7 @@ pub(crate) async fn guard(State(limits): State<Limits>, req: Request, next: Next
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return answer;
     }
-    as_json(response, &method, &path, &limits).await
+    as_json(response, &method, &path, &guard.limits).await
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -337,5 +356,49 @@ mod tests {
             .to_bytes();
         assert_eq!(bytes.len(), 30 * 4096);
         assert!(!stalled.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_gets_a_json_408_and_a_closed_connection() {
+        use axum::routing::post;
+        use tower::ServiceExt;
+        let guard = Guard {
+            limits: Limits::default(),
+            window: Duration::from_secs(1),
+            min_bytes: 4096,
+        };
+        let app = axum::Router::new()
+            .route(
+                "/",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .layer(axum::middleware::from_fn_with_state(guard, super::guard));
+
+        // One byte, then nothing more while the sender is kept.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        tx.send(Bytes::from_static(b"{")).await.expect("send");
+        let body = Body::new(Channel(rx));
+        let req = Request::post("/").body(body).expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(10), app.clone().oneshot(req))
+            .await
+            .expect("answered by the window, not by this timeout")
+            .expect("infallible");
+        drop(tx);
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        let json: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
+                .expect("JSON");
+        assert!(json["error"]
+            .as_str()
+            .expect("message")
+            .contains("stopped arriving"));
+
+        // A body that arrives at once is untouched.
+        let req = Request::post("/")
+            .body(Body::from("hello"))
+            .expect("request");
+        let resp = app.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 }

@@ -311,15 +311,21 @@ pub(crate) struct Guarded<S> {
     io: S,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall_limit: Duration,
     _ticket: Ticket,
 }
 
 impl<S> Guarded<S> {
     fn new(io: S, ticket: Ticket) -> Self {
+        Self::with_stall_limit(io, ticket, WRITE_STALL_TIMEOUT)
+    }
+
+    fn with_stall_limit(io: S, ticket: Ticket, stall_limit: Duration) -> Self {
         Guarded {
             io,
             closed: Box::pin(ticket.conn.closed.clone().cancelled_owned()),
             write_stall: None,
+            stall_limit,
             _ticket: ticket,
         }
     }
@@ -340,9 +346,10 @@ impl<S> Guarded<S> {
     ) -> Poll<io::Result<T>> {
         match r {
             Poll::Pending => {
+                let limit = self.stall_limit;
                 let stall = self
                     .write_stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_TIMEOUT)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if stall.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -606,5 +613,27 @@ mod tests {
             read.expect_err("pushed out").kind(),
             io::ErrorKind::ConnectionAborted
         );
+    }
+
+    #[tokio::test]
+    async fn a_response_nobody_reads_ends_after_the_stall_limit() {
+        let table = Table::new(1, 1);
+        let ticket = table.admit(ip("10.0.0.1")).expect("first");
+        // The client end is kept but never read: 4 KiB of buffer fill up.
+        let (server_side, _client) = tokio::io::duplex(4096);
+        let mut guarded =
+            Guarded::with_stall_limit(server_side, ticket, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let written = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncWriteExt::write_all(&mut guarded, &[0u8; 64 << 10]),
+        )
+        .await
+        .expect("the write gives up by itself");
+        assert_eq!(
+            written.expect_err("stalled").kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }
