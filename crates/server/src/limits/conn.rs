@@ -58,8 +58,10 @@ pub(crate) const MAX_CONNECTIONS: usize = 2048;
 
 /// Open files kept out of the connection budget for the repository's packs
 /// and index files, SQLite (database, WAL, shared memory), logs and the
-/// runtime's own descriptors: a prune or a burst of restores opens a few
-/// dozen at once, 256 leaves ample room.
+/// runtime's own descriptors (a prune or a burst of restores opens a few
+/// dozen at once), and for sockets accepted in a burst before their task
+/// has checked the table (tokio's cooperative budget lets at most about 128
+/// through between checks): 256 covers both.
 pub(crate) const RESERVED_FILES: u64 = 256;
 
 /// hyper's read buffer, the largest request head it reads before answering
@@ -105,6 +107,8 @@ pub(crate) fn budget() -> (usize, usize) {
 /// limit in force, or `None` where it cannot be read.
 #[cfg(unix)]
 #[allow(unsafe_code)]
+// `rlim_t` is u64 on Linux and macOS but not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 fn raise_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
