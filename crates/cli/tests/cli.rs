@@ -14,5 +14,6 @@ mod cli {
     mod install;
     mod server;
     mod server_stress;
+    mod slow_clients;
     mod support;
 }

@@ -114,6 +114,10 @@ pub fn app(server: Arc<Server>, limits: Limits) -> Router {
         .with_state(AppState::clone(&server))
         .layer(axum::Extension(limits))
         .layer(axum::Extension(limiter))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::limits::Guard::new(limits),
+            crate::limits::guard,
+        ))
 }
 
 async fn count_requests(

@@ -21,6 +21,7 @@ pub mod commits;
 pub mod dedup;
 mod download;
 mod error;
+mod limits;
 pub mod meta;
 pub mod prune;
 pub mod retention;

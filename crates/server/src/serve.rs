@@ -141,23 +141,44 @@ pub async fn serve(
     spawn_index_flush(server_for_retention.clone());
     spawn_retention(server_for_retention);
     let service = app.into_make_service();
+    // Slow or silent clients must not hold sockets the devices need: see
+    // `limits::conn` for every deadline and cap.
+    let (total, per_source) = crate::limits::conn::budget();
+    tracing::info!(
+        connections = total,
+        per_address = per_source,
+        "connection limits"
+    );
+    let table = crate::limits::conn::Table::new(total, per_source);
+    let listener = axum_server::from_tcp(listener).map_err(io)?;
     match cert {
-        None => axum_server::from_tcp(listener)
-            .map_err(io)?
-            .serve(service)
-            .await
-            .map_err(io),
+        None => {
+            let admit =
+                crate::limits::conn::Admit::new(axum_server::accept::DefaultAcceptor, table);
+            // HTTP/1 only: hyper's header deadline covers HTTP/1, and its
+            // HTTP/2 detection would wait for a preface without one. Every
+            // Tidemark client speaks HTTP/1.1.
+            let mut server = listener.acceptor(admit).http1_only();
+            crate::limits::conn::configure(server.http_builder());
+            server.serve(service).await.map_err(io)
+        }
         Some(c) => {
             // One process-wide provider; a second install is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(c.cert_pem, c.key_pem)
                 .await
                 .map_err(|e| tls_err(dir, format!("unusable certificate or key: {e}")))?;
-            axum_server::from_tcp_rustls(listener, config)
-                .map_err(io)?
-                .serve(service)
-                .await
-                .map_err(io)
+            // Offer only HTTP/1.1 in ALPN, as the server speaks only that
+            // (see above); curl and browsers would otherwise pick h2.
+            let mut only_http1 = (*config.get_inner()).clone();
+            only_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(only_http1));
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(crate::limits::conn::TLS_HANDSHAKE_TIMEOUT);
+            let admit = crate::limits::conn::Admit::new(tls, table);
+            let mut server = listener.acceptor(admit).http1_only();
+            crate::limits::conn::configure(server.http_builder());
+            server.serve(service).await.map_err(io)
         }
     }
 }
