@@ -180,9 +180,14 @@ async fn page(
     let until = chrono::DateTime::from_timestamp(expires, 0)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
-    let code_url = format!("{base}/download/{code}");
-    let fp = s.published().fingerprint;
+    // The code as the server reads it (letters and digits only), never as
+    // the link spelled it: whatever else a crafted link carries must reach
+    // neither the page nor the shell command a person copies from it.
+    let code_url = format!("{base}/download/{}", crate::canonical_code(&code));
     let command = html_escape(&install_command(&s, &code_url));
+    let code_url = html_escape(&code_url);
+    let fp = html_escape(&s.published().fingerprint);
+    let until = html_escape(&until);
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tidemark for {user}</title></head>\
          <body><h1>Tidemark for {user}</h1>\
@@ -203,6 +208,7 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn signed(

@@ -314,12 +314,7 @@ impl Server {
         hours: u32,
     ) -> Result<String, ServerError> {
         let raw: [u8; 15] = rand::random();
-        let code = hex::encode_upper(raw)
-            .as_bytes()
-            .chunks(5)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("-");
+        let code = canonical_code(&hex::encode_upper(raw));
         let expires = self.now() + i64::from(hours) * 3600;
         self.meta.create_code(
             &self.hash_secret(b"code", &normalise_code(&code)),
@@ -334,6 +329,17 @@ impl Server {
     pub fn org_keys(&self) -> &str {
         &self.keys
     }
+}
+
+/// A code as the server prints it (groups of five letters or digits joined
+/// by dashes), whatever way it was typed or linked.
+pub(crate) fn canonical_code(code: &str) -> String {
+    normalise_code(code)
+        .as_bytes()
+        .chunks(5)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Codes are typed by people: ignore case, spaces and dashes.

@@ -323,7 +323,7 @@ async fn malformed_requests_get_clear_4xx_answers() {
     let m = call(&h.app, Method::GET, "/metrics", Some(&scrape), vec![]).await;
     assert_eq!(m.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&m.body).contains("tidemark_rejected_total"));
-    let m = call(&h.app, Method::GET, "/metrics", Some(t.unwrap()), vec![]).await;
+    let m = call(&h.app, Method::GET, "/metrics", t, vec![]).await;
     assert_eq!(
         m.status,
         StatusCode::UNAUTHORIZED,
@@ -628,4 +628,46 @@ async fn without_an_organisation_policy_the_server_thins_like_the_timeline() {
     let dry = dry.json();
     assert_eq!(dry["removed"], json!([made[0]]), "{dry}");
     assert_eq!(dry["kept"], 2, "{dry}");
+}
+
+#[tokio::test]
+async fn the_download_page_carries_nothing_of_a_crafted_link_into_html_or_the_shell() {
+    let h = start();
+    let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
+    let r = post_json(
+        &h.app,
+        "/v1/admin/codes",
+        Some(&a.token),
+        json!({"user": "admin", "uses": 1}),
+    )
+    .await;
+    let code = r.json()["code"].as_str().unwrap().to_string();
+    // The server ignores what is not a letter or digit in a code, so this
+    // link is valid; what it adds must not reach the page or the command.
+    let crafted = format!("{code}%22%27%3E%3C%3B%7C%24%28%29");
+    let req = Request::builder()
+        .uri(format!("/download/{crafted}"))
+        .header("host", "backup.example:8443")
+        .body(Body::empty())
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        page.contains(&format!(
+            "https://backup.example:8443/download/{code}/install.sh"
+        )),
+        "{page}"
+    );
+    for raw in ["\"'><", ";|$()", "'>"] {
+        assert!(!page.contains(raw), "{raw:?} reached the page: {page}");
+    }
 }
