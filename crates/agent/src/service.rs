@@ -424,10 +424,10 @@ impl Agent {
         config.password_file = password_file;
         self.set_config(config)?;
         *lock(&self.shared.repo) = Some((location.clone(), Arc::new(open::with_catalog(repo))));
-        // Backups that stopped for want of the password go on now.
-        let stopped =
-            matches!(self.status(), Status::Attention { code, .. } if code == "no_password");
-        if stopped {
+        // Backups that failed (for want of this password, most likely) are
+        // retried now rather than at the next retry time.
+        let failing = lock(&self.shared.inner).run.failures > 0;
+        if failing {
             self.backup_now();
         }
         Ok(SetupDone {
