@@ -283,9 +283,11 @@ fn a_missing_password_is_entered_again_in_settings_after_it_is_checked() {
     let b = bed();
     b.setup(false);
     write(&b.data.join("a.txt"), b"first");
-    // The stored password is gone (an old kernel-store secret after a
-    // reboot, a deleted file): backups stop and say why.
-    std::fs::remove_file(b.root.join("pw")).unwrap();
+    // The stored password is gone (as an old kernel-store secret is after
+    // a reboot): backups stop and say why.
+    let mut c = b.agent.config();
+    c.password_file = None;
+    b.agent.set_config(c).unwrap();
     let (agent, events) = start(&b.root);
     assert_eq!(agent.password_state().stored_in, None);
     assert!(agent.password_state().needed);
