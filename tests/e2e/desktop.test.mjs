@@ -396,7 +396,8 @@ async function startAtLoginAndWaitForBackup(done) {
   app.stderr.on("data", (d) => (log += d));
   try {
     await waitFor("a backup after the reboot", done, 180_000).catch((e) => {
-      throw new Error(`${e.message}\napp log:\n${log.slice(-3000)}`);
+      const state = readFileSync(join(process.env.XDG_DATA_HOME, "tidemark", "agent-state.json"), "utf8");
+      throw new Error(`${e.message}\nagent state: ${state}\napp log:\n${log.slice(-3000)}`);
     });
     assert.equal(visibleWindows(), "", "nothing was asked: no window opened");
     assert.doesNotMatch(log, /no password|not enrolled/i);
