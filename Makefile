@@ -15,7 +15,7 @@ CARGO ?= cargo
 TIDEMARK := $(CARGO_TARGET_DIR)/release/tidemark
 
 # Build: a C compiler for zstd/blake3, pkg-config for -sys crates, curl for rustup.
-BUILD_PACKAGES := build-essential pkg-config curl ca-certificates
+BUILD_PACKAGES := build-essential pkg-config curl ca-certificates libdbus-1-dev
 # Tests: the network test bed's namespaces, shaping, pings and fake
 # NetworkManager bus (iproute2, iputils-ping, dbus-daemon); a real sshd for SFTP, Apache's mod_dav for WebDAV, setpriv (util-linux)
 # to drop root's read-anything capability in the unreadable-file test.

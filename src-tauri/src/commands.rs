@@ -4,7 +4,8 @@
 
 use agent::timeline::{DirEntry, Preview, SearchHit, SnapshotInfo, Version};
 use agent::{
-    Agent, Config, OtherDevice, Overview, OwnStorageSetup, RestoreRequest, SetupDone, Status,
+    Agent, Config, OtherDevice, Overview, OwnStorageSetup, PasswordEntry, PasswordState,
+    RestoreRequest, SetupDone, Status,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -102,15 +103,46 @@ pub async fn setup_own_storage(
     blocking(move || a.setup_own_storage(setup)).await
 }
 
+/// `secret_file`: where to keep the device's secret if no Secret Service
+/// is reachable, set only once the user agreed to a file.
 #[tauri::command]
 #[specta::specta]
 pub async fn enroll(
     agent: State<'_, Shared>,
     url: String,
     code: String,
+    secret_file: Option<String>,
 ) -> Result<agent::device::Enrolled, ApiError> {
     let a = agent.inner().clone();
-    blocking(move || a.enroll(&url, &code)).await
+    blocking(move || a.enroll_keeping(&url, &code, secret_file)).await
+}
+
+/// Enters the repository password again (or a changed one): checked
+/// against the repository, then kept so backups go on without asking.
+#[tauri::command]
+#[specta::specta]
+pub async fn enter_password(
+    agent: State<'_, Shared>,
+    entry: PasswordEntry,
+) -> Result<SetupDone, ApiError> {
+    let a = agent.inner().clone();
+    blocking(move || a.enter_password(entry)).await
+}
+
+/// Whether the repository password is stored on this computer.
+#[tauri::command]
+#[specta::specta]
+pub async fn password_state(agent: State<'_, Shared>) -> Result<PasswordState, ApiError> {
+    let a = agent.inner().clone();
+    blocking(move || Ok(a.password_state())).await
+}
+
+/// Where a secret would be kept in a file (0600) if the user agrees, for
+/// a computer without a Secret Service.
+#[tauri::command]
+#[specta::specta]
+pub fn suggested_secret_file(agent: State<'_, Shared>, name: String) -> String {
+    agent.suggested_secret_file(&name)
 }
 
 #[tauri::command]

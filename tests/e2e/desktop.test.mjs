@@ -165,24 +165,44 @@ async function stop(child) {
   await exited;
 }
 
-/** Ends every running copy of the app and waits until none is left. */
-async function endRunningApps() {
-  const running = () => {
+/** The pids of the apps WebDriver started (tauri-driver's descendants). */
+function driverApps() {
+  const parent = new Map();
+  const name = new Map();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
     try {
-      return execFileSync("pgrep", ["-x", "tidemark-app"]).toString().trim();
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      // pid (comm) state ppid ...: comm may hold spaces, so split after ")".
+      const close = stat.lastIndexOf(")");
+      name.set(d, stat.slice(stat.indexOf("(") + 1, close));
+      parent.set(d, stat.slice(close + 2).split(" ")[1]);
     } catch {
-      return ""; // pgrep exits 1 when none runs
+      // the process ended meanwhile
     }
-  };
-  try {
-    execFileSync("pkill", ["-x", "tidemark-app"]);
-  } catch (e) {
-    // 1: none was left to end (the WebDriver session's copy may end by
-    // itself between a check and the kill).
-    if (e.status !== 1) throw e;
   }
-  for (let i = 0; i < 50 && running(); i++) await sleep(200);
-  assert.equal(running(), "", "the app did not end");
+  const root = String(process.env.E2E_DRIVER_PID ?? "");
+  const under = (pid) => {
+    for (let p = parent.get(pid), i = 0; p && p !== "0" && i < 50; p = parent.get(p), i++) if (p === root) return true;
+    return false;
+  };
+  return [...name.keys()].filter((p) => root && name.get(p) === "tidemark-app" && under(p)).map(Number);
+}
+
+/**
+ * Ends the copies of the app this test started through WebDriver (by pid,
+ * never by name: a developer's own Tidemark must live) and waits for them.
+ */
+async function endRunningApps() {
+  for (const pid of driverApps()) {
+    try {
+      process.kill(pid);
+    } catch {
+      // ended by itself between the listing and the kill
+    }
+  }
+  for (let i = 0; i < 50 && driverApps().length; i++) await sleep(200);
+  assert.deepEqual(driverApps(), [], "the app did not end");
 }
 
 async function openTrayMenu() {
@@ -268,4 +288,170 @@ test("a finished restore is announced on the desktop", () => {
   assert.match(log, /member=Notify/, `no notification was asked for:\n${log.slice(0, 2000)}`);
   assert.match(log, /string "Restore finished"/);
   assert.match(log, new RegExp(`string "1 file\\(s\\) restored under ${RESTORED}`));
+});
+
+// ---- A reboot: the secrets must still be there (issue 19, section 5) ----
+
+/** Polls `f` until it holds, with no WebDriver session needed. */
+async function waitFor(what, f, timeoutMs) {
+  const end = Date.now() + timeoutMs;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(300);
+  }
+}
+
+const KEYRING_PID = join(WORK, "keyring.pid");
+/** The Secret Service started after a "reboot": this test's child. */
+let keyringDaemon = null;
+
+after(async () => {
+  if (keyringDaemon) await stop(keyringDaemon);
+});
+
+function secretServiceUp() {
+  try {
+    return execFileSync("dbus-send", ["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+      "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"]).toString().includes("boolean true");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What a reboot does to secrets: the Secret Service daemon ends (its
+ * collection stays a file under HOME), the kernel key store is emptied
+ * (this run's session keyring, which links the persistent one, and every
+ * Tidemark key still reachable from it), and the daemon starts again at
+ * "login", unlocked with the login password.
+ */
+async function reboot() {
+  if (keyringDaemon) {
+    await stop(keyringDaemon);
+  } else {
+    const pid = Number(readFileSync(KEYRING_PID, "utf8").trim());
+    try {
+      process.kill(pid);
+    } catch {
+      // already ended
+    }
+  }
+  for (let i = 0; i < 50 && secretServiceUp(); i++) await sleep(100);
+  assert.equal(secretServiceUp(), false, "the Secret Service ended");
+  // Tidemark's kernel keys (older versions kept secrets only there), then
+  // everything in this run's session keyring.
+  const ids = execFileSync("sh", ["-c", "keyctl rlist @s 2>/dev/null; keyctl rlist $(keyctl get_persistent @s 2>/dev/null || echo @s) 2>/dev/null; true"])
+    .toString().split(/\s+/).filter(Boolean);
+  for (const id of ids) {
+    let desc = "";
+    try {
+      desc = execFileSync("keyctl", ["rdescribe", id]).toString();
+    } catch {
+      continue;
+    }
+    if (desc.includes("@tidemark")) execFileSync("keyctl", ["invalidate", id]);
+  }
+  execFileSync("keyctl", ["clear", "@s"]);
+  assert.doesNotMatch(execFileSync("keyctl", ["show", "@s"]).toString(), /tidemark/);
+  keyringDaemon = spawn("gnome-keyring-daemon", ["--foreground", "--unlock", "--components=secrets"], {
+    env: process.env,
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  keyringDaemon.stdin.end(process.env.E2E_KEYRING_PASSWORD);
+  await waitFor("the Secret Service after the reboot", async () => secretServiceUp(), 20_000);
+}
+
+/** The snapshots in a folder repository. */
+function snapshotCount(repo) {
+  const dir = join(repo, "snapshots");
+  const walk = (d) => readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? walk(join(d, e.name)) : 1), 0);
+  return existsSync(dir) ? walk(dir) : 0;
+}
+
+/**
+ * The laptop was off for a while: the last backup was two hours ago, so
+ * the app started at login has one due (the schedule is hourly).
+ */
+function makeBackupOverdue() {
+  const file = join(process.env.XDG_DATA_HOME, "tidemark", "agent-state.json");
+  const st = JSON.parse(readFileSync(file, "utf8"));
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600_000).toISOString();
+  st.last_success = twoHoursAgo;
+  st.last_attempt = twoHoursAgo;
+  st.requested = false;
+  writeFileSync(file, JSON.stringify(st));
+  return Date.parse(twoHoursAgo);
+}
+
+/** When the agent last finished a backup (its run state), in ms. */
+function lastSuccess() {
+  const st = JSON.parse(readFileSync(join(process.env.XDG_DATA_HOME, "tidemark", "agent-state.json"), "utf8"));
+  return st.last_success ? Date.parse(st.last_success) : 0;
+}
+
+/** Starts the app as the autostart entry does and waits for a backup. */
+async function startAtLoginAndWaitForBackup(done) {
+  const app = spawn(APP, ["--background"], { env: process.env, stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  app.stderr.on("data", (d) => (log += d));
+  try {
+    await waitFor("a backup after the reboot", done, 180_000).catch((e) => {
+      const state = readFileSync(join(process.env.XDG_DATA_HOME, "tidemark", "agent-state.json"), "utf8");
+      throw new Error(`${e.message}\nagent state: ${state}\napp log:\n${log.slice(-3000)}`);
+    });
+    assert.equal(visibleWindows(), "", "nothing was asked: no window opened");
+    assert.doesNotMatch(log, /no password|not enrolled/i);
+  } finally {
+    await stop(app);
+  }
+}
+
+test("after a reboot, the app started at login backs up own storage without asking anything", async () => {
+  await endRunningApps();
+  const before = snapshotCount(REPO);
+  assert.ok(before >= 2, `the first test made backups (${before})`);
+  await reboot();
+  makeBackupOverdue();
+  // As the autostart entry starts it (checked in the first test).
+  await startAtLoginAndWaitForBackup(async () => snapshotCount(REPO) > before);
+});
+
+test("after a reboot, a company device is still enrolled and backs up", async () => {
+  await endRunningApps();
+  // A real company server on loopback, HTTPS with its own certificate.
+  const data = join(WORK, "server");
+  const server = spawn(process.env.E2E_TIDEMARK, ["--json", "server", "--data", data, "--listen", "127.0.0.1:0", "--kdf-memory", "256"], {
+    env: process.env,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const ready = await new Promise((resolve, reject) => {
+      let out = "";
+      server.stdout.on("data", (d) => {
+        out += d;
+        const nl = out.indexOf("\n");
+        if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)));
+      });
+      server.once("exit", (c) => reject(new Error(`tidemark server exited (${c}) before it was ready`)));
+    });
+    // Enrol through the app's setup, as a person with a code would.
+    s = await Session.start("http://127.0.0.1:4444", APP);
+    await s.script("window.location.hash = '#/setup'");
+    await s.clickText("button", "My company's backup server");
+    await s.type(await s.find("#server"), ready.listening);
+    await s.type(await s.find("#code"), ready.admin_code);
+    await s.clickText("button", "Enrol this computer");
+    await s.findText("h2", "What to back up", 60_000);
+    await s.clickText("button", "Start the first backup");
+    await s.findText("p", "Your files are protected", 180_000);
+    await s.end();
+    s = null;
+    await endRunningApps();
+
+    await reboot();
+    const overdue = makeBackupOverdue();
+    await startAtLoginAndWaitForBackup(async () => lastSuccess() > overdue + 60_000);
+  } finally {
+    await stop(server);
+  }
 });

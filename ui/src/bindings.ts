@@ -15,7 +15,23 @@ export const commands = {
 	/**  The user's usual folders that exist on this machine. */
 	suggestedFolders: () => __TAURI_INVOKE<string[]>("suggested_folders"),
 	setupOwnStorage: (setup: OwnStorageSetup) => typedError<SetupDone, ApiError>(__TAURI_INVOKE("setup_own_storage", { setup })),
-	enroll: (url: string, code: string) => typedError<Enrolled, ApiError>(__TAURI_INVOKE("enroll", { url, code })),
+	/**
+	 *  `secret_file`: where to keep the device's secret if no Secret Service
+	 *  is reachable, set only once the user agreed to a file.
+	 */
+	enroll: (url: string, code: string, secretFile: string | null) => typedError<Enrolled, ApiError>(__TAURI_INVOKE("enroll", { url, code, secretFile })),
+	/**
+	 *  Enters the repository password again (or a changed one): checked
+	 *  against the repository, then kept so backups go on without asking.
+	 */
+	enterPassword: (entry: PasswordEntry) => typedError<SetupDone, ApiError>(__TAURI_INVOKE("enter_password", { entry })),
+	/**  Whether the repository password is stored on this computer. */
+	passwordState: () => typedError<PasswordState, ApiError>(__TAURI_INVOKE("password_state")),
+	/**
+	 *  Where a secret would be kept in a file (0600) if the user agrees, for
+	 *  a computer without a Secret Service.
+	 */
+	suggestedSecretFile: (name: string) => __TAURI_INVOKE<string>("suggested_secret_file", { name }),
 	backupNow: () => __TAURI_INVOKE<void>("backup_now"),
 	pause: (span: PauseFor) => __TAURI_INVOKE<void>("pause", { span }),
 	resume: () => __TAURI_INVOKE<void>("resume"),
@@ -216,8 +232,32 @@ export type OwnStorageSetup = {
 	create: boolean,
 	/**  Add a recovery key and hand it back to show once. */
 	recovery_key: boolean,
-	/**  Where to keep the password when no keyring is reachable (0600). */
+	/**
+	 *  Where to keep the password when no Secret Service is reachable
+	 *  (0600): set only when the user chose it.
+	 */
 	password_file: string | null,
+};
+
+/**  A repository password entered again (or changed) in Settings. */
+export type PasswordEntry = {
+	password: string,
+	/**
+	 *  Where to keep it when no Secret Service is reachable (0600): set
+	 *  only when the user chose it.
+	 */
+	password_file: string | null,
+};
+
+/**  Whether this computer holds the repository password, for Settings. */
+export type PasswordState = {
+	/**
+	 *  The destination is own storage, which needs a password (a company
+	 *  server uses the device's enrolment instead).
+	 */
+	needed: boolean,
+	/**  "keyring", "file", or null when none is stored here. */
+	stored_in: string | null,
 };
 
 export type PauseFor = "one_hour" | "until_tomorrow";

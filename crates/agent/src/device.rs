@@ -1,15 +1,16 @@
 //! This device's enrolment with a company server: what is public (server
 //! address, pinned certificate fingerprint, user, repository parameters) in
 //! `<data dir>/servers/<server>/device.json`; what is secret (device token,
-//! organisation keys) in the OS keyring, or for scripts and tests in the
-//! file named by `TIDEMARK_DEVICE_SECRET_FILE` (created 0600).
+//! organisation keys) in the desktop's Secret Service (see `secrets`), in a
+//! 0600 file the user chose where no Secret Service is reachable, or for
+//! scripts and tests in the file named by `TIDEMARK_DEVICE_SECRET_FILE`.
 
 use crate::error::{AgentError, Result};
 use crate::paths::Paths;
 use client::{ServerClient, Trust};
 use format::RepoConfig;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -19,6 +20,10 @@ pub struct DeviceInfo {
     pub admin: bool,
     pub device_id: i64,
     pub repository: RepoConfig,
+    /// The 0600 file holding the secret, where the user chose one because
+    /// no Secret Service was reachable at enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,31 +73,59 @@ fn secret_file() -> Option<PathBuf> {
     std::env::var_os("TIDEMARK_DEVICE_SECRET_FILE").map(PathBuf::from)
 }
 
-fn keyring_entry(url: &str) -> Result<keyring::Entry> {
-    keyring::Entry::new("tidemark", &format!("device:{}", normalise(url)))
-        .map_err(|e| AgentError::Keyring(e.to_string()))
+fn secret_name(url: &str) -> String {
+    format!("device:{}", normalise(url))
 }
 
-fn save_secret(url: &str, s: &DeviceSecret) -> Result<&'static str> {
-    let json = serde_json::to_string(s).map_err(|e| AgentError::Invalid(e.to_string()))?;
+/// Keeps the secret: the file scripts name in `TIDEMARK_DEVICE_SECRET_FILE`,
+/// else the Secret Service, else `file_if_no_keyring` (the user's consent).
+/// Returns where it went and, for a file, the file, in words for the user.
+fn save_secret(
+    url: &str,
+    s: &DeviceSecret,
+    file_if_no_keyring: Option<&Path>,
+) -> Result<(String, Option<PathBuf>)> {
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_string(s).map_err(|e| AgentError::Invalid(e.to_string()))?,
+    );
     if let Some(p) = secret_file() {
         crate::secrets::write_private(&p, json.as_bytes())?;
-        return Ok("the file in TIDEMARK_DEVICE_SECRET_FILE");
+        return Ok((
+            format!(
+                "{} (readable only by you), as TIDEMARK_DEVICE_SECRET_FILE asks",
+                p.display()
+            ),
+            None,
+        ));
     }
-    keyring_entry(url)?.set_password(&json).map_err(|e| {
-        AgentError::Keyring(format!(
-            "{e}; set TIDEMARK_DEVICE_SECRET_FILE to keep the device token in a file of your choice"
-        ))
-    })?;
-    Ok("the OS keyring")
+    match crate::secrets::keep(&secret_name(url), &json) {
+        Ok(()) => Ok((crate::secrets::IN_KEYRING.into(), None)),
+        Err(AgentError::Keyring(why)) => match file_if_no_keyring {
+            Some(p) => {
+                crate::secrets::write_private(p, json.as_bytes())?;
+                Ok((
+                    format!(
+                        "{} (readable only by you), as you chose, because {why}",
+                        p.display()
+                    ),
+                    Some(p.to_path_buf()),
+                ))
+            }
+            None => Err(AgentError::Keyring(format!(
+                "{why}; keep the device token in a file only you can read instead (the app offers it; the CLI: set TIDEMARK_DEVICE_SECRET_FILE)"
+            ))),
+        },
+        Err(e) => Err(e),
+    }
 }
 
-fn load_secret(url: &str) -> Result<DeviceSecret> {
-    let json = match secret_file() {
-        Some(p) => std::fs::read_to_string(&p).map_err(|e| AgentError::io(&p, e))?,
-        None => keyring_entry(url)?
-            .get_password()
-            .map_err(|_| AgentError::NotEnrolled { url: url.into() })?,
+fn load_secret(url: &str, info: &DeviceInfo) -> Result<DeviceSecret> {
+    let json = match secret_file().or_else(|| info.secret_file.clone()) {
+        Some(p) => {
+            zeroize::Zeroizing::new(std::fs::read_to_string(&p).map_err(|e| AgentError::io(&p, e))?)
+        }
+        None => crate::secrets::fetch(&secret_name(url))
+            .ok_or_else(|| AgentError::NotEnrolled { url: url.into() })?,
     };
     serde_json::from_str(&json).map_err(|_| AgentError::NotEnrolled { url: url.into() })
 }
@@ -117,6 +150,19 @@ pub fn enroll(
     name: &str,
     expect: Option<String>,
 ) -> Result<Enrolled> {
+    enroll_keeping(paths, url, code, name, expect, None)
+}
+
+/// [`enroll`], keeping the secret in `file_if_no_keyring` (0600) when no
+/// Secret Service is reachable: the user's explicit choice in the app.
+pub fn enroll_keeping(
+    paths: &Paths,
+    url: &str,
+    code: &str,
+    name: &str,
+    expect: Option<String>,
+    file_if_no_keyring: Option<&Path>,
+) -> Result<Enrolled> {
     let url = normalise(url);
     if !is_server(&url) {
         return Err(AgentError::Invalid(
@@ -128,6 +174,16 @@ pub fn enroll(
     let c = ServerClient::new(&url, trust, None)?;
     let e = c.enroll(code, name)?;
     let fingerprint = c.seen_fingerprint();
+    let dir = state_dir(paths, &url);
+    std::fs::create_dir_all(&dir).map_err(|err| AgentError::io(&dir, err))?;
+    let (where_, secret_file) = save_secret(
+        &url,
+        &DeviceSecret {
+            token: e.token,
+            keys: e.keys,
+        },
+        file_if_no_keyring,
+    )?;
     let info = DeviceInfo {
         url: url.clone(),
         fingerprint: fingerprint.clone(),
@@ -135,16 +191,8 @@ pub fn enroll(
         admin: e.admin,
         device_id: e.device_id,
         repository: e.repository.clone(),
+        secret_file,
     };
-    let dir = state_dir(paths, &url);
-    std::fs::create_dir_all(&dir).map_err(|err| AgentError::io(&dir, err))?;
-    let where_ = save_secret(
-        &url,
-        &DeviceSecret {
-            token: e.token,
-            keys: e.keys,
-        },
-    )?;
     let file = dir.join("device.json");
     let json = serde_json::to_vec_pretty(&info).map_err(|e| AgentError::Invalid(e.to_string()))?;
     std::fs::write(&file, json).map_err(|e| AgentError::io(&file, e))?;
@@ -154,7 +202,7 @@ pub fn enroll(
         admin: e.admin,
         device_id: e.device_id,
         fingerprint,
-        secret_stored_in: where_.into(),
+        secret_stored_in: where_,
     })
 }
 
@@ -167,7 +215,7 @@ pub fn client(paths: &Paths, url: &str) -> Result<(ServerClient, DeviceInfo)> {
 /// The client, the public enrolment record and the secret, each read once.
 fn connect(paths: &Paths, url: &str) -> Result<(ServerClient, DeviceInfo, DeviceSecret)> {
     let info = load_info(paths, url)?;
-    let secret = load_secret(url)?;
+    let secret = load_secret(url, &info)?;
     let trust = match &info.fingerprint {
         Some(fp) => Trust::Pinned(fp.clone()),
         None if info.url.starts_with("http://") => Trust::FirstUse,

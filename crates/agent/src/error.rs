@@ -14,7 +14,9 @@ pub enum AgentError {
         "this device is not enrolled with {url}: enrol it with a code from your administrator"
     )]
     NotEnrolled { url: String },
-    #[error("the OS keyring could not be used ({0}); choose a password file instead")]
+    /// No Secret Service to keep a secret in; the text says why. The app
+    /// then offers a 0600 file, which the user must agree to.
+    #[error("this computer's keyring could not be used: {0}")]
     Keyring(String),
     #[error("cannot read or write {path}: {source}")]
     Io {

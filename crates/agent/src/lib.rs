@@ -1,6 +1,7 @@
 //! The agent: everything a front end needs to run Tidemark in the
 //! background and browse its backups. It owns the settings (TOML in the OS
-//! config folder), secrets (the OS keyring, or a 0600 file the user chose),
+//! config folder), secrets (the desktop's Secret Service, or a 0600 file the user chose
+//! where none is reachable),
 //! the schedule with pause and retry, the backup and restore jobs, the
 //! timeline queries and a typed event stream.
 //!
@@ -31,7 +32,7 @@ pub use config::{default_excludes, default_folders, Config, Destination, Retenti
 pub use error::{AgentError, Result};
 pub use paths::Paths;
 pub use service::{
-    username, Agent, Conflict, OtherDevice, Overview, OwnStorageSetup, RestoreRequest,
-    RestoreTarget, SetupDone, Timing, Watching,
+    username, Agent, Conflict, OtherDevice, Overview, OwnStorageSetup, PasswordEntry,
+    PasswordState, RestoreRequest, RestoreTarget, SetupDone, Timing, Watching,
 };
 pub use status::{BackupDone, Event, EventSink, Progress, Status};

@@ -1,6 +1,12 @@
-//! Repository passwords and other secrets: the OS keyring first; a file the
-//! user chose (created 0600) where no keyring is reachable. Never the
+//! Repository passwords and other secrets. They live in the desktop's
+//! Secret Service (GNOME Keyring, KWallet), which keeps them across
+//! restarts; or, only where no Secret Service is reachable and the user
+//! chose it, in a file only they can read (created 0600). Never the
 //! settings file, never a log line.
+//!
+//! Older versions kept secrets in the kernel's key store alone, which is
+//! lost at every reboot and expires after a few days: a secret still found
+//! there is moved to the Secret Service the first time it is read.
 
 use crate::error::{AgentError, Result};
 use std::path::Path;
@@ -11,31 +17,134 @@ const SERVICE: &str = "tidemark";
 /// A secret wiped from memory when dropped.
 pub type Secret = Zeroizing<Vec<u8>>;
 
-fn repository_entry(location: &str) -> Result<keyring::Entry> {
-    keyring::Entry::new(SERVICE, &format!("repository:{location}"))
-        .map_err(|e| AgentError::Keyring(e.to_string()))
+/// What [`crate::SetupDone`] and the CLI say when a secret went to the
+/// Secret Service.
+pub const IN_KEYRING: &str =
+    "your desktop's keyring (the Secret Service: GNOME Keyring or KWallet), which keeps it across restarts";
+
+/// The store that keeps secrets across restarts.
+mod store {
+    use super::SERVICE;
+    use keyring::{Entry, Error};
+
+    /// The Secret Service's entry for `name`. Built explicitly (not the
+    /// crate's default store) so the kernel store can never be chosen.
+    #[cfg(target_os = "linux")]
+    pub fn lasting(name: &str) -> Result<Entry, Error> {
+        let c = keyring::secret_service::SsCredential::new_with_target(None, SERVICE, name)?;
+        Ok(Entry::new_with_credential(Box::new(c)))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn lasting(name: &str) -> Result<Entry, Error> {
+        Entry::new(SERVICE, name)
+    }
+
+    /// Where older versions kept `name`: the kernel's key store, lost at
+    /// reboot. Read only to move what is still there.
+    #[cfg(target_os = "linux")]
+    pub fn kernel(name: &str) -> Option<Entry> {
+        let mut c =
+            keyring::keyutils::KeyutilsCredential::new_with_target(None, SERVICE, name).ok()?;
+        // Reading is a search from the session keyring, which also finds
+        // what sits in the persistent one; re-linking into the persistent
+        // keyring (the crate's habit) fails on some systems and is not
+        // wanted for a store only read from.
+        c.persistent = None;
+        Some(Entry::new_with_credential(Box::new(c)))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn kernel(_name: &str) -> Option<Entry> {
+        None
+    }
 }
 
-/// The password stored in the keyring for a repository, if any.
+/// Keeps `secret` under `name` in the Secret Service. Fails with
+/// [`AgentError::Keyring`] (saying why) when none is reachable.
+pub(crate) fn keep(name: &str, secret: &str) -> Result<()> {
+    store::lasting(name)
+        .and_then(|e| e.set_password(secret))
+        .map_err(|e| AgentError::Keyring(unreachable_reason(&e)))
+}
+
+/// The secret kept under `name`, if any. A secret found only in the
+/// kernel store (older versions) is moved to the Secret Service. Where no
+/// Secret Service is reachable, what the kernel store still holds is used
+/// as it is, and nothing else is found.
+pub(crate) fn fetch(name: &str) -> Option<Zeroizing<String>> {
+    let unreachable = match store::lasting(name).and_then(|e| e.get_password()) {
+        Ok(s) => return Some(Zeroizing::new(s)),
+        Err(keyring::Error::NoEntry) => None,
+        Err(e) => Some(unreachable_reason(&e)),
+    };
+    let old = store::kernel(name)?;
+    let secret = Zeroizing::new(old.get_password().ok()?);
+    match unreachable {
+        None => match keep(name, &secret) {
+            Ok(()) => {
+                // One copy, in the store that lasts.
+                let _ = old.delete_credential();
+                tracing::info!(
+                    name,
+                    "moved a secret from the kernel key store to the Secret Service"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(name, error = %e, "cannot move a secret to the Secret Service; it is lost at the next restart")
+            }
+        },
+        Some(why) => tracing::warn!(
+            name,
+            reason = %why,
+            "no Secret Service: using a secret from the kernel key store, which is lost at the next restart"
+        ),
+    }
+    Some(secret)
+}
+
+/// Removes `name` from both stores (a missing entry is fine).
+pub(crate) fn discard(name: &str) {
+    if let Ok(e) = store::lasting(name) {
+        let _ = e.delete_credential();
+    }
+    if let Some(e) = store::kernel(name) {
+        let _ = e.delete_credential();
+    }
+}
+
+/// Why the Secret Service could not be used, in words a user can act on.
+fn unreachable_reason(e: &keyring::Error) -> String {
+    match e {
+        keyring::Error::NoStorageAccess(inner) => {
+            format!("the keyring is locked or refused access ({inner}); unlock it and try again")
+        }
+        other => format!(
+            "no Secret Service (GNOME Keyring or KWallet) is reachable on this desktop: {other}"
+        ),
+    }
+}
+
+fn repository_name(location: &str) -> String {
+    format!("repository:{location}")
+}
+
+/// The password stored for a repository, if any.
 pub fn stored_password(location: &str) -> Option<Secret> {
-    let pw = repository_entry(location).ok()?.get_password().ok()?;
-    Some(Zeroizing::new(pw.into_bytes()))
+    let pw = fetch(&repository_name(location))?;
+    Some(Zeroizing::new(pw.as_bytes().to_vec()))
 }
 
-/// Saves a repository's password in the keyring.
+/// Saves a repository's password in the Secret Service.
 pub fn remember_password(location: &str, password: &[u8]) -> Result<()> {
     let text = std::str::from_utf8(password)
         .map_err(|_| AgentError::Invalid("the password is not valid UTF-8".into()))?;
-    repository_entry(location)?
-        .set_password(text)
-        .map_err(|e| AgentError::Keyring(e.to_string()))
+    keep(&repository_name(location), text)
 }
 
 /// Removes a repository's password from the keyring (a missing entry is fine).
 pub fn forget_password(location: &str) {
-    if let Ok(e) = repository_entry(location) {
-        let _ = e.delete_credential();
-    }
+    discard(&repository_name(location))
 }
 
 /// The first line of a password file.
@@ -74,7 +183,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The password of a repository without asking anyone: the given file,
-/// then `TIDEMARK_PASSWORD` (scripts, tests), then the keyring.
+/// then `TIDEMARK_PASSWORD` (scripts, tests), then the Secret Service.
 pub fn password_for(location: &str, file: Option<&Path>) -> Result<Secret> {
     if let Some(f) = file {
         return read_password_file(f);

@@ -35,8 +35,30 @@ pub struct OwnStorageSetup {
     pub create: bool,
     /// Add a recovery key and hand it back to show once.
     pub recovery_key: bool,
-    /// Where to keep the password when no keyring is reachable (0600).
+    /// Where to keep the password when no Secret Service is reachable
+    /// (0600): set only when the user chose it.
     pub password_file: Option<String>,
+}
+
+/// A repository password entered again (or changed) in Settings.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct PasswordEntry {
+    pub password: String,
+    /// Where to keep it when no Secret Service is reachable (0600): set
+    /// only when the user chose it.
+    pub password_file: Option<String>,
+}
+
+/// Whether this computer holds the repository password, for Settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct PasswordState {
+    /// The destination is own storage, which needs a password (a company
+    /// server uses the device's enrolment instead).
+    pub needed: bool,
+    /// "keyring", "file", or null when none is stored here.
+    pub stored_in: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -361,22 +383,10 @@ impl Agent {
         } else {
             None
         };
-        let stored_in = match secrets::remember_password(&location, s.password.as_bytes()) {
-            Ok(()) => "keyring",
-            Err(e) => match &s.password_file {
-                Some(f) => {
-                    secrets::write_private(Path::new(f), s.password.as_bytes())?;
-                    "file"
-                }
-                None => return Err(e),
-            },
-        };
+        let (stored_in, password_file) =
+            keep_password(&location, &s.password, s.password_file.as_deref())?;
         let mut config = self.config();
-        config.password_file = if stored_in == "file" {
-            s.password_file.clone()
-        } else {
-            None
-        };
+        config.password_file = password_file;
         config.destination = Some(s.destination);
         self.set_config(config)?;
         *lock(&self.shared.repo) = Some((location.clone(), Arc::new(open::with_catalog(repo))));
@@ -387,9 +397,106 @@ impl Agent {
         })
     }
 
+    /// Checks `e.password` opens the configured own storage, then keeps it
+    /// (replacing what was stored) so backups go on without asking: what
+    /// Settings offers when the password is missing or was changed.
+    pub fn enter_password(&self, e: PasswordEntry) -> Result<SetupDone> {
+        let config = self.config();
+        let dest = config
+            .destination
+            .clone()
+            .ok_or(AgentError::NotConfigured)?;
+        if matches!(dest, Destination::Server { .. }) {
+            return Err(AgentError::Invalid(
+                "a company server needs no password: this device uses its enrolment".into(),
+            ));
+        }
+        let storage = open::open_storage(dest.location())?;
+        let location = storage.location();
+        let repo = Repository::open(
+            storage,
+            e.password.as_bytes(),
+            &open::open_options(&self.shared.paths),
+        )?;
+        let (stored_in, password_file) =
+            keep_password(&location, &e.password, e.password_file.as_deref())?;
+        let mut config = config;
+        config.password_file = password_file;
+        self.set_config(config)?;
+        *lock(&self.shared.repo) = Some((location.clone(), Arc::new(open::with_catalog(repo))));
+        // Backups that failed (for want of this password, most likely) are
+        // retried now rather than at the next retry time.
+        let failing = lock(&self.shared.inner).run.failures > 0;
+        if failing {
+            self.backup_now();
+        }
+        Ok(SetupDone {
+            location,
+            password_stored_in: stored_in.into(),
+            recovery_key: None,
+        })
+    }
+
+    /// Whether the repository password is stored on this computer.
+    pub fn password_state(&self) -> PasswordState {
+        let config = self.config();
+        let location = match &config.destination {
+            Some(Destination::Server { .. }) | None => {
+                return PasswordState {
+                    needed: false,
+                    stored_in: None,
+                }
+            }
+            Some(d) => match open::open_storage(d.location()) {
+                Ok(s) => s.location(),
+                Err(_) => d.location().to_string(),
+            },
+        };
+        let stored_in = match &config.password_file {
+            Some(f) if Path::new(f).is_file() => Some("file".to_string()),
+            _ => secrets::stored_password(&location).map(|_| "keyring".to_string()),
+        };
+        PasswordState {
+            needed: true,
+            stored_in,
+        }
+    }
+
+    /// Where Tidemark suggests keeping a secret in a file (0600) when no
+    /// Secret Service is reachable and the user agrees: `name` under the
+    /// settings folder.
+    pub fn suggested_secret_file(&self, name: &str) -> String {
+        let safe: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        self.shared
+            .paths
+            .config
+            .join("secrets")
+            .join(if safe.is_empty() {
+                "secret".into()
+            } else {
+                safe
+            })
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Enrols with a company server and makes it the destination.
     pub fn enroll(&self, url: &str, code: &str) -> Result<device::Enrolled> {
-        self.enroll_pinned(url, code, None)
+        self.enroll_pinned(url, code, None, None)
+    }
+
+    /// [`Agent::enroll`], keeping the device's secret in `secret_file`
+    /// (0600) if no Secret Service is reachable: the user's choice.
+    pub fn enroll_keeping(
+        &self,
+        url: &str,
+        code: &str,
+        secret_file: Option<String>,
+    ) -> Result<device::Enrolled> {
+        self.enroll_pinned(url, code, None, secret_file.as_deref().map(Path::new))
     }
 
     /// [`Agent::enroll`] expecting the certificate fingerprint `expect`
@@ -399,8 +506,16 @@ impl Agent {
         url: &str,
         code: &str,
         expect: Option<String>,
+        secret_file: Option<&Path>,
     ) -> Result<device::Enrolled> {
-        let e = device::enroll(&self.shared.paths, url, code, &self.shared.hostname, expect)?;
+        let e = device::enroll_keeping(
+            &self.shared.paths,
+            url,
+            code,
+            &self.shared.hostname,
+            expect,
+            secret_file,
+        )?;
         let mut config = self.config();
         config.destination = Some(Destination::Server {
             url: e.server.clone(),
@@ -617,6 +732,28 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Keeps a repository password: in the Secret Service, else (only when the
+/// user chose a file) in that file, 0600. Returns "keyring" or "file" and
+/// the file for the settings.
+fn keep_password(
+    location: &str,
+    password: &str,
+    file: Option<&str>,
+) -> Result<(&'static str, Option<String>)> {
+    match secrets::remember_password(location, password.as_bytes()) {
+        Ok(()) => Ok(("keyring", None)),
+        Err(AgentError::Keyring(why)) => match file {
+            Some(f) => {
+                secrets::write_private(Path::new(f), password.as_bytes())?;
+                tracing::info!(file = f, reason = %why, "the password is kept in a file, as the user chose");
+                Ok(("file", Some(f.to_string())))
+            }
+            None => Err(AgentError::Keyring(why)),
+        },
+        Err(e) => Err(e),
     }
 }
 

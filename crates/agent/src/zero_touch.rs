@@ -103,7 +103,7 @@ impl Agent {
             return Ok(None);
         };
         let expect = (!f.fingerprint.is_empty()).then(|| f.fingerprint.clone());
-        let e = self.enroll_pinned(&f.server, &f.code, expect)?;
+        let e = self.enroll_pinned(&f.server, &f.code, expect, None)?;
         let used = dir.join(format!("{ENROLMENT_FILE}.used"));
         if let Err(err) = std::fs::rename(dir.join(ENROLMENT_FILE), &used) {
             tracing::warn!(error = %err, "cannot put the used enrolment file aside");

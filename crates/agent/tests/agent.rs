@@ -279,6 +279,65 @@ fn settings_survive_a_restart_and_a_wrong_password_saves_nothing() {
 }
 
 #[test]
+fn a_missing_password_is_entered_again_in_settings_after_it_is_checked() {
+    let b = bed();
+    b.setup(false);
+    write(&b.data.join("a.txt"), b"first");
+    // The stored password is gone (as an old kernel-store secret is after
+    // a reboot): backups stop and say why.
+    let mut c = b.agent.config();
+    c.password_file = None;
+    b.agent.set_config(c).unwrap();
+    let (agent, events) = start(&b.root);
+    assert_eq!(agent.password_state().stored_in, None);
+    assert!(agent.password_state().needed);
+    agent.backup_now();
+    let code = loop {
+        match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::BackupFailed { code, .. } => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(code, "no_password");
+
+    // A wrong password is refused and changes nothing.
+    let pw_file = b.root.join("pw-again").to_string_lossy().into_owned();
+    let wrong = agent.enter_password(agent::PasswordEntry {
+        password: "not the password".into(),
+        password_file: Some(pw_file.clone()),
+    });
+    assert_eq!(wrong.unwrap_err().code(), "wrong_password");
+    assert!(!Path::new(&pw_file).exists());
+    assert_eq!(agent.password_state().stored_in, None);
+
+    // The right one is kept, and the stopped backups go on by themselves.
+    let done = agent
+        .enter_password(agent::PasswordEntry {
+            password: "correct horse battery".into(),
+            password_file: Some(pw_file.clone()),
+        })
+        .unwrap();
+    assert!(agent.password_state().stored_in.is_some());
+    assert_eq!(
+        agent.password_state().stored_in.as_deref(),
+        Some(done.password_stored_in.as_str())
+    );
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        match events.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(Event::BackupFinished { .. }) => break,
+            Ok(Event::BackupFailed { message, .. }) => eprintln!("backup failed: {message}"),
+            Ok(_) => {}
+            Err(_) => panic!("no backup after the password was entered again"),
+        }
+    }
+    // A fresh start finds it too.
+    drop(agent);
+    let (agent, _events) = start(&b.root);
+    agent.repository().unwrap();
+}
+
+#[test]
 fn pause_stops_a_running_backup_and_resume_completes_it() {
     let b = bed();
     b.setup(false);

@@ -228,8 +228,8 @@ fn init(
                 &repo.config().id.to_hex()[..8]
             );
             match keyring {
-                Some(Ok(())) => s.push_str("\nthe password is saved in your OS keyring"),
-                Some(Err(e)) => s.push_str(&format!("\nthe password could not be saved in a keyring ({e}); you will be asked for it")),
+                Some(Ok(())) => s.push_str(&format!("\nthe password is saved in {}", agent::secrets::IN_KEYRING)),
+                Some(Err(e)) => s.push_str(&format!("\nthe password was not saved ({e}); you will be asked for it, or keep it in a file only you can read and set TIDEMARK_PASSWORD_FILE")),
                 None => {}
             }
             s

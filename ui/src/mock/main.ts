@@ -36,7 +36,12 @@ const trees: FakeFile[][] = [
   ],
 ];
 
-const configured = new URLSearchParams(location.search).get("configured") !== "0";
+const query = new URLSearchParams(location.search);
+const configured = query.get("configured") !== "0";
+// `?password=missing`: no password stored here; `?nokeyring=1`: no Secret
+// Service, so secrets go to a file only with the user's consent.
+const noKeyring = query.get("nokeyring") === "1";
+const GOOD_PASSWORD = "correct horse battery";
 const state: Args = {
   config: {
     destination: configured ? { kind: "folder", path: "/media/usb/backup" } : null,
@@ -53,7 +58,10 @@ const state: Args = {
     ? { state: "idle", last_backup: snaps[2].time, next_backup: null }
     : { state: "not_configured" },
   autostart: false,
+  passwordStored: query.get("password") === "missing" ? null : "keyring",
 };
+const noKeyringError = () =>
+  fail("keyring", "this computer's keyring could not be used: no Secret Service (GNOME Keyring or KWallet) is reachable on this desktop");
 const calls: { cmd: string; args: Args }[] = [];
 (window as any).__calls = calls;
 
@@ -85,18 +93,28 @@ const handlers: Record<string, (a: Args) => unknown> = {
   suggested_folders: () => ["/home/me/Documents", "/home/me/Desktop", "/home/me/Pictures"],
   setup_own_storage: (a) => {
     if (a.setup.password === "wrong password") fail("wrong_password", "wrong password for /media/usb/backup");
+    if (noKeyring && !a.setup.password_file) noKeyringError();
     state.config.destination = a.setup.destination;
     return {
       location: a.setup.destination.path ?? a.setup.destination.url,
-      password_stored_in: "keyring",
+      password_stored_in: noKeyring ? "file" : "keyring",
       recovery_key: a.setup.recovery_key ? "0a1b-2c3d-4e5f-6a7b-8c9d-0e1f-2a3b-4c5d" : null,
     };
   },
   enroll: (a) => {
     if (a.code !== "GOOD-CODE") fail("server", "the server answered 403: this enrolment code is not valid");
+    if (noKeyring && !a.secretFile) noKeyringError();
     state.config.destination = { kind: "server", url: a.url };
-    return { server: a.url, user: "alice", admin: false, device_id: 7, fingerprint: "ab:cd", secret_stored_in: "the OS keyring" };
+    return { server: a.url, user: "alice", admin: false, device_id: 7, fingerprint: "ab:cd", secret_stored_in: a.secretFile ?? "the Secret Service" };
   },
+  enter_password: (a) => {
+    if (a.entry.password !== GOOD_PASSWORD) fail("wrong_password", "wrong password for /media/usb/backup: check it and try again");
+    if (noKeyring && !a.entry.password_file) noKeyringError();
+    state.passwordStored = noKeyring ? "file" : "keyring";
+    return { location: "/media/usb/backup", password_stored_in: state.passwordStored, recovery_key: null };
+  },
+  password_state: () => ({ needed: state.config.destination?.kind !== "server", stored_in: state.passwordStored }),
+  suggested_secret_file: (a) => `/home/me/.config/tidemark/secrets/${a.name}`,
   backup_now: () => {
     state.status = { state: "backing_up", progress: { files_done: 1, bytes_done: 500, bytes_total: 1000, started: iso(0) } };
     emit("agent-event", { type: "status", status: state.status });

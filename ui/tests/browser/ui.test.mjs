@@ -224,3 +224,58 @@ test("a refused enrolment file is explained on the setup page", async () => {
   assert.equal(await q.getByText("was not used").count(), 0);
   await close2();
 });
+
+test("settings: a missing backup password is checked, then kept in the keyring", async () => {
+  const { p, errors, close } = await page("?password=missing", "#/settings");
+  await p.getByRole("alert").filter({ hasText: "No backup password is stored on this computer" }).waitFor();
+  const save = p.getByRole("button", { name: "Check and keep the password" });
+  assert.equal(await save.isDisabled(), true, "nothing typed yet");
+  await p.getByLabel("Enter the backup password").fill("not the password");
+  await save.click();
+  await p.getByRole("alert").filter({ hasText: "wrong password" }).waitFor();
+  await p.getByLabel("Enter the backup password").fill("correct horse battery");
+  await save.click();
+  await p.getByText("The password opens your backups. Saved in this computer's keyring.").waitFor();
+  assert.equal(await p.getByText("No backup password is stored").count(), 0);
+  // Changing it later: the same form, now for a new password.
+  await p.getByLabel("New backup password").waitFor();
+  const entered = await calls(p, "enter_password");
+  assert.deepEqual(entered.map((c) => c.args.entry), [
+    { password: "not the password", password_file: null },
+    { password: "correct horse battery", password_file: null },
+  ]);
+  assert.deepEqual(errors, []);
+  await close();
+});
+
+test("without a keyring service a password goes to a file only after the user agrees", async () => {
+  const { p, close } = await page("?password=missing&nokeyring=1", "#/settings");
+  await p.getByLabel("Enter the backup password").fill("correct horse battery");
+  const save = p.getByRole("button", { name: "Check and keep the password" });
+  await save.click();
+  await p.getByText("has no keyring service").waitFor();
+  assert.equal(await save.isDisabled(), true, "a file needs the user's consent");
+  await p.getByLabel("Keep the password in a file only I can read").check();
+  assert.equal(await p.getByLabel("Password file").inputValue(), "/home/me/.config/tidemark/secrets/repository-password");
+  await save.click();
+  await p.getByText("readable only by you").waitFor();
+  const entered = (await calls(p, "enter_password")).map((c) => c.args.entry.password_file);
+  assert.deepEqual(entered, [null, "/home/me/.config/tidemark/secrets/repository-password"]);
+  await close();
+});
+
+test("the wizard enrols into a file only with consent when no keyring service exists", async () => {
+  const { p, close } = await page("?configured=0&nokeyring=1", "");
+  await p.getByRole("button", { name: /company's backup server/ }).click();
+  await p.getByLabel("Server address").fill("https://backup.example.com");
+  await p.getByLabel("Enrolment code").fill("GOOD-CODE");
+  await p.getByRole("button", { name: "Enrol this computer" }).click();
+  await p.getByText("has no keyring service").waitFor();
+  assert.equal(await p.getByRole("button", { name: "Enrol this computer" }).isDisabled(), true);
+  await p.getByLabel("Keep it in a file only I can read").check();
+  await p.getByRole("button", { name: "Enrol this computer" }).click();
+  await p.getByText("Enrolled as alice on https://backup.example.com").waitFor();
+  const files = (await calls(p, "enroll")).map((c) => c.args.secretFile);
+  assert.deepEqual(files, [null, "/home/me/.config/tidemark/secrets/device-secret"]);
+  await close();
+});
