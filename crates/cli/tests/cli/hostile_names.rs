@@ -101,7 +101,7 @@ fn a_restore_as_root_drops_set_id_bits_and_keeps_owners_only_when_asked() {
     t.backup(&[&src], &[]);
 
     let plain = work.path().join("plain");
-    t.restore("latest", &plain, &[]).ok();
+    t.ok(&["restore", "latest", "--target", plain.to_str().unwrap()]);
     let at = test_support::restored_path(&plain, &src);
     let md = std::fs::metadata(at.join("prog")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o755, "set-id bits dropped");
@@ -111,7 +111,13 @@ fn a_restore_as_root_drops_set_id_bits_and_keeps_owners_only_when_asked() {
     assert_eq!(md.uid(), 0);
 
     let owned = work.path().join("owned");
-    t.restore("latest", &owned, &["--owners"]).ok();
+    t.ok(&[
+        "restore",
+        "latest",
+        "--owners",
+        "--target",
+        owned.to_str().unwrap(),
+    ]);
     let at = test_support::restored_path(&owned, &src);
     let md = std::fs::metadata(at.join("prog")).unwrap();
     assert_eq!(
