@@ -342,7 +342,7 @@ fn agent_cmd(g: &Global, once: bool) -> Result<i32> {
                 }
             }
             Event::BackupFailed { message, .. } => {
-                eprintln!("backup failed: {message}");
+                eprintln!("backup failed: {}", shown(message));
                 if once {
                     return Ok(1);
                 }
@@ -452,7 +452,11 @@ fn watch(g: &Global, a: WatchArgs) -> Result<i32> {
                 watching.finished(plan, started, None);
                 failures += 1;
                 let wait = Duration::from_secs(5u64 << failures.min(6));
-                eprintln!("backup failed: {e}; trying again in {} s", wait.as_secs());
+                eprintln!(
+                    "backup failed: {}; trying again in {} s",
+                    shown(&e.to_string()),
+                    wait.as_secs()
+                );
                 std::thread::sleep(wait);
             }
         }

@@ -171,7 +171,7 @@ fn skipped_device_nodes_are_reported_as_such() {
     std::fs::write(src.join("file"), b"data").unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("null"),
+        src.join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -179,7 +179,7 @@ fn skipped_device_nodes_are_reported_as_such() {
     .expect("mknod (needs root)");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("pipe"),
+        src.join("pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
