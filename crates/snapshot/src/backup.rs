@@ -116,10 +116,11 @@ pub struct BackupReport {
 const READ_ATTEMPTS: usize = 3;
 
 /// The walk recurses once per folder level, and no deeper than
-/// [`MAX_TREE_DEPTH`] levels plus [`HELP_BELOW`] (see [`Walker::wait`]):
-/// a debug build measured ~6 KiB per level, so 256 MiB holds 11,000
-/// levels with room to spare. Only touched pages cost memory.
-const WALK_STACK: usize = 256 * 1024 * 1024;
+/// [`MAX_TREE_DEPTH`] levels plus [`HELP_BELOW`] (see [`Walker::wait`]).
+/// 256 MiB overflowed in a debug build before 10,000 levels (its frames
+/// are several times a release build's); 1 GiB walked 10,050 levels there.
+/// It is address space: only the pages a deep folder touches cost memory.
+const WALK_STACK: usize = 1024 * 1024 * 1024;
 
 /// A walker that waits deeper than this many levels on its own stack just
 /// waits, rather than walking other folders inside the wait: those could
