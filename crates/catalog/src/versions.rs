@@ -469,7 +469,7 @@ impl VersionCatalog {
         if base != Some(snap.tree) {
             let new = w.load(&snap.tree)?;
             let old = base.map(|b| w.load(&b)).transpose()?;
-            w.diff(ROOT, old.as_deref(), &new)?;
+            w.diff(ROOT, old, new)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(())

@@ -182,6 +182,11 @@ pub enum Command {
         conflict: ConflictArg,
         #[arg(long)]
         host: Option<String>,
+        /// Give files the owners recorded in the snapshot, with their
+        /// set-user-id and set-group-id bits (root only). Without it, files
+        /// belong to whoever runs the restore and set-id bits are dropped.
+        #[arg(long)]
+        owners: bool,
     },
     /// Write one file of a snapshot to stdout (SNAP:/path).
     Cat {

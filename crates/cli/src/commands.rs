@@ -7,6 +7,7 @@ use crate::args::{
 };
 use crate::password;
 use crate::progress::{Bar, BACKUP_TEMPLATE, RESTORE_TEMPLATE};
+use crate::shown::{shown, shown_path};
 use agent::device;
 use anyhow::{bail, Context, Result};
 use crypto::{Id, KdfParams};
@@ -85,7 +86,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             target,
             conflict,
             host,
-        } => restore(g, &what, target, conflict, host),
+            owners,
+        } => restore(g, &what, target, conflict, host, owners),
         Command::Cat { what, host } => cat(g, &what, host),
         Command::Verify { read_data, subset } => verify(g, read_data, subset),
         Command::Forget(a) => forget(g, a),
@@ -340,7 +342,7 @@ fn agent_cmd(g: &Global, once: bool) -> Result<i32> {
                 }
             }
             Event::BackupFailed { message, .. } => {
-                eprintln!("backup failed: {message}");
+                eprintln!("backup failed: {}", shown(message));
                 if once {
                     return Ok(1);
                 }
@@ -443,14 +445,18 @@ fn watch(g: &Global, a: WatchArgs) -> Result<i32> {
                     );
                 }
                 for e in &r.errors {
-                    eprintln!("warning: {}: {}", e.path.display(), e.message);
+                    eprintln!("warning: {}: {}", shown_path(&e.path), shown(&e.message));
                 }
             }
             Err(e) => {
                 watching.finished(plan, started, None);
                 failures += 1;
                 let wait = Duration::from_secs(5u64 << failures.min(6));
-                eprintln!("backup failed: {e}; trying again in {} s", wait.as_secs());
+                eprintln!(
+                    "backup failed: {}; trying again in {} s",
+                    shown(&e.to_string()),
+                    wait.as_secs()
+                );
                 std::thread::sleep(wait);
             }
         }
@@ -610,7 +616,7 @@ fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
     let repo = open(g)?;
     let (snaps, problems) = repo.list_snapshots()?;
     for p in &problems {
-        eprintln!("warning: {}: {}", p.object, p.message);
+        eprintln!("warning: {}: {}", shown(&p.object), shown(&p.message));
     }
     let snaps: Vec<_> = snaps
         .into_iter()
@@ -639,9 +645,9 @@ fn snapshots(g: &Global, host: Option<String>) -> Result<i32> {
                 s.time
                     .with_timezone(&chrono::Local)
                     .format("%Y-%m-%d %H:%M:%S"),
-                s.hostname,
+                shown(&s.hostname),
                 human_bytes(s.summary.total_bytes),
-                s.paths.join(" ")
+                shown(&s.paths.join(" "))
             );
         }
         println!("{} snapshot(s)", snaps.len());
@@ -680,7 +686,7 @@ fn ls(g: &Global, snap: &str, path: Option<&str>, flat: bool, host: Option<Strin
                 format::NodeKind::File => '-',
                 _ => '?',
             };
-            format!("{kind} {:>10}  {}", e.node.size, e.path)
+            format!("{kind} {:>10}  {}", e.node.size, shown(&e.path))
         };
         let _ = writeln!(out, "{line}");
     })?;
@@ -774,7 +780,7 @@ fn find(g: &Global, a: FindArgs) -> Result<i32> {
                 human_bytes(h.size),
                 h.versions,
                 state,
-                h.path
+                shown(&h.path)
             )
         };
         let _ = writeln!(out, "{line}");
@@ -877,7 +883,7 @@ fn diff(g: &Global, a: &str, b: &str) -> Result<i32> {
                 snapshot::DiffKind::Removed => '-',
                 snapshot::DiffKind::Modified => 'M',
             };
-            println!("{c} {}{}", e.path, if e.is_dir { "/" } else { "" });
+            println!("{c} {}{}", shown(&e.path), if e.is_dir { "/" } else { "" });
         }
     }
     Ok(0)
@@ -889,7 +895,13 @@ fn restore(
     target: Option<PathBuf>,
     conflict: ConflictArg,
     host: Option<String>,
+    owners: bool,
 ) -> Result<i32> {
+    if g.as_user.is_some() && target.is_none() {
+        // Another user's files have no business in this machine's own
+        // folders, least of all as root.
+        bail!("restoring another user's backup needs --target FOLDER: their files are never put back in place on this machine");
+    }
     let repo = open(g)?;
     repo.load_index()?;
     let (snap, path) = split_spec(what);
@@ -919,7 +931,12 @@ fn restore(
     } else if path == "/" {
         bar.set_total(s.summary.total_bytes);
     }
-    let r = snapshot::restore(&repo, &s.tree, path, &opts, &bar)?;
+    let owners = if owners {
+        snapshot::Owners::Snapshot
+    } else {
+        snapshot::Owners::Restorer
+    };
+    let r = snapshot::restore_owned(&repo, &s.tree, path, &opts, owners, &bar)?;
     bar.finish();
     emit(
         g,
@@ -931,7 +948,7 @@ fn restore(
                 r.dirs,
                 human_bytes(r.bytes),
                 &id.to_hex()[..8],
-                opts.target.display()
+                shown_path(&opts.target)
             );
             if r.skipped > 0 {
                 t.push_str(&format!(
@@ -939,15 +956,30 @@ fn restore(
                     r.skipped
                 ));
             }
+            if !r.specials.is_empty() {
+                t.push_str(&format!(
+                    "\n  {} device node(s), pipe(s) or socket(s) not restored (they hold no data; recreate them by hand if needed): {}",
+                    r.specials.len(),
+                    r.specials
+                        .iter()
+                        .map(|p| shown_path(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             for (a, b) in &r.renamed {
                 t.push_str(&format!(
                     "\n  {} exists; restored as {}",
-                    a.display(),
-                    b.display()
+                    shown_path(a),
+                    shown_path(b)
                 ));
             }
             for e in &r.errors {
-                t.push_str(&format!("\n  FAILED {}: {}", e.path.display(), e.message));
+                t.push_str(&format!(
+                    "\n  FAILED {}: {}",
+                    shown_path(&e.path),
+                    shown(&e.message)
+                ));
             }
             t
         },
@@ -1032,7 +1064,11 @@ fn verify(g: &Global, read_data: bool, subset: Option<String>) -> Result<i32> {
                 ));
             }
             for p in &report.problems {
-                t.push_str(&format!("\n  DAMAGED {}: {}", p.object, p.message));
+                t.push_str(&format!(
+                    "\n  DAMAGED {}: {}",
+                    shown(&p.object),
+                    shown(&p.message)
+                ));
             }
             t.push_str(if ok {
                 "\nno problems found"
@@ -1154,8 +1190,8 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<i32> {
                             if k.current { "*" } else { " " },
                             &k.id.to_hex()[..8],
                             k.created.format("%Y-%m-%d %H:%M"),
-                            k.username,
-                            k.hostname
+                            shown(&k.username),
+                            shown(&k.hostname)
                         )
                     })
                     .collect::<Vec<_>>()

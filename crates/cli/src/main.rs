@@ -12,6 +12,7 @@ mod args;
 mod commands;
 mod password;
 mod progress;
+mod shown;
 
 use args::Cli;
 use clap::Parser;
@@ -45,7 +46,8 @@ fn main() {
                 let v = serde_json::json!({ "error": format!("{e:#}"), "exit_code": code });
                 println!("{v}");
             } else {
-                eprintln!("error: {e:#}");
+                // Errors quote paths and names from the repository.
+                eprintln!("error: {}", shown::shown(&format!("{e:#}")));
             }
             code
         }

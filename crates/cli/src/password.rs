@@ -36,6 +36,11 @@ pub fn new(file: Option<&Path>, env_file: &str, env_value: &str, what: &str) -> 
         return Ok(read_password_file(Path::new(&f))?);
     }
     if let Ok(p) = std::env::var(env_value) {
+        // Set but empty is a mistake (a variable that expanded to
+        // nothing), not a choice: it would protect nothing.
+        if p.is_empty() {
+            bail!("{env_value} is set but empty: set it to the {what}, or unset it to be asked");
+        }
         return Ok(Secret::new(p.into_bytes()));
     }
     if !std::io::stdin().is_terminal() {

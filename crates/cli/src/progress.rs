@@ -68,6 +68,10 @@ impl Progress for Bar {
         }
     }
     fn error(&self, e: &FileError) {
-        self.println(format!("warning: {}: {}", e.path.display(), e.message));
+        self.println(format!(
+            "warning: {}: {}",
+            crate::shown::shown_path(&e.path),
+            crate::shown::shown(&e.message)
+        ));
     }
 }

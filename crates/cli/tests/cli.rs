@@ -11,6 +11,8 @@ mod cli {
     mod continuous;
     mod corruption;
     mod crash;
+    mod deep_trees;
+    mod hostile_names;
     mod install;
     mod server;
     mod server_stress;

@@ -18,6 +18,7 @@
 
 use crate::changes::{FolderDigest, FolderStates};
 use crate::cutter::{is_zero, Cutter};
+use crate::deep;
 use crate::error::{FileError, FileErrorKind, SnapshotError};
 use crate::exclude::Excludes;
 use crate::node::{from_metadata, unchanged};
@@ -30,6 +31,7 @@ use chrono::Utc;
 use crypto::Id;
 use format::{
     BlobKind, EntryName, Node, NodeKind, Snapshot, SnapshotSummary, Tree, FORMAT_VERSION,
+    MAX_TREE_DEPTH,
 };
 use repository::{Repository, UploadOptions, Uploader};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -113,9 +115,17 @@ pub struct BackupReport {
 /// last read and reported.
 const READ_ATTEMPTS: usize = 3;
 
-/// Deep folder hierarchies recurse; give the walk a stack that no real
-/// tree exhausts (each level uses well under 1 KiB).
-const WALK_STACK: usize = 256 * 1024 * 1024;
+/// The walk recurses once per folder level, and no deeper than
+/// [`MAX_TREE_DEPTH`] levels plus [`HELP_BELOW`] (see [`Walker::wait`]).
+/// 256 MiB overflowed in a debug build before 10,000 levels (its frames
+/// are several times a release build's); 1 GiB walked 10,050 levels there.
+/// It is address space: only the pages a deep folder touches cost memory.
+const WALK_STACK: usize = 1024 * 1024 * 1024;
+
+/// A walker that waits deeper than this many levels on its own stack just
+/// waits, rather than walking other folders inside the wait: those could
+/// nest another [`MAX_TREE_DEPTH`] levels on top of its own.
+const HELP_BELOW: usize = 1_000;
 
 /// How long a backup waits for another holder's exclusive lock (a prune's
 /// sweep) before it gives up.
@@ -499,14 +509,19 @@ impl Walker<'_> {
     /// Takes a whole old subtree out of the inherited totals (a folder that
     /// is gone or no longer walked).
     fn forget_subtree(&mut self, id: &Id) {
-        let Some(t) = self.parent_tree(Some(*id)) else {
-            self.totals_exact = false;
-            return;
-        };
-        self.forget_old(&t);
-        for n in &t.nodes {
-            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-                self.forget_subtree(&sub);
+        // An explicit stack: old trees come from the repository, which may
+        // nest them deeper than a thread's stack.
+        let mut stack = vec![*id];
+        while let Some(id) = stack.pop() {
+            let Some(t) = self.parent_tree(Some(id)) else {
+                self.totals_exact = false;
+                return;
+            };
+            self.forget_old(&t);
+            for n in &t.nodes {
+                if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                    stack.push(sub);
+                }
             }
         }
     }
@@ -612,6 +627,24 @@ impl Walker<'_> {
     ) -> Result<Option<Node>> {
         match node.kind {
             NodeKind::Dir => {
+                // The tree of /a/b is at level 3: the root's is level 1.
+                let level = path
+                    .as_os_str()
+                    .as_bytes()
+                    .iter()
+                    .filter(|&&c| c == b'/')
+                    .count()
+                    + 1;
+                if level > MAX_TREE_DEPTH {
+                    // No reader goes below this depth, so storing it would
+                    // only make a snapshot that cannot be restored whole.
+                    self.report(
+                        path,
+                        FileErrorKind::Unreadable,
+                        format!("folders nest deeper than {MAX_TREE_DEPTH} levels here; this folder and what is in it are not backed up"),
+                    );
+                    return Ok(None);
+                }
                 let prev_sub = prev
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
@@ -628,8 +661,8 @@ impl Walker<'_> {
                 });
             }
             NodeKind::File => return self.file(path, node, prev),
-            NodeKind::Symlink => match std::fs::read_link(path) {
-                Ok(t) => node.link_target = Some(EntryName::new(t.as_os_str().as_bytes().to_vec())),
+            NodeKind::Symlink => match deep::read_link(path) {
+                Ok(t) => node.link_target = Some(EntryName::new(t)),
                 Err(e) => {
                     self.report(path, FileErrorKind::Unreadable, e.to_string());
                     return Ok(None);
@@ -646,14 +679,12 @@ impl Walker<'_> {
         // Taken from the same looks as what is read below, and before any
         // of it is read: never newer than what the snapshot stores.
         let mut digest = None;
-        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
-            Ok(rd) => {
+        let mut names: Vec<Vec<u8>> = match deep::read_dir_names(path) {
+            Ok(names) => {
                 if self.states.is_some() {
                     digest = Some(FolderDigest::new(own));
                 }
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().as_bytes().to_vec())
-                    .collect()
+                names
             }
             Err(e) => {
                 self.report(
@@ -668,7 +699,7 @@ impl Walker<'_> {
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
             let full = path.join(std::ffi::OsStr::from_bytes(&name));
-            let md = match std::fs::symlink_metadata(&full) {
+            let md = match deep::lstat(&full) {
                 Ok(md) => md,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(d) = &mut digest {
@@ -802,7 +833,7 @@ impl Walker<'_> {
         }
         let mut last_err = None;
         for attempt in 1..=READ_ATTEMPTS {
-            let mut f = match File::open(path) {
+            let mut f = match deep::open_read(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.summary.total_files -= 1;
@@ -1087,7 +1118,8 @@ impl Walker<'_> {
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(gone()),
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
-            let (Some(crew), true) = (self.crew, self.helping < MAX_HELPING) else {
+            let room = self.helping < MAX_HELPING && self.levels.len() < HELP_BELOW;
+            let (Some(crew), true) = (self.crew, room) else {
                 return answer.recv().map_err(|_| gone())?;
             };
             // Own work first: the innermost pending subfolder, the

@@ -7,10 +7,11 @@ use crate::error::SnapshotError;
 use crate::trees::TreeLoader;
 use crate::Result;
 use crypto::Id;
-use format::{Node, NodeKind, Snapshot};
+use format::{Node, NodeKind, Snapshot, Tree, MAX_TREE_DEPTH};
 use repository::Problem;
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::Arc;
 
 pub fn resolve_path(loader: &TreeLoader<'_>, root: &Id, path: &str) -> Result<Node> {
     loader.resolve(root, path)
@@ -57,32 +58,52 @@ pub fn ls(
         out(Listed { path: base, node });
         return Ok(());
     }
-    fn walk(
-        loader: &TreeLoader<'_>,
-        dir: &str,
-        tree: &Id,
-        recursive: bool,
-        out: &mut dyn FnMut(Listed),
-    ) -> Result<()> {
-        let t = loader.load(tree)?;
-        for n in &t.nodes {
-            let p = join(dir, &n.name);
-            out(Listed {
-                path: p.clone(),
-                node: n.clone(),
-            });
-            if recursive {
-                if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-                    walk(loader, &p, &sub, recursive, out)?;
-                }
+    let Some(sub) = node.subtree else {
+        return Ok(());
+    };
+    // The tree of /a/b is at level 3: the root's is level 1.
+    let level = base.split('/').filter(|c| !c.is_empty()).count() + 1;
+    // Depth first on an explicit stack (a hostile repository can nest
+    // trees deeper than any thread's stack), with one path buffer that
+    // grows and shrinks with it rather than a path per level.
+    struct Frame {
+        tree: Arc<Tree>,
+        next: usize,
+        /// The length of `dir` when this folder was entered.
+        dir_len: usize,
+    }
+    let mut dir = base;
+    let mut stack = vec![Frame {
+        tree: loader.load(&sub)?,
+        next: 0,
+        dir_len: dir.len(),
+    }];
+    while let Some(f) = stack.last_mut() {
+        let Some(n) = f.tree.nodes.get(f.next) else {
+            stack.pop();
+            continue;
+        };
+        f.next += 1;
+        dir.truncate(f.dir_len);
+        let p = join(&dir, &n.name);
+        out(Listed {
+            path: p.clone(),
+            node: n.clone(),
+        });
+        if let (true, NodeKind::Dir, Some(sub)) = (recursive, n.kind, n.subtree) {
+            if level + stack.len() > MAX_TREE_DEPTH {
+                return Err(SnapshotError::TooDeep { path: p });
             }
+            let tree = loader.load(&sub)?;
+            dir = p;
+            stack.push(Frame {
+                tree,
+                next: 0,
+                dir_len: dir.len(),
+            });
         }
-        Ok(())
     }
-    match node.subtree {
-        Some(sub) => walk(loader, &base, &sub, recursive, out),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -100,79 +121,178 @@ pub struct DiffEntry {
     pub is_dir: bool,
 }
 
+/// Two versions of one folder being compared, entry by entry.
+struct DiffFrame {
+    dir: String,
+    a: Option<Arc<Tree>>,
+    b: Option<Arc<Tree>>,
+    i: usize,
+    j: usize,
+    /// The level of these trees (the root's is 1).
+    level: usize,
+}
+
+enum DiffStep {
+    Frame(DiffFrame),
+    /// An entry whose kind changed: added once its old self is reported.
+    Added {
+        dir: String,
+        node: Node,
+        level: usize,
+    },
+}
+
 /// What changed from snapshot tree `a` to tree `b`. Subtrees with the same
-/// id are skipped without loading.
+/// id are skipped without loading. Walks on an explicit stack, in the order
+/// of a depth-first walk, refusing trees nested beyond `MAX_TREE_DEPTH`.
 pub fn diff(loader: &TreeLoader<'_>, a: &Id, b: &Id) -> Result<Vec<DiffEntry>> {
     let mut out = Vec::new();
-    diff_trees(loader, "", Some(*a), Some(*b), &mut out)?;
+    let mut stack = Vec::new();
+    stack.extend(diff_frame(loader, String::new(), Some(*a), Some(*b), 1)?.map(DiffStep::Frame));
+    while let Some(top) = stack.last_mut() {
+        let mut more = Vec::new();
+        match top {
+            DiffStep::Added { .. } => {
+                if let Some(DiffStep::Added { dir, node, level }) = stack.pop() {
+                    removed_or_added(
+                        loader,
+                        &dir,
+                        &node,
+                        DiffKind::Added,
+                        level,
+                        &mut out,
+                        &mut more,
+                    )?;
+                }
+            }
+            DiffStep::Frame(DiffFrame {
+                dir,
+                a,
+                b,
+                i,
+                j,
+                level,
+            }) => {
+                let empty = Vec::new();
+                let na = a.as_ref().map_or(&empty, |t| &t.nodes);
+                let nb = b.as_ref().map_or(&empty, |t| &t.nodes);
+                let order = match (na.get(*i), nb.get(*j)) {
+                    (Some(x), Some(y)) => x.name.as_bytes().cmp(y.name.as_bytes()),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => {
+                        stack.pop();
+                        continue;
+                    }
+                };
+                let dir = dir.as_str();
+                match order {
+                    std::cmp::Ordering::Less => {
+                        let x = &na[*i];
+                        *i += 1;
+                        removed_or_added(
+                            loader,
+                            dir,
+                            x,
+                            DiffKind::Removed,
+                            *level,
+                            &mut out,
+                            &mut more,
+                        )?;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        let y = &nb[*j];
+                        *j += 1;
+                        removed_or_added(
+                            loader,
+                            dir,
+                            y,
+                            DiffKind::Added,
+                            *level,
+                            &mut out,
+                            &mut more,
+                        )?;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        let (x, y) = (&na[*i], &nb[*j]);
+                        *i += 1;
+                        *j += 1;
+                        let path = join(if dir.is_empty() { "/" } else { dir }, &x.name);
+                        if x.kind != y.kind {
+                            more.push(DiffStep::Added {
+                                dir: dir.to_string(),
+                                node: y.clone(),
+                                level: *level,
+                            });
+                            removed_or_added(
+                                loader,
+                                dir,
+                                x,
+                                DiffKind::Removed,
+                                *level,
+                                &mut out,
+                                &mut more,
+                            )?;
+                        } else if x.kind == NodeKind::Dir {
+                            more.extend(
+                                diff_frame(loader, path, x.subtree, y.subtree, *level + 1)?
+                                    .map(DiffStep::Frame),
+                            );
+                        } else if x.content != y.content
+                            || x.link_target != y.link_target
+                            || x.mode != y.mode
+                        {
+                            out.push(DiffEntry {
+                                kind: DiffKind::Modified,
+                                path,
+                                is_dir: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        // What was found last is walked first: a folder's own entries come
+        // before the entry that follows it.
+        stack.extend(more);
+    }
     Ok(out)
 }
 
-fn diff_trees(
+/// The two trees of one folder, unless they are the same tree.
+fn diff_frame(
     loader: &TreeLoader<'_>,
-    dir: &str,
+    dir: String,
     a: Option<Id>,
     b: Option<Id>,
-    out: &mut Vec<DiffEntry>,
-) -> Result<()> {
+    level: usize,
+) -> Result<Option<DiffFrame>> {
     if a == b {
-        return Ok(());
+        return Ok(None);
     }
-    let ta = a.map(|id| loader.load(&id)).transpose()?;
-    let tb = b.map(|id| loader.load(&id)).transpose()?;
-    let empty = Vec::new();
-    let na = ta.as_ref().map_or(&empty, |t| &t.nodes);
-    let nb = tb.as_ref().map_or(&empty, |t| &t.nodes);
-    let (mut i, mut j) = (0, 0);
-    while i < na.len() || j < nb.len() {
-        let order = match (na.get(i), nb.get(j)) {
-            (Some(x), Some(y)) => x.name.as_bytes().cmp(y.name.as_bytes()),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let x = &na[i];
-                removed_or_added(loader, dir, x, DiffKind::Removed, out)?;
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                let y = &nb[j];
-                removed_or_added(loader, dir, y, DiffKind::Added, out)?;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let (x, y) = (&na[i], &nb[j]);
-                let path = join(if dir.is_empty() { "/" } else { dir }, &x.name);
-                if x.kind != y.kind {
-                    removed_or_added(loader, dir, x, DiffKind::Removed, out)?;
-                    removed_or_added(loader, dir, y, DiffKind::Added, out)?;
-                } else if x.kind == NodeKind::Dir {
-                    diff_trees(loader, &path, x.subtree, y.subtree, out)?;
-                } else if x.content != y.content
-                    || x.link_target != y.link_target
-                    || x.mode != y.mode
-                {
-                    out.push(DiffEntry {
-                        kind: DiffKind::Modified,
-                        path,
-                        is_dir: false,
-                    });
-                }
-                i += 1;
-                j += 1;
-            }
-        }
+    if level > MAX_TREE_DEPTH {
+        return Err(SnapshotError::TooDeep { path: dir });
     }
-    Ok(())
+    Ok(Some(DiffFrame {
+        a: a.map(|id| loader.load(&id)).transpose()?,
+        b: b.map(|id| loader.load(&id)).transpose()?,
+        dir,
+        i: 0,
+        j: 0,
+        level,
+    }))
 }
 
+/// Reports `n` (in a tree at `level`) as added or removed, and queues its
+/// subtree to be reported the same way.
 fn removed_or_added(
     loader: &TreeLoader<'_>,
     dir: &str,
     n: &Node,
     kind: DiffKind,
+    level: usize,
     out: &mut Vec<DiffEntry>,
+    more: &mut Vec<DiffStep>,
 ) -> Result<()> {
     let path = join(if dir.is_empty() { "/" } else { dir }, &n.name);
     let is_dir = n.kind == NodeKind::Dir;
@@ -187,7 +307,7 @@ fn removed_or_added(
         } else {
             (None, n.subtree)
         };
-        diff_trees(loader, &path, a, b, out)?;
+        more.extend(diff_frame(loader, path, a, b, level + 1)?.map(DiffStep::Frame));
     }
     Ok(())
 }
@@ -241,9 +361,18 @@ pub fn verify_snapshots(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)]) -
     let mut seen = HashSet::new();
     let repo = loader.repo();
     for (sid, snap) in snapshots {
-        let mut stack = vec![("/".to_string(), snap.tree)];
-        while let Some((dir, t)) = stack.pop() {
+        let mut stack = vec![("/".to_string(), snap.tree, 1)];
+        while let Some((dir, t, level)) = stack.pop() {
             if !seen.insert(t) {
+                continue;
+            }
+            if level > MAX_TREE_DEPTH {
+                problems.push(Problem {
+                    object: format!("folder {dir} in snapshot {}", &sid.to_hex()[..8]),
+                    message: format!(
+                        "folders nest deeper than {MAX_TREE_DEPTH} levels; no reader goes further, so what is below cannot be restored"
+                    ),
+                });
                 continue;
             }
             let tree = match loader.load(&t) {
@@ -265,7 +394,7 @@ pub fn verify_snapshots(loader: &TreeLoader<'_>, snapshots: &[(Id, Snapshot)]) -
                     });
                 }
                 if let Some(s) = n.subtree {
-                    stack.push((p, s));
+                    stack.push((p, s, level + 1));
                 }
             }
         }

@@ -23,6 +23,7 @@
 //! Stored digests are hashes of paths and of metadata, kept on the machine
 //! that holds the files themselves; they reveal nothing the disk does not.
 
+use crate::deep;
 use crate::exclude::Excludes;
 use crate::node::from_metadata;
 use crypto::Id;
@@ -253,25 +254,49 @@ fn scan_dir(
     on_progress: &dyn Fn(u64, u64),
     out: &mut ChangeScan,
 ) -> Option<()> {
-    if stop.load(Ordering::Relaxed) {
-        return None;
+    // An explicit stack of folders: a folder hierarchy can be deeper than
+    // a thread's stack would allow recursing.
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let subdirs = scan_one(
+            &dir,
+            dev,
+            excludes,
+            one_file_system,
+            known,
+            on_progress,
+            out,
+        );
+        stack.extend(subdirs.into_iter().rev());
     }
+    Some(())
+}
+
+/// Digests one folder; returns its subfolders to scan.
+fn scan_one(
+    dir: &Path,
+    dev: u64,
+    excludes: &Excludes,
+    one_file_system: bool,
+    known: &FolderStates,
+    on_progress: &dyn Fn(u64, u64),
+    out: &mut ChangeScan,
+) -> Vec<PathBuf> {
     let key = path_key(dir);
-    let (Ok(own), Ok(rd)) = (std::fs::symlink_metadata(dir), std::fs::read_dir(dir)) else {
+    let (Ok(own), Ok(mut names)) = (deep::lstat(dir), deep::read_dir_names(dir)) else {
         // Unreadable: the backup lists it again and reports why.
         out.changed.insert(dir.to_path_buf());
-        return Some(());
+        return Vec::new();
     };
-    let mut names: Vec<Vec<u8>> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().as_bytes().to_vec())
-        .collect();
     names.sort();
     let mut h = FolderDigest::new(&own);
     let mut subdirs = Vec::new();
     for name in names {
         let full = dir.join(std::ffi::OsStr::from_bytes(&name));
-        let Ok(md) = std::fs::symlink_metadata(&full) else {
+        let Ok(md) = deep::lstat(&full) else {
             // Vanished between listing and stat: the backup sees what is left.
             h.vanished(&name);
             continue;
@@ -299,19 +324,7 @@ fn scan_dir(
         out.changed.insert(dir.to_path_buf());
     }
     out.states.digests.insert(key, digest);
-    for sub in subdirs {
-        scan_dir(
-            &sub,
-            dev,
-            excludes,
-            one_file_system,
-            known,
-            stop,
-            on_progress,
-            out,
-        )?;
-    }
-    Some(())
+    subdirs
 }
 
 /// A folder's digest, fed its entries in name order (excluded ones left

@@ -29,6 +29,9 @@ pub enum SnapshotError {
     #[error("invalid exclude pattern '{pattern}': {message}")]
     BadPattern { pattern: String, message: String },
 
+    #[error("'{path}' nests folders deeper than {} levels; Tidemark reads no further (the snapshot is damaged or was not made by Tidemark)", format::MAX_TREE_DEPTH)]
+    TooDeep { path: String },
+
     #[error("'{0}' is not a file")]
     NotAFile(String),
 

@@ -11,6 +11,7 @@ mod backup;
 mod browse;
 mod changes;
 mod cutter;
+mod deep;
 mod error;
 mod exclude;
 mod node;
@@ -32,7 +33,7 @@ pub use changes::{scan_changes, scope_of, ChangeScan, FolderStates};
 pub use error::{FileError, FileErrorKind, SnapshotError};
 pub use exclude::Excludes;
 pub use progress::{FileStatus, NoProgress, Progress};
-pub use restore::{restore, Conflict, RestoreOptions, RestoreReport};
+pub use restore::{restore, restore_owned, Conflict, Owners, RestoreOptions, RestoreReport};
 pub use trees::TreeLoader;
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;

@@ -33,7 +33,15 @@ fn restore_all(
         conflict: Conflict::Overwrite,
         workers: 2,
     };
-    snapshot::restore(repo, root, "/", &opts, &NoProgress)
+    // A faithful round trip: owners and set-id bits as backed up.
+    snapshot::restore_owned(
+        repo,
+        root,
+        "/",
+        &opts,
+        snapshot::Owners::Snapshot,
+        &NoProgress,
+    )
 }
 
 /// Where `src` (absolute) lands under a restore target.

@@ -272,13 +272,16 @@ impl Tidemark {
         }
     }
 
-    /// `restore WHAT --target DIR EXTRA… --json` (any exit code).
+    /// `restore WHAT --target DIR --owners EXTRA… --json` (any exit code).
+    /// Round trips compare modes exactly, set-id bits included, and tests
+    /// run as root: without `--owners` a root restore drops those bits.
     pub fn restore(&self, what: &str, target: &Path, extra: &[&str]) -> Outcome {
         let mut args: Vec<OsString> = vec![
             "restore".into(),
             what.into(),
             "--target".into(),
             target.as_os_str().to_owned(),
+            "--owners".into(),
         ];
         args.extend(extra.iter().map(OsString::from));
         args.push("--json".into());

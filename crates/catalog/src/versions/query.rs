@@ -139,9 +139,7 @@ pub(super) struct PathCache {
 
 impl PathCache {
     pub fn path(&mut self, db: &Connection, node: i64) -> rusqlite::Result<String> {
-        let mut st = db.prepare_cached("SELECT parent, name FROM nodes WHERE id = ?1")?;
-        let (parent, name): (i64, String) = st.query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        drop(st);
+        let (parent, name) = Self::entry(db, node)?;
         let dir = self.dir(db, parent)?;
         Ok(if dir.ends_with('/') {
             format!("{dir}{name}")
@@ -150,6 +148,15 @@ impl PathCache {
         })
     }
 
+    fn entry(db: &Connection, node: i64) -> rusqlite::Result<(i64, String)> {
+        let mut st = db.prepare_cached("SELECT parent, name FROM nodes WHERE id = ?1")?;
+        st.query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))
+    }
+
+    /// The path of folder `node`, climbing its parents in a loop (a
+    /// hostile repository can nest folders deeper than a stack could
+    /// recurse). Only the folder asked for is cached: caching every
+    /// ancestor would hold a path per level.
     fn dir(&mut self, db: &Connection, node: i64) -> rusqlite::Result<String> {
         if node == ROOT {
             return Ok("/".into());
@@ -157,7 +164,23 @@ impl PathCache {
         if let Some(p) = self.dirs.get(&node) {
             return Ok(p.clone());
         }
-        let p = self.path(db, node)?;
+        let mut names = Vec::new();
+        let mut at = node;
+        let mut base = String::new();
+        while at != ROOT {
+            if let Some(p) = self.dirs.get(&at) {
+                base = p.clone();
+                break;
+            }
+            let (parent, name) = Self::entry(db, at)?;
+            names.push(name);
+            at = parent;
+        }
+        let mut p = base;
+        for name in names.iter().rev() {
+            p.push('/');
+            p.push_str(name);
+        }
         self.dirs.insert(node, p.clone());
         Ok(p)
     }

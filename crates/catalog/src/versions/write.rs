@@ -4,7 +4,7 @@
 use super::{TreeSource, VersionsError};
 use chrono::{DateTime, TimeZone, Utc};
 use crypto::Id;
-use format::{Node, NodeKind, Snapshot, Tree};
+use format::{Node, NodeKind, Snapshot, Tree, MAX_TREE_DEPTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,6 +141,27 @@ pub(super) fn clear_line(db: &mut Connection, line: i64) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// What is left to write, on an explicit stack. `level` is the level of
+/// the tree holding the entries (the root tree's is 1).
+pub(super) enum Work {
+    Diff {
+        dir: i64,
+        old: Option<Arc<Tree>>,
+        new: Arc<Tree>,
+        level: usize,
+    },
+    Added {
+        dir: i64,
+        node: Node,
+        level: usize,
+    },
+    Removed {
+        dir: i64,
+        node: Node,
+        level: usize,
+    },
+}
+
 /// Writes one snapshot's changes against its predecessor.
 pub(super) struct Writer<'a> {
     pub tx: &'a Transaction<'a>,
@@ -191,8 +212,44 @@ impl Writer<'_> {
         self.db(r)
     }
 
-    /// Merges the sorted entries of a folder's old and new tree.
-    pub fn diff(&mut self, dir: i64, old: Option<&Tree>, new: &Tree) -> Step {
+    /// Merges the sorted entries of a folder's old and new tree, and of
+    /// every changed folder below, on an explicit stack: a hostile
+    /// repository can nest trees deeper than any thread's stack. Trees
+    /// nested beyond [`MAX_TREE_DEPTH`] leave the snapshot out of the
+    /// catalog (as an unreadable tree does), with the reason.
+    pub fn diff(&mut self, dir: i64, old: Option<Arc<Tree>>, new: Arc<Tree>) -> Step {
+        let mut stack = vec![Work::Diff {
+            dir,
+            old,
+            new,
+            level: 1,
+        }];
+        while let Some(w) = stack.pop() {
+            let mut more = Vec::new();
+            match w {
+                Work::Diff {
+                    dir,
+                    old,
+                    new,
+                    level,
+                } => self.merge(dir, old.as_deref(), &new, level, &mut more)?,
+                Work::Added { dir, node, level } => self.added(dir, &node, level, &mut more)?,
+                Work::Removed { dir, node, level } => self.removed(dir, &node, level, &mut more)?,
+            }
+            // In reverse, so the first found is walked first.
+            stack.extend(more.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    fn merge(
+        &mut self,
+        dir: i64,
+        old: Option<&Tree>,
+        new: &Tree,
+        level: usize,
+        more: &mut Vec<Work>,
+    ) -> Step {
         let empty: &[Node] = &[];
         let old = old.map_or(empty, |t| &t.nodes[..]);
         let (mut i, mut j) = (0, 0);
@@ -201,42 +258,66 @@ impl Writer<'_> {
                 (Some(o), Some(n)) if o.name.as_bytes() == n.name.as_bytes() => {
                     i += 1;
                     j += 1;
-                    self.changed(dir, o, n)?;
+                    self.changed(dir, o, n, level, more)?;
                 }
                 (Some(o), Some(n)) if o.name.as_bytes() < n.name.as_bytes() => {
                     i += 1;
-                    self.removed(dir, o)?;
+                    self.removed(dir, o, level, more)?;
                 }
                 (Some(o), None) => {
                     i += 1;
-                    self.removed(dir, o)?;
+                    self.removed(dir, o, level, more)?;
                 }
                 (_, Some(n)) => {
                     j += 1;
-                    self.added(dir, n)?;
+                    self.added(dir, n, level, more)?;
                 }
                 (None, None) => return Ok(()),
             }
         }
     }
 
-    fn changed(&mut self, dir: i64, o: &Node, n: &Node) -> Step {
+    /// The subtree of an entry in a tree at `level` is at `level + 1`.
+    fn below(level: usize) -> Step<usize> {
+        if level >= MAX_TREE_DEPTH {
+            return Err(AddError::Trees(format!(
+                "folders nest deeper than {MAX_TREE_DEPTH} levels; Tidemark reads no further (the snapshot is damaged or was not made by Tidemark)"
+            )));
+        }
+        Ok(level + 1)
+    }
+
+    fn changed(
+        &mut self,
+        dir: i64,
+        o: &Node,
+        n: &Node,
+        level: usize,
+        more: &mut Vec<Work>,
+    ) -> Step {
         if o.kind != n.kind {
-            self.removed(dir, o)?;
-            return self.added(dir, n);
+            self.removed(dir, o, level, more)?;
+            return self.added(dir, n, level, more);
         }
         if n.kind == NodeKind::Dir {
             if o.subtree == n.subtree {
                 // The whole subtree is unchanged: nothing below is read.
                 return Ok(());
             }
+            let below = Self::below(level)?;
             let node = self.node_id(dir, &n.name.to_string_lossy())?;
             let old = o.subtree.map(|s| self.load(&s)).transpose()?;
             let new = match n.subtree {
                 Some(s) => self.load(&s)?,
                 None => Arc::new(Tree::default()),
             };
-            return self.diff(node, old.as_deref(), &new);
+            more.push(Work::Diff {
+                dir: node,
+                old,
+                new,
+                level: below,
+            });
+            return Ok(());
         }
         if version_key(o) == version_key(n) {
             return Ok(());
@@ -246,26 +327,32 @@ impl Writer<'_> {
         self.open(node, n)
     }
 
-    fn added(&mut self, dir: i64, n: &Node) -> Step {
+    fn added(&mut self, dir: i64, n: &Node, level: usize, more: &mut Vec<Work>) -> Step {
         let node = self.node_id(dir, &n.name.to_string_lossy())?;
         self.open(node, n)?;
         if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+            let below = Self::below(level)?;
             let t = self.load(&sub)?;
-            for c in &t.nodes {
-                self.added(node, c)?;
-            }
+            more.extend(t.nodes.iter().map(|c| Work::Added {
+                dir: node,
+                node: c.clone(),
+                level: below,
+            }));
         }
         Ok(())
     }
 
-    fn removed(&mut self, dir: i64, o: &Node) -> Step {
+    fn removed(&mut self, dir: i64, o: &Node, level: usize, more: &mut Vec<Work>) -> Step {
         let node = self.node_id(dir, &o.name.to_string_lossy())?;
         self.close(node)?;
         if let (NodeKind::Dir, Some(sub)) = (o.kind, o.subtree) {
+            let below = Self::below(level)?;
             let t = self.load(&sub)?;
-            for c in &t.nodes {
-                self.removed(node, c)?;
-            }
+            more.extend(t.nodes.iter().map(|c| Work::Removed {
+                dir: node,
+                node: c.clone(),
+                level: below,
+            }));
         }
         Ok(())
     }

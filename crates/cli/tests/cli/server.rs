@@ -263,6 +263,7 @@ fn fleet_of_five_sends_the_common_part_once() {
         t.ok(&[
             "restore",
             "latest",
+            "--owners",
             "--target",
             target.to_str().expect("utf-8"),
         ]);
@@ -326,6 +327,7 @@ fn fleet_of_five_sends_the_common_part_once() {
         "user2",
         "restore",
         "latest",
+        "--owners",
         "--target",
         target.to_str().expect("utf-8"),
     ]);
