@@ -348,10 +348,14 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 72)]
         hours: u32,
     },
-    /// List devices with their last backup.
+    /// List devices with their last backup, and any flag the server set
+    /// on one for a burst of commits.
     Devices,
     /// Revoke a device's token at once.
     Revoke { device_id: i64 },
+    /// Clear a device's flag after looking at its burst of commits: its
+    /// quarantined snapshots count for retention again.
+    Unflag { device_id: i64 },
     /// Stored bytes, unique chunks and dedup figures for the organisation.
     Usage,
     /// Show the organisation policy, or set it from a JSON file.

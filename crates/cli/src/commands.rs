@@ -1438,6 +1438,10 @@ fn admin(g: &Global, cmd: AdminCommand) -> Result<i32> {
             &format!("/v1/admin/devices/{device_id}/revoke"),
             &serde_json::json!({}),
         )?,
+        AdminCommand::Unflag { device_id } => c.post(
+            &format!("/v1/admin/devices/{device_id}/unflag"),
+            &serde_json::json!({}),
+        )?,
         AdminCommand::Usage => c.get("/v1/admin/usage")?,
         AdminCommand::Policy { file: None } => c.get("/v1/policy")?,
         AdminCommand::Policy { file: Some(f) } => {
