@@ -228,6 +228,9 @@ impl Server {
             key
         };
         let mac_key = crypto::mac(&[0; 32], &[b"tidemark server mac key", secret.as_bytes()]);
+        // Left by a server killed while it wrote there; nothing in it is kept.
+        let scratch = dir.join("scratch");
+        let _ = std::fs::remove_dir_all(&scratch);
         let token_path = dir.join(METRICS_TOKEN_FILE);
         let metrics_token = if token_path.exists() {
             std::fs::read_to_string(&token_path)
@@ -251,7 +254,7 @@ impl Server {
             gate: std::sync::RwLock::new(()),
             clock_offset: AtomicI64::new(0),
             metrics_token,
-            scratch: dir.join("scratch"),
+            scratch,
         });
         let first_admin_code = if server.meta.users()?.is_empty() {
             let admin = server.meta.create_user("admin", true)?;
