@@ -11,6 +11,7 @@ mod cli {
     mod continuous;
     mod corruption;
     mod crash;
+    mod hostile_input;
     mod install;
     mod server;
     mod server_stress;
