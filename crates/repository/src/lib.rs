@@ -580,11 +580,25 @@ impl Repository {
             return Ok(0);
         }
         let n = recovered.len();
-        self.write_index_file(&IndexFile {
-            version: FORMAT_VERSION,
-            packs: recovered,
-            supersedes: vec![],
-        })?;
+        // In files a reader accepts (see format::limits::INDEX_FILE_BLOBS).
+        let mut part = Vec::new();
+        for p in recovered {
+            part.push(p);
+            if upload::index_file_due(&part) {
+                self.write_index_file(&IndexFile {
+                    version: FORMAT_VERSION,
+                    packs: std::mem::take(&mut part),
+                    supersedes: vec![],
+                })?;
+            }
+        }
+        if !part.is_empty() {
+            self.write_index_file(&IndexFile {
+                version: FORMAT_VERSION,
+                packs: part,
+                supersedes: vec![],
+            })?;
+        }
         Ok(n)
     }
 
