@@ -12,6 +12,8 @@ mod error;
 pub mod index;
 mod ingest;
 mod keys;
+#[cfg(test)]
+mod limits_tests;
 mod lock;
 mod packfile;
 mod prune;
