@@ -33,7 +33,7 @@ NODE_HOME := $(HOME)/.cache/tidemark/node
 export PATH := $(NODE_HOME)/bin:$(PATH)
 UI := ui
 
-.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-deb test-netbed e2e-deps screenshots check fmt lint layers cross-check bench clean
+.PHONY: all space deps app-deps test-deps rust node ui-deps ui ui-mock build build-app bindings run test test-ui test-e2e test-deb test-netbed e2e-deps screenshots check fmt lint layers cross-check bench clean fuzz
 
 all: build
 
@@ -173,3 +173,11 @@ bench: build
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (docs/fuzzing.md): every decoder target under libFuzzer with the
+# image's nightly toolchain for FUZZ_SECONDS each (never installs a
+# toolchain; falls back to the stable driver and says why). `make test`
+# runs the stable driver for about a minute.
+FUZZ_SECONDS ?= 60
+fuzz:
+	crates/fuzz/fuzz.sh $(FUZZ_SECONDS) $(CARGO_TARGET_DIR)/fuzz

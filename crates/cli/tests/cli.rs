@@ -12,6 +12,7 @@ mod cli {
     mod corruption;
     mod crash;
     mod deep_trees;
+    mod hostile_input;
     mod hostile_names;
     mod install;
     mod server;

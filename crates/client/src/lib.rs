@@ -75,6 +75,8 @@ impl std::fmt::Debug for ServerClient {
 
 /// Ids per request; the server accepts up to 10,000.
 const IDS_PER_REQUEST: usize = 5000;
+/// What sealing adds to a blob: the nonce and tag, and the compression flag.
+const SEAL_OVERHEAD: usize = crypto::SEAL_OVERHEAD + 1;
 /// Tries for one request that failed on the way (not with an answer).
 const ATTEMPTS: u32 = 5;
 
@@ -446,7 +448,7 @@ impl Remote for ServerClient {
                 .map(str::to_string)
                 .ok_or_else(|| ClientError::Protocol(format!("a blob without {name}")))
         };
-        let raw_length = header("x-raw-length")?
+        let raw_length: u32 = header("x-raw-length")?
             .parse()
             .map_err(|_| ClientError::Protocol("x-raw-length is not a number".into()))?;
         let kind = match header("x-blob-kind")?.as_str() {
@@ -454,10 +456,27 @@ impl Remote for ServerClient {
             "data" => BlobKind::Data,
             other => return Err(ClientError::Protocol(format!("unknown blob kind {other}")).into()),
         };
-        let sealed = resp
-            .bytes()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_vec();
+        // Held to the kind's cap before anything is read or reserved: the
+        // raw length sizes the decompression, and a sealed blob is never
+        // longer than its chunk plus the nonce, flag and tag.
+        let cap = format::limits::max_blob(kind);
+        if raw_length as usize > cap {
+            return Err(ClientError::Protocol(format!(
+                "blob {id} states {raw_length} bytes, past the {} limit of its kind",
+                format::limits::human(cap)
+            ))
+            .into());
+        }
+        let most = (cap + SEAL_OVERHEAD) as u64;
+        let mut sealed = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp, most + 1), &mut sealed)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if sealed.len() as u64 > most {
+            return Err(ClientError::Protocol(format!(
+                "blob {id} is longer than any sealed blob of its kind"
+            ))
+            .into());
+        }
         Ok(Some(RemoteBlob {
             sealed,
             raw_length,

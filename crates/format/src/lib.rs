@@ -6,6 +6,7 @@
 //! metadata a tree records.
 
 pub mod enrolment;
+pub mod limits;
 mod names;
 pub mod pack;
 mod signed;

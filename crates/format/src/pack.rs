@@ -14,7 +14,7 @@
 //! a second time checked nothing more, and it was a full BLAKE3 pass over
 //! every stored byte on the device and again on the company server.
 
-use crate::{BlobEntry, BlobKind, FormatError, Id};
+use crate::{limits, BlobEntry, BlobKind, FormatError, Id};
 
 pub const MAGIC: &[u8; 4] = b"TMPK";
 /// Packs written now: named by the hash of [`named_part`].
@@ -58,6 +58,12 @@ pub fn decode_trailer(b: &[u8], blobs_end: u64) -> Result<Vec<BlobEntry>, Format
         .get(..4)
         .ok_or_else(|| malformed("shorter than its count"))?;
     let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    if count > limits::MAX_PACK_BLOBS {
+        return Err(malformed(format!(
+            "it lists {count} blobs, more than the {} a pack may hold",
+            limits::MAX_PACK_BLOBS
+        )));
+    }
     let body = &b[4..];
     if body.len()
         != count
@@ -87,6 +93,15 @@ pub fn decode_trailer(b: &[u8], blobs_end: u64) -> Result<Vec<BlobEntry>, Format
             length: u(37),
             raw_length: u(41),
         };
+        // Refused here, before any reader reserves room for the chunk.
+        if e.raw_length as usize > limits::max_blob(e.kind) {
+            return Err(malformed(format!(
+                "blob {} states {} bytes, past the {} limit of its kind",
+                e.id,
+                e.raw_length,
+                limits::human(limits::max_blob(e.kind))
+            )));
+        }
         if u64::from(e.offset) + u64::from(e.length) > blobs_end {
             return Err(malformed(format!(
                 "blob {} reaches past the blob area",
@@ -120,7 +135,17 @@ pub fn decode_tail(t: &[u8]) -> Result<u32, FormatError> {
             found: u32::from(t[4]),
         });
     }
-    Ok(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+    let len = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+    if len as usize > limits::MAX_PACK_TRAILER {
+        return Err(FormatError::Malformed {
+            what: "pack",
+            reason: format!(
+                "its tail states a {len}-byte trailer, past the {} limit",
+                limits::human(limits::MAX_PACK_TRAILER)
+            ),
+        });
+    }
+    Ok(len)
 }
 
 /// The bytes a pack's name is the hash of: its sealed trailer and tail, or
@@ -253,5 +278,36 @@ mod tests {
             "a trailer longer than the pack accepted"
         );
         assert!(named_part(b"tiny").is_err());
+    }
+
+    #[test]
+    fn stated_counts_and_lengths_past_their_caps_are_refused() {
+        // A count past the cap is refused before the entries are read.
+        let mut t = ((limits::MAX_PACK_BLOBS + 1) as u32).to_le_bytes().to_vec();
+        t.extend(std::iter::repeat_n(0u8, ENTRY_LEN));
+        let err = decode_trailer(&t, u64::MAX).unwrap_err().to_string();
+        assert!(err.contains("more than the"), "{err}");
+        // A blob stating a raw length past its kind's cap.
+        for (kind, cap) in [
+            (BlobKind::Data, limits::MAX_CHUNK),
+            (BlobKind::Tree, limits::MAX_TREE),
+        ] {
+            let mut e = BlobEntry {
+                id: Id([1; 32]),
+                kind,
+                offset: 0,
+                length: 10,
+                raw_length: cap as u32,
+            };
+            assert!(decode_trailer(&encode_trailer(&[e]), 10).is_ok());
+            e.raw_length += 1;
+            let err = decode_trailer(&encode_trailer(&[e]), 10)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("past the"), "{err}");
+        }
+        // A tail stating a trailer past its cap.
+        assert!(decode_tail(&encode_tail(limits::MAX_PACK_TRAILER as u32)).is_ok());
+        assert!(decode_tail(&encode_tail(limits::MAX_PACK_TRAILER as u32 + 1)).is_err());
     }
 }

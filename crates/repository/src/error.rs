@@ -25,6 +25,9 @@ pub enum RepoError {
     #[error("{what} is corrupt ({reason}); run `tidemark verify --read-data` to see all damage")]
     Corrupt { what: String, reason: String },
 
+    #[error("{what} decompresses past its {limit} limit: refused (a damaged object, or one made to exhaust memory)")]
+    TooLarge { what: String, limit: String },
+
     #[error("the repository is locked by {holder}; wait for it to finish, or remove a stale lock with `tidemark unlock`")]
     Locked { holder: String },
 

@@ -40,7 +40,7 @@ impl Repository {
             .map_err(|e| RepoError::corrupt(format!("pack {pack}"), e))?;
         for e in &entries {
             let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
-            blob::check(self.keys(), &e.id, &bytes[start..end], e.raw_length)?;
+            self.check_blob_of(e.kind, &e.id, &bytes[start..end], e.raw_length)?;
         }
         Ok(entries)
     }
@@ -72,7 +72,7 @@ impl Repository {
         let full = {
             let mut pending = self.ingested();
             pending.push(ip);
-            pending.len() >= INGEST_INDEX_EVERY
+            pending.len() >= INGEST_INDEX_EVERY || crate::upload::index_file_due(&pending)
         };
         if full {
             self.flush_ingested()?;
@@ -114,7 +114,13 @@ impl Repository {
 
     /// Opens a snapshot object sealed by a client, as it would be stored.
     pub fn open_sealed_snapshot(&self, sealed: &[u8]) -> Result<Snapshot> {
-        let json = blob::open_object(self.keys(), "snapshot", sealed, crate::SNAPSHOT_AAD)?;
+        let json = blob::open_object(
+            self.keys(),
+            "snapshot object",
+            sealed,
+            crate::SNAPSHOT_AAD,
+            format::limits::MAX_SNAPSHOT,
+        )?;
         format::from_json("snapshot", &json).map_err(Into::into)
     }
 

@@ -12,6 +12,8 @@ mod error;
 pub mod index;
 mod ingest;
 mod keys;
+#[cfg(test)]
+mod limits_tests;
 mod lock;
 mod packfile;
 mod prune;
@@ -32,7 +34,7 @@ pub use verify::{Problem, VerifyOptions, VerifyReport};
 use chrono::{DateTime, Utc};
 use crypto::{Id, KdfParams, MasterKeys};
 use format::{
-    layout, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot,
+    layout, limits, BlobKind, ChunkerParams, IndexFile, IndexPack, KeyFile, RepoConfig, Snapshot,
     FORMAT_VERSION,
 };
 use index::{IndexStore, LoadedFile, Location, MemoryIndex, Overlay, SyncPlan};
@@ -181,6 +183,11 @@ impl Repository {
         };
         let mut found = None;
         for entry in storage.list(layout::KEYS)? {
+            // Checked on the listing, before the object is read.
+            if entry.size > limits::MAX_KEY_FILE as u64 {
+                tracing::warn!(key = %entry.key, size = entry.size, "skipping a key file larger than any key file");
+                continue;
+            }
             let bytes = storage.get(&entry.key)?;
             let Ok(kf) = format::from_json::<KeyFile>("key file", &bytes) else {
                 tracing::warn!(key = %entry.key, "skipping unreadable key file");
@@ -460,7 +467,7 @@ impl Repository {
     fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
         let key = layout::index(id);
         let sealed = self.cache.get(&*self.storage, &key)?;
-        let json = blob::open_object(&self.keys, &key, &sealed, INDEX_AAD)?;
+        let json = blob::open_object(&self.keys, &key, &sealed, INDEX_AAD, limits::MAX_INDEX_FILE)?;
         let f: IndexFile = format::from_json("index file", &json)?;
         if f.version != FORMAT_VERSION {
             return Err(format::FormatError::UnsupportedVersion {
@@ -575,11 +582,25 @@ impl Repository {
             return Ok(0);
         }
         let n = recovered.len();
-        self.write_index_file(&IndexFile {
-            version: FORMAT_VERSION,
-            packs: recovered,
-            supersedes: vec![],
-        })?;
+        // In files a reader accepts (see format::limits::INDEX_FILE_BLOBS).
+        let mut part = Vec::new();
+        for p in recovered {
+            part.push(p);
+            if upload::index_file_due(&part) {
+                self.write_index_file(&IndexFile {
+                    version: FORMAT_VERSION,
+                    packs: std::mem::take(&mut part),
+                    supersedes: vec![],
+                })?;
+            }
+        }
+        if !part.is_empty() {
+            self.write_index_file(&IndexFile {
+                version: FORMAT_VERSION,
+                packs: part,
+                supersedes: vec![],
+            })?;
+        }
         Ok(n)
     }
 
@@ -644,12 +665,18 @@ impl Repository {
         if let Some(remote) = &self.remote {
             if let Some(sealed) = self.tree_cache.as_ref().and_then(|c| c.get(id)) {
                 // Cached entries are trees; the raw length is only a size hint.
-                if let Ok(raw) = blob::decode(&self.keys, id, &sealed, 0) {
+                if let Ok(raw) = blob::decode(&self.keys, id, &sealed, 0, limits::MAX_TREE) {
                     return Ok(raw);
                 }
             }
             let b = remote.get_blob(id)?.ok_or(RepoError::BlobNotFound(*id))?;
-            let raw = blob::decode(&self.keys, id, &b.sealed, b.raw_length)?;
+            let raw = blob::decode(
+                &self.keys,
+                id,
+                &b.sealed,
+                b.raw_length,
+                limits::max_blob(b.kind),
+            )?;
             if b.kind == BlobKind::Tree {
                 self.cache_tree(id, &b.sealed);
             }
@@ -663,7 +690,7 @@ impl Repository {
             .as_ref()
             .filter(|_| loc.kind == BlobKind::Tree);
         if let Some(sealed) = cache.and_then(|c| c.get(id)) {
-            match blob::decode(&self.keys, id, &sealed, loc.raw_length) {
+            match blob::decode(&self.keys, id, &sealed, loc.raw_length, limits::MAX_TREE) {
                 Ok(raw) => return Ok(raw),
                 Err(e) => {
                     tracing::warn!(tree = %id, error = %e, "damaged cached tree; reading it from the repository")
@@ -675,7 +702,13 @@ impl Repository {
             u64::from(loc.offset),
             u64::from(loc.length),
         )?;
-        let raw = blob::decode(&self.keys, id, &sealed, loc.raw_length)?;
+        let raw = blob::decode(
+            &self.keys,
+            id,
+            &sealed,
+            loc.raw_length,
+            limits::max_blob(loc.kind),
+        )?;
         if let Some(c) = cache {
             c.put(id, &sealed);
         }
@@ -690,9 +723,11 @@ impl Repository {
     }
 
     /// Decodes one blob already fetched as part of a larger read (restore
-    /// reads runs of neighbouring blobs with one request).
+    /// reads runs of neighbouring blobs with one request). The caller does
+    /// not say the blob's kind, so it is held to the largest cap
+    /// ([`format::limits::MAX_BLOB`]) and to `raw_length`.
     pub fn decode_blob(&self, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
-        blob::decode(&self.keys, id, sealed, raw_length)
+        blob::decode(&self.keys, id, sealed, raw_length, limits::MAX_BLOB)
     }
 
     /// Decodes one fetched blob in its own buffer, without the copies of
@@ -705,12 +740,32 @@ impl Repository {
         raw_length: u32,
         scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        blob::decode_in_place(&self.keys, id, sealed, raw_length, scratch)
+        blob::decode_in_place(
+            &self.keys,
+            id,
+            sealed,
+            raw_length,
+            limits::MAX_BLOB,
+            scratch,
+        )
     }
 
-    /// Checks one fetched blob against its id without keeping its content.
+    /// Checks one fetched blob against its id without keeping its content
+    /// (held to the largest cap, as in [`Repository::decode_blob`]).
     pub fn check_blob(&self, id: &Id, sealed: &[u8], raw_length: u32) -> Result<()> {
-        blob::check(&self.keys, id, sealed, raw_length)
+        blob::check(&self.keys, id, sealed, raw_length, limits::MAX_BLOB)
+    }
+
+    /// [`Repository::check_blob`] for a blob of a known kind, held to that
+    /// kind's cap.
+    pub(crate) fn check_blob_of(
+        &self,
+        kind: BlobKind,
+        id: &Id,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<()> {
+        blob::check(&self.keys, id, sealed, raw_length, limits::max_blob(kind))
     }
 
     pub fn start_upload(self: &Arc<Self>, opts: UploadOptions) -> Result<Uploader> {
@@ -737,7 +792,13 @@ impl Repository {
         }
         let key = layout::snapshot(id);
         let sealed = self.cache.get(&*self.storage, &key)?;
-        let json = blob::open_object(&self.keys, &key, &sealed, SNAPSHOT_AAD)?;
+        let json = blob::open_object(
+            &self.keys,
+            &key,
+            &sealed,
+            SNAPSHOT_AAD,
+            limits::MAX_SNAPSHOT,
+        )?;
         format::from_json("snapshot", &json).map_err(Into::into)
     }
 
@@ -822,6 +883,9 @@ impl Repository {
             let Some(id) = layout::id_of(&entry.key) else {
                 continue;
             };
+            if entry.size > limits::MAX_KEY_FILE as u64 {
+                continue;
+            }
             let Ok(kf) = format::from_json::<KeyFile>("key file", &self.storage.get(&entry.key)?)
             else {
                 continue;

@@ -71,6 +71,11 @@ fn is_stale(l: &Lock) -> bool {
 fn read_locks(storage: &dyn Storage, keys: &MasterKeys) -> Result<Vec<(String, Option<Lock>)>> {
     let mut out = Vec::new();
     for e in storage.list(layout::LOCKS)? {
+        // Larger than any lock: unreadable, so stale, without reading it.
+        if e.size > format::limits::MAX_LOCK as u64 {
+            out.push((e.key, None));
+            continue;
+        }
         let lock = match storage.get(&e.key) {
             Ok(b) => keys
                 .data

@@ -10,12 +10,16 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
+    }
+
+    /// Whether the pack should be finished: it reached `target` bytes, or
+    /// the most blobs a reader accepts in one pack
+    /// ([`format::limits::MAX_PACK_BLOBS`]; only packs of tiny chunks
+    /// reach that before their size).
+    pub fn full(&self, target: usize) -> bool {
+        self.buf.len() >= target || self.blobs.len() >= format::limits::MAX_PACK_BLOBS
     }
 
     /// Builds the next pack in `buf` (emptied first), a buffer of an

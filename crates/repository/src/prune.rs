@@ -136,9 +136,9 @@ pub fn prune(repo: &Repository, used: &HashSet<Id>, opts: &PruneOptions) -> Resu
                 })?;
             // Check before copying: prune must never launder a damaged blob
             // into a fresh pack that verify would then call healthy.
-            repo.check_blob(&b.id, sealed, b.raw_length)?;
+            repo.check_blob_of(b.kind, &b.id, sealed, b.raw_length)?;
             pb.push(b.kind, b.id, b.raw_length, sealed, target + target / 4);
-            if pb.len() >= target {
+            if pb.full(target) {
                 flush(&mut pb, &mut new_packs)?;
             }
         }

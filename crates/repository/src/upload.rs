@@ -148,7 +148,7 @@ impl Shared {
     fn flush_index(&self, force: bool) -> Result<()> {
         let packs = {
             let mut g = self.pending_index.lock().unwrap_or_else(|p| p.into_inner());
-            if g.is_empty() || (!force && g.len() < INDEX_EVERY) {
+            if g.is_empty() || (!force && !index_file_due(&g)) {
                 return Ok(());
             }
             std::mem::take(&mut *g)
@@ -316,6 +316,15 @@ impl Uploader {
     }
 
     fn queue(&self, kind: BlobKind, id: Id, buf: Vec<u8>) -> Result<()> {
+        // Readers refuse a blob past its kind's cap, so it is never written.
+        let len = buf.len().saturating_sub(blob::HEADROOM);
+        if len > format::limits::max_blob(kind) {
+            self.shared.queued().remove(&id);
+            return Err(RepoError::TooLarge {
+                what: format!("a {kind:?} blob of {len} bytes"),
+                limit: format::limits::human(format::limits::max_blob(kind)),
+            });
+        }
         if self.shared.repo.remote().is_some() {
             let full = {
                 let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
@@ -498,7 +507,7 @@ fn packer(sh: &Shared, rx: &Receiver<Sealed>, tx: &Sender<PackOut>) {
             }
         }
         pb.push(s.kind, s.id, s.raw_length, &s.bytes, target + target / 4);
-        if pb.len() >= target {
+        if pb.full(target) {
             let (id, bytes, blobs) = pb.finish(sh.repo.keys());
             if tx.send(PackOut { id, bytes, blobs }).is_err() {
                 return;
@@ -562,4 +571,12 @@ fn uploader(sh: &Shared, rx: &Receiver<PackOut>) {
             sh.fail(e);
         }
     }
+}
+
+/// Whether the packs waiting for an index file make one: [`INDEX_EVERY`]
+/// packs, or [`format::limits::INDEX_FILE_BLOBS`] blobs (packs of tiny
+/// chunks), so no index file grows past what readers accept.
+pub(crate) fn index_file_due(pending: &[IndexPack]) -> bool {
+    pending.len() >= INDEX_EVERY
+        || pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= format::limits::INDEX_FILE_BLOBS
 }

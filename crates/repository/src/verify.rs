@@ -157,7 +157,7 @@ fn read_pack(repo: &Repository, id: &Id, report: &mut VerifyReport) {
             continue;
         };
         report.blobs_read += 1;
-        if let Err(err) = repo.check_blob(&e.id, sealed, e.raw_length) {
+        if let Err(err) = repo.check_blob_of(e.kind, &e.id, sealed, e.raw_length) {
             damaged += 1;
             report.problems.push(Problem {
                 object: format!("chunk {}", e.id),
