@@ -431,31 +431,14 @@ async fn server_retention_is_the_only_way_besides_an_admin_that_snapshots_go() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     // The organisation's policy: keep the newest one.
-    let r = call(
-        &h.app,
-        Method::PUT,
-        "/v1/admin/policy",
-        Some(&a.token),
-        serde_json::to_vec(&json!({"retention": {"keep_last": 1}})).unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    let dry = post_json(
-        &h.app,
-        "/v1/admin/retention",
-        Some(&a.token),
-        json!({"dry_run": true}),
-    )
-    .await
-    .json();
+    set_policy(&h.app, &a, json!({"retention": {"keep_last": 1}})).await;
+    let dry = retention(&h.app, &a, true).await;
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
     assert_eq!(
         count(get(&h.app, "/v1/snapshots", &erin.token).await.json()),
         3
     );
-    let run = post_json(&h.app, "/v1/admin/retention", Some(&a.token), json!({}))
-        .await
-        .json();
+    let run = retention(&h.app, &a, false).await;
     assert_eq!(run["removed"].as_array().unwrap().len(), 2);
     let left = get(&h.app, "/v1/snapshots", &erin.token).await.json();
     assert_eq!(count(left.clone()), 1);
@@ -612,20 +595,7 @@ async fn without_an_organisation_policy_the_server_thins_like_the_timeline() {
         made.push(r.json()["id"].clone());
     }
     h.server.set_clock_offset(0);
-    let dry = post_json(
-        &h.app,
-        "/v1/admin/retention",
-        Some(&a.token),
-        json!({"dry_run": true}),
-    )
-    .await;
-    assert_eq!(
-        dry.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&dry.body)
-    );
-    let dry = dry.json();
+    let dry = retention(&h.app, &a, true).await;
     assert_eq!(dry["removed"], json!([made[0]]), "{dry}");
     assert_eq!(dry["kept"], 2, "{dry}");
 }

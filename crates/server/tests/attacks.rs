@@ -10,19 +10,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Enrols another device for an existing user.
-async fn second_device(app: &axum::Router, admin: &Client, user: &str, name: &str) -> Client {
-    let r = post_json(
-        app,
-        "/v1/admin/codes",
-        Some(&admin.token),
-        json!({"user": user, "uses": 1}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    enroll(app, r.json()["code"].as_str().unwrap(), name).await
-}
-
 async fn commit_sealed(app: &axum::Router, c: &Client, sealed: Vec<u8>) -> Reply {
     call(app, Method::POST, "/v1/snapshots", Some(&c.token), sealed).await
 }
@@ -49,20 +36,12 @@ fn tree_bytes(v: Value) -> Vec<u8> {
 async fn a_stolen_device_cannot_make_retention_delete_its_users_history() {
     let h = start();
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
-    let r = call(
-        &h.app,
-        Method::PUT,
-        "/v1/admin/policy",
-        Some(&a.token),
-        serde_json::to_vec(&json!({"retention": {"keep_last": 5}})).unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
+    set_policy(&h.app, &a, json!({"retention": {"keep_last": 5}})).await;
 
     // Vic's laptop has backed up five times, an hour apart.
     h.server.set_clock_offset(-6 * 3600);
     let laptop = user(&h.app, &a, "vic").await;
-    let stolen = second_device(&h.app, &a, "vic", "vic-phone").await;
+    let stolen = device(&h.app, &a, "vic", "vic-phone").await;
     let mut history = Vec::new();
     for hour in (1..=5).rev() {
         h.server.set_clock_offset(-hour * 3600);
@@ -144,14 +123,7 @@ async fn a_stolen_device_cannot_make_retention_delete_its_users_history() {
     assert!(actions.contains(&"snapshot refused"), "{actions:?}");
 
     // Retention, as the server runs it every hour: nothing real is lost.
-    let run = post_json(&h.app, "/v1/admin/retention", Some(&a.token), json!({})).await;
-    assert_eq!(
-        run.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&run.body)
-    );
-    let run = run.json();
+    let run = retention(&h.app, &a, false).await;
     let removed: Vec<Id> = serde_json::from_value(run["removed"].clone()).unwrap();
     assert!(
         history.iter().all(|id| !removed.contains(id)),
@@ -190,14 +162,7 @@ async fn a_stolen_device_cannot_make_retention_delete_its_users_history() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let dry = post_json(
-        &h.app,
-        "/v1/admin/retention",
-        Some(&a.token),
-        json!({"dry_run": true}),
-    )
-    .await
-    .json();
+    let dry = retention(&h.app, &a, true).await;
     assert_eq!(dry["quarantined"], json!(0));
     assert_eq!(dry["kept"], json!(5));
 }
@@ -408,46 +373,36 @@ async fn a_commit_whose_trees_every_reader_would_refuse_is_refused() {
     let a = admin(&h.app, h.admin_code.as_deref().unwrap()).await;
     let eve = user(&h.app, &a, "eve").await;
 
-    // Folders nested one deeper than any reader follows.
-    let mut blobs = Vec::new();
-    let mut below = stored_leaf(&eve, &mut blobs);
-    for _ in 0..format::MAX_TREE_DEPTH {
-        let t = tree_bytes(
-            json!({"nodes": [{"name": "d", "kind": "dir", "mode": 493, "mtime_ns": 0, "subtree": below}]}),
+    // Folders nested one deeper than any reader follows, and folders that
+    // repeat each other: 2^40 paths from 40 small trees.
+    let chain = |n: usize, names: &[&str]| {
+        let mut blobs = Vec::new();
+        let mut below = stored_leaf(&eve, &mut blobs);
+        for _ in 0..n {
+            let nodes: Vec<Value> = names
+                .iter()
+                .map(|name| json!({"name": name, "kind": "dir", "mode": 493, "mtime_ns": 0, "subtree": below}))
+                .collect();
+            let t = tree_bytes(json!({ "nodes": nodes }));
+            below = eve.id(&t);
+            blobs.push((BlobKind::Tree, t));
+        }
+        (blobs, below)
+    };
+    for ((blobs, root), why) in [
+        (chain(format::MAX_TREE_DEPTH, &["d"]), "nest deeper"),
+        (chain(40, &["a", "b"]), "expand"),
+    ] {
+        send(&h.app, &eve, &blobs).await;
+        let r = commit_sealed(&h.app, &eve, eve.seal_snapshot(root)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            String::from_utf8_lossy(&r.body)
         );
-        below = eve.id(&t);
-        blobs.push((BlobKind::Tree, t));
+        assert!(r.json()["error"].as_str().unwrap().contains(why), "{why}");
     }
-    send(&h.app, &eve, &blobs).await;
-    let r = commit_sealed(&h.app, &eve, eve.seal_snapshot(below)).await;
-    assert_eq!(
-        r.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert!(r.json()["error"].as_str().unwrap().contains("nest deeper"));
-
-    // Folders that repeat each other: 2^40 paths from 40 small trees.
-    let mut blobs = Vec::new();
-    let mut below = stored_leaf(&eve, &mut blobs);
-    for _ in 0..40 {
-        let t = tree_bytes(json!({"nodes": [
-            {"name": "a", "kind": "dir", "mode": 493, "mtime_ns": 0, "subtree": below},
-            {"name": "b", "kind": "dir", "mode": 493, "mtime_ns": 0, "subtree": below}
-        ]}));
-        below = eve.id(&t);
-        blobs.push((BlobKind::Tree, t));
-    }
-    send(&h.app, &eve, &blobs).await;
-    let r = commit_sealed(&h.app, &eve, eve.seal_snapshot(below)).await;
-    assert_eq!(
-        r.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert!(r.json()["error"].as_str().unwrap().contains("expand"));
 
     // Entries out of order and a name a restore would refuse.
     for nodes in [

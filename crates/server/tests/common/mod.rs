@@ -244,16 +244,51 @@ pub async fn user(app: &axum::Router, admin: &Client, name: &str) -> Client {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    device(app, admin, name, &format!("{name}-laptop")).await
+}
+
+/// Enrols a device called `device_name` for the existing `user`.
+pub async fn device(app: &axum::Router, admin: &Client, user: &str, device_name: &str) -> Client {
     let r = post_json(
         app,
         "/v1/admin/codes",
         Some(&admin.token),
-        json!({"user": name, "uses": 1}),
+        json!({"user": user, "uses": 1}),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let code = r.json()["code"].as_str().unwrap().to_string();
-    enroll(app, &code, &format!("{name}-laptop")).await
+    enroll(app, r.json()["code"].as_str().unwrap(), device_name).await
+}
+
+/// Sets the organisation's policy.
+pub async fn set_policy(app: &axum::Router, admin: &Client, policy: Value) {
+    let r = call(
+        app,
+        Method::PUT,
+        "/v1/admin/policy",
+        Some(&admin.token),
+        serde_json::to_vec(&policy).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Runs the server's retention with the organisation's policy.
+pub async fn retention(app: &axum::Router, admin: &Client, dry_run: bool) -> Value {
+    let r = post_json(
+        app,
+        "/v1/admin/retention",
+        Some(&admin.token),
+        json!({ "dry_run": dry_run }),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
 }
 
 /// Backs up one file: query, prove, upload what is missing, commit.
