@@ -44,12 +44,17 @@ pub(super) fn start(work: &Path, data: &Path, extra: &[&str]) -> Running {
         args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
     }
     args.extend_from_slice(extra);
-    let mut child = tidemark(work)
+    let child = tidemark(work)
         .command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tidemark server");
+    ready(child)
+}
+
+/// Waits for a started server's first line (where it listens, its code).
+pub(super) fn ready(mut child: Child) -> Running {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)

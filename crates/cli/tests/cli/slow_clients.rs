@@ -7,7 +7,6 @@
 
 use super::server::Running;
 use super::support::{tidemark, workdir};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ const SLACK: Duration = Duration::from_secs(10);
 /// its open-file limit is [`SERVER_FILES`] whatever the test runner's is.
 fn start_with_file_limit(work: &Path, data: &Path) -> Running {
     let limit = format!("--nofile={SERVER_FILES}:{SERVER_FILES}");
-    let mut child = tidemark(work)
+    let child = tidemark(work)
         .wrapped(&["prlimit", &limit, "--"])
         .command(&[
             "--json",
@@ -50,13 +49,7 @@ fn start_with_file_limit(work: &Path, data: &Path) -> Running {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start `prlimit … tidemark server` (prlimit is in util-linux)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the ready line");
-    let ready = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("the server's first line is not JSON ({e}): {line:?}"));
-    Running { child, ready }
+    super::server::ready(child)
 }
 
 /// This process holds [`HELD`] sockets plus its own files: make sure its
