@@ -220,20 +220,15 @@ async fn prove_all(app: &axum::Router, c: &Client, files: &[Vec<u8>]) -> Vec<boo
                 "proof": hex::encode(crypto::ownership_proof(&nonce, f))})
         })
         .collect();
-    let p = post_json(
+    let p = post_expecting(
         app,
         "/v1/chunks/prove",
-        Some(&c.token),
+        &c.token,
         json!({"proofs": proofs}),
+        StatusCode::OK,
     )
     .await;
-    assert_eq!(
-        p.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&p.body)
-    );
-    let granted: Vec<Id> = serde_json::from_value(p.json()["granted"].clone()).unwrap();
+    let granted: Vec<Id> = serde_json::from_value(p["granted"].clone()).unwrap();
     ids.iter().map(|id| granted.contains(id)).collect()
 }
 

@@ -273,22 +273,34 @@ pub async fn set_policy(app: &axum::Router, admin: &Client, policy: Value) {
     assert_eq!(r.status, StatusCode::OK);
 }
 
-/// Runs the server's retention with the organisation's policy.
-pub async fn retention(app: &axum::Router, admin: &Client, dry_run: bool) -> Value {
-    let r = post_json(
-        app,
-        "/v1/admin/retention",
-        Some(&admin.token),
-        json!({ "dry_run": dry_run }),
-    )
-    .await;
+/// Posts `v` and insists on `status`; returns the JSON answer.
+pub async fn post_expecting(
+    app: &axum::Router,
+    path: &str,
+    token: &str,
+    v: Value,
+    status: StatusCode,
+) -> Value {
+    let r = post_json(app, path, Some(token), v).await;
     assert_eq!(
         r.status,
-        StatusCode::OK,
-        "{}",
+        status,
+        "{path}: {}",
         String::from_utf8_lossy(&r.body)
     );
     r.json()
+}
+
+/// Runs the server's retention with the organisation's policy.
+pub async fn retention(app: &axum::Router, admin: &Client, dry_run: bool) -> Value {
+    post_expecting(
+        app,
+        "/v1/admin/retention",
+        &admin.token,
+        json!({ "dry_run": dry_run }),
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// Backs up one file: query, prove, upload what is missing, commit.
