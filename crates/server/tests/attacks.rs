@@ -14,19 +14,6 @@ async fn commit_sealed(app: &axum::Router, c: &Client, sealed: Vec<u8>) -> Reply
     call(app, Method::POST, "/v1/snapshots", Some(&c.token), sealed).await
 }
 
-/// Uploads `blobs` (kind, bytes) in packs, as a client does after "upload".
-async fn send(app: &axum::Router, c: &Client, blobs: &[(BlobKind, Vec<u8>)]) {
-    for (pid, bytes) in c.build_packs(blobs) {
-        let r = put_pack(app, &c.token, pid, bytes).await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
-    }
-}
-
 fn tree_bytes(v: Value) -> Vec<u8> {
     let tree: Tree = serde_json::from_value(v).unwrap();
     format::to_json(&tree)

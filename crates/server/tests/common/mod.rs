@@ -375,16 +375,24 @@ pub async fn upload(app: &axum::Router, c: &Client, file: &[u8]) -> (Vec<Id>, us
                 }
             })
             .collect();
-        for (pid, bytes) in c.build_packs(&blobs) {
-            sent += bytes.len();
-            let r = put_pack(app, &c.token, pid, bytes).await;
-            assert_eq!(
-                r.status,
-                StatusCode::CREATED,
-                "{}",
-                String::from_utf8_lossy(&r.body)
-            );
-        }
+        sent = send(app, c, &blobs).await;
     }
     (ids, sent)
+}
+
+/// Uploads `blobs` (kind, bytes) in packs, as a client does after
+/// "upload"; returns the pack bytes sent.
+pub async fn send(app: &axum::Router, c: &Client, blobs: &[(BlobKind, Vec<u8>)]) -> usize {
+    let mut sent = 0;
+    for (pid, bytes) in c.build_packs(blobs) {
+        sent += bytes.len();
+        let r = put_pack(app, &c.token, pid, bytes).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    sent
 }
